@@ -1,0 +1,145 @@
+// flashattn: exact attention, FlashAttention-2 algorithm, C++ API.
+//
+//   O   = softmax(scale · Q Kᵀ [→ softcap] + alibi_bias, masked) · V   (dropout on the probabilities)
+//   LSE = log Σ_j exp(scale · Q Kᵀ [→ softcap] + alibi_bias)            (over visible keys, fp32)
+//
+// All tensors are non-owning strided views: the caller owns the memory (outputs included), the
+// library never allocates for the result. Errors are thrown as flashattn::Error, whose message
+// names the argument, what was given and what is allowed; nothing is written before every
+// argument has been checked.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "flashattn/version.h"
+
+namespace flashattn {
+
+// The one error type of the library.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class DType : uint8_t { f16, bf16, f32, i32 };
+enum class DeviceType : uint8_t { cpu, cuda };
+
+const char* dtype_name(DType dtype);
+size_t dtype_size(DType dtype);
+
+struct Device {
+  DeviceType type = DeviceType::cpu;
+  int index = 0;  // CUDA ordinal; 0 for the CPU
+  friend bool operator==(const Device& a, const Device& b) {
+    return a.type == b.type && a.index == b.index;
+  }
+  friend bool operator!=(const Device& a, const Device& b) { return !(a == b); }
+};
+
+inline constexpr int kMaxRank = 4;
+
+// A strided view: shape and strides in elements (not bytes), as in DLPack and PyTorch.
+struct Tensor {
+  void* data = nullptr;
+  DType dtype = DType::f32;
+  int rank = 0;
+  int64_t shape[kMaxRank] = {};
+  int64_t stride[kMaxRank] = {};
+  Device device{};
+
+  int64_t size(int dim) const { return shape[dim]; }
+  int64_t numel() const;
+  bool defined() const { return rank > 0; }
+};
+
+// A view of row-major (C-contiguous) memory.
+Tensor contiguous_view(void* data, DType dtype, std::initializer_list<int64_t> shape,
+                       Device device = {});
+// A view with explicit strides (in elements).
+Tensor strided_view(void* data, DType dtype, std::initializer_list<int64_t> shape,
+                    std::initializer_list<int64_t> strides, Device device = {});
+
+// Everything that is not a tensor of the attention itself.
+//
+// Shapes, padded batch:  q (batch, seqlen_q, heads_q, head_dim)
+//                        k (batch, seqlen_k, heads_kv, head_dim), v (…, head_dim_v)
+//                        out (batch, seqlen_q, heads_q, head_dim_v), lse (batch, heads_q, seqlen_q)
+// Shapes, varlen (cu_seqlens_q and cu_seqlens_k given):
+//                        q (total_q, heads_q, head_dim), k/v (total_k, heads_kv, head_dim[_v])
+//                        out (total_q, heads_q, head_dim_v), lse (heads_q, total_q)
+struct Options {
+  // Multiplies Q Kᵀ; unset means 1/√head_dim.
+  std::optional<float> softmax_scale;
+  // Query i sees key j iff j ≤ i + seqlen_k − seqlen_q (bottom-right aligned). Same as
+  // window_right = 0; may be combined with window_left.
+  bool causal = false;
+  // Sliding window, bottom-right aligned: query i sees key j iff
+  //   i + seqlen_k − seqlen_q − window_left ≤ j ≤ i + seqlen_k − seqlen_q + window_right.
+  // −1 means unbounded on that side.
+  int window_left = -1;
+  int window_right = -1;
+  // scores → softcap · tanh(scores / softcap), applied to scale·QKᵀ before bias and mask; 0 = off.
+  float softcap = 0.0f;
+  // fp32, shape (heads_q) or (batch, heads_q): adds −slope · |i + seqlen_k − seqlen_q − j|.
+  std::optional<Tensor> alibi_slopes;
+  // Dropout on the probabilities; the mask is a pure function of (seed, offset, batch index,
+  // query head, row, column): see docs/dropout.md and dropout_keep() below.
+  float dropout_p = 0.0f;
+  uint64_t dropout_seed = 0;
+  uint64_t dropout_offset = 0;
+  // Varlen: int32 prefix sums of length batch+1 (both or neither).
+  std::optional<Tensor> cu_seqlens_q;
+  std::optional<Tensor> cu_seqlens_k;
+  // int32 (batch): number of keys used by each sequence (≤ its seqlen_k), e.g. a KV cache fill.
+  std::optional<Tensor> seqused_k;
+  // Varlen only: upper bounds of the per-sequence lengths, 0 = derive from cu_seqlens
+  // (GPU kernels size their grid from these; the CPU derives them when 0).
+  int64_t max_seqlen_q = 0;
+  int64_t max_seqlen_k = 0;
+  // Backward: bit-identical gradients run to run (the CPU implementation always is).
+  bool deterministic = false;
+  // CPU worker threads; 0 = std::thread::hardware_concurrency().
+  int num_threads = 0;
+  // cudaStream_t for CUDA tensors; null = the default stream.
+  void* stream = nullptr;
+};
+
+// out (and lse, if defined) are written. lse is optional for inference; backward needs it.
+void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+             const Tensor& lse, const Options& options);
+
+// Gradients of the forward with the same options. dq, dk, dv have the shapes of q, k, v.
+// With MQA/GQA, dk/dv are summed over the query heads of each kv head, in place in dk/dv
+// (no heads_q-sized copies).
+void backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+              const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
+              const Tensor& dv, const Options& options);
+
+// ---- Dropout ----------------------------------------------------------------------------------
+// The mask, element by element, exactly as every implementation (CPU and GPU) draws it. Keeps
+// (b, h, i, j) iff dropout_uint16(...) < dropout_keep_threshold(p). Kept values are scaled by
+// 1 / (1 − p). See docs/dropout.md for the derivation from Philox4x32-10.
+uint32_t dropout_keep_threshold(float dropout_p);
+uint16_t dropout_uint16(uint64_t seed, uint64_t offset, int64_t batch_idx, int64_t head_idx,
+                        int64_t heads_q, int64_t row, int64_t col);
+bool dropout_keep(uint64_t seed, uint64_t offset, float dropout_p, int64_t batch_idx,
+                  int64_t head_idx, int64_t heads_q, int64_t row, int64_t col);
+// How far a caller must advance dropout_offset after a call so that the next call draws
+// independent numbers: one Philox counter block per (batch, query head).
+uint64_t dropout_offset_increment(int64_t batch, int64_t heads_q);
+
+// Philox4x32-10 (Salmon et al., SC'11): counter (4 × u32), key (2 × u32) → 4 × u32.
+struct Philox4x32Out {
+  uint32_t x[4];
+};
+Philox4x32Out philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
+                            uint32_t k1);
+
+// ---- Build information ------------------------------------------------------------------------
+bool cuda_compiled();        // the library was built with CUDA kernels
+int cuda_device_count();     // 0 without CUDA or without a GPU
+
+}  // namespace flashattn

@@ -1,0 +1,41 @@
+// The public entry points: check every argument, then hand the params to one implementation.
+#include "api/validate.h"
+#include "cpu/attention_cpu.h"
+#include "flashattn/flashattn.h"
+
+namespace flashattn {
+namespace {
+
+[[noreturn]] void no_cuda_kernels(const char* fn, const detail::AttentionParams& p) {
+  throw Error(std::string(fn) + ": argument 'q': tensors are on device cuda:" +
+              std::to_string(p.device.index) +
+              " but this build has no CUDA attention kernels yet; pass CPU tensors");
+}
+
+}  // namespace
+
+void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+             const Tensor& lse, const Options& options) {
+  const detail::AttentionParams p = detail::check_forward(q, k, v, out, lse, options);
+  switch (p.device.type) {
+    case DeviceType::cpu: return detail::cpu::forward(p);
+    case DeviceType::cuda: no_cuda_kernels("flashattn::forward", p);
+  }
+  throw Error("flashattn::forward: argument 'q': unknown device type " +
+              std::to_string(static_cast<int>(p.device.type)));
+}
+
+void backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+              const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
+              const Tensor& dv, const Options& options) {
+  const detail::AttentionParams p =
+      detail::check_backward(dout, q, k, v, out, lse, dq, dk, dv, options);
+  switch (p.device.type) {
+    case DeviceType::cpu: return detail::cpu::backward(p);
+    case DeviceType::cuda: no_cuda_kernels("flashattn::backward", p);
+  }
+  throw Error("flashattn::backward: argument 'q': unknown device type " +
+              std::to_string(static_cast<int>(p.device.type)));
+}
+
+}  // namespace flashattn

@@ -1,0 +1,363 @@
+#include "api/validate.h"
+
+#include <cmath>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace flashattn::detail {
+namespace {
+
+constexpr int64_t kMaxHeadDim = 256;
+constexpr int64_t kMaxSeqlen = (int64_t{1} << 31) - 1;  // int32 offsets; the dropout counter
+
+std::string shape_str(const Tensor& t) {
+  std::ostringstream s;
+  s << '(';
+  for (int d = 0; d < t.rank; ++d) s << (d ? ", " : "") << t.shape[d];
+  s << ')';
+  return s.str();
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::ostringstream s;
+  s << '(';
+  for (size_t d = 0; d < shape.size(); ++d) s << (d ? ", " : "") << shape[d];
+  s << ')';
+  return s.str();
+}
+
+const char* device_name(DeviceType t) { return t == DeviceType::cpu ? "cpu" : "cuda"; }
+
+std::string device_str(const Device& d) {
+  return std::string(device_name(d.type)) + ":" + std::to_string(d.index);
+}
+
+// Collects the checks of one call, so that every message starts with the function's name.
+class Checker {
+ public:
+  explicit Checker(const char* fn) : fn_(fn) {}
+
+  [[noreturn]] void fail(const std::string& arg, const std::string& what) const {
+    throw Error(std::string(fn_) + ": argument '" + arg + "': " + what);
+  }
+
+  void require(bool ok, const std::string& arg, const std::string& what) const {
+    if (!ok) fail(arg, what);
+  }
+
+  // A tensor that must be there, with this rank, dtype and device; last dimension contiguous.
+  void tensor(const Tensor& t, const std::string& name, int rank, const char* dims,
+              const Device& device) const {
+    require(t.defined(), name, std::string("required tensor is missing (expected rank ") +
+                                   std::to_string(rank) + " " + dims + ")");
+    require(t.rank == rank, name,
+            "expected rank " + std::to_string(rank) + " " + dims + ", got rank " +
+                std::to_string(t.rank) + " with shape " + shape_str(t));
+    for (int d = 0; d < t.rank; ++d) {
+      require(t.shape[d] >= 0, name, "negative size in shape " + shape_str(t));
+    }
+    require(t.device == device, name,
+            "expected device " + device_str(device) + " (that of q), got " + device_str(t.device));
+    require(t.shape[rank - 1] <= 1 || t.stride[rank - 1] == 1, name,
+            "the last dimension must be contiguous (stride 1), got stride " +
+                std::to_string(t.stride[rank - 1]));
+    require(t.data != nullptr || t.numel() == 0, name, "data pointer is null");
+  }
+
+  void dtype(const Tensor& t, const std::string& name, DType expected, const char* why) const {
+    require(t.dtype == expected, name,
+            std::string("expected dtype ") + dtype_name(expected) + " (" + why + "), got " +
+                dtype_name(t.dtype));
+  }
+
+  void shape(const Tensor& t, const std::string& name, const std::vector<int64_t>& expected,
+             const char* dims) const {
+    bool same = static_cast<size_t>(t.rank) == expected.size();
+    for (int d = 0; same && d < t.rank; ++d) same = t.shape[d] == expected[d];
+    require(same, name,
+            "expected shape " + shape_str(expected) + " " + dims + ", got " + shape_str(t));
+  }
+
+  // Outputs are written by many threads: no two elements may share an address.
+  void writable(const Tensor& t, const std::string& name) const {
+    for (int d = 0; d < t.rank; ++d) {
+      require(t.shape[d] <= 1 || t.stride[d] != 0, name,
+              "an output may not have stride 0 (dimension " + std::to_string(d) + " of shape " +
+                  shape_str(t) + ")");
+    }
+  }
+
+  // An int32 vector (cu_seqlens, seqused_k) on the host whose values we can read.
+  std::vector<int64_t> int_vector(const Tensor& t, const std::string& name, int64_t length,
+                                  const Device& device) const {
+    tensor(t, name, 1, "(length)", device);
+    dtype(t, name, DType::i32, "sequence lengths are int32");
+    require(t.shape[0] == length, name,
+            "expected length " + std::to_string(length) + ", got " + std::to_string(t.shape[0]));
+    require(t.shape[0] <= 1 || t.stride[0] == 1, name, "must be contiguous (stride 1)");
+    std::vector<int64_t> values(static_cast<size_t>(length));
+    if (device.type == DeviceType::cpu) {
+      const auto* p = static_cast<const int32_t*>(t.data);
+      for (int64_t i = 0; i < length; ++i) values[static_cast<size_t>(i)] = p[i];
+    }
+    return values;
+  }
+
+ private:
+  const char* fn_;
+};
+
+OperandStrides strides_of(const Tensor& t, bool varlen) {
+  if (varlen) return OperandStrides{0, t.stride[0], t.stride[1]};
+  return OperandStrides{t.stride[0], t.stride[1], t.stride[2]};
+}
+
+// Checks q, k, v, the options, and (if given) out and lse; fills the params.
+AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k, const Tensor& v,
+                             const Tensor& out, const Tensor& lse, bool lse_required,
+                             const Options& o) {
+  AttentionParams p;
+  c.require(q.defined(), "q", "required tensor is missing");
+  const Device dev = q.device;
+  c.require(dev.type == DeviceType::cpu || dev.type == DeviceType::cuda, "q",
+            "unknown device type " + std::to_string(static_cast<int>(dev.type)));
+  c.require(q.dtype == DType::f16 || q.dtype == DType::bf16 || q.dtype == DType::f32, "q",
+            std::string("expected dtype float16, bfloat16 or float32, got ") +
+                dtype_name(q.dtype));
+
+  // Varlen: both cu_seqlens or neither.
+  c.require(o.cu_seqlens_q.has_value() == o.cu_seqlens_k.has_value(),
+            o.cu_seqlens_q ? "cu_seqlens_k" : "cu_seqlens_q",
+            "varlen needs both cu_seqlens_q and cu_seqlens_k, got only one");
+  const bool varlen = o.cu_seqlens_q.has_value();
+  const int rank = varlen ? 3 : 4;
+  const char* q_dims = varlen ? "[total_q, heads_q, head_dim]" : "[batch, seqlen_q, heads_q, head_dim]";
+  const char* k_dims = varlen ? "[total_k, heads_kv, head_dim]" : "[batch, seqlen_k, heads_kv, head_dim]";
+  const char* v_dims =
+      varlen ? "[total_k, heads_kv, head_dim_v]" : "[batch, seqlen_k, heads_kv, head_dim_v]";
+  c.tensor(q, "q", rank, q_dims, dev);
+  c.tensor(k, "k", rank, k_dims, dev);
+  c.tensor(v, "v", rank, v_dims, dev);
+  c.dtype(k, "k", q.dtype, "that of q");
+  c.dtype(v, "v", q.dtype, "that of q");
+
+  const int hd = rank - 2;  // index of the heads dimension
+  p.is_varlen = varlen;
+  p.dtype = q.dtype;
+  p.device = dev;
+  p.heads_q = q.shape[hd];
+  p.heads_kv = k.shape[hd];
+  p.head_dim = q.shape[hd + 1];
+  p.head_dim_v = v.shape[hd + 1];
+  c.require(p.head_dim >= 1 && p.head_dim <= kMaxHeadDim, "q",
+            "head_dim must be in [1, " + std::to_string(kMaxHeadDim) + "], got " +
+                std::to_string(p.head_dim));
+  c.require(p.head_dim_v >= 1 && p.head_dim_v <= kMaxHeadDim, "v",
+            "head_dim_v must be in [1, " + std::to_string(kMaxHeadDim) + "], got " +
+                std::to_string(p.head_dim_v));
+  c.require(k.shape[hd + 1] == p.head_dim, "k",
+            "head_dim must equal that of q (" + std::to_string(p.head_dim) + "), got " +
+                std::to_string(k.shape[hd + 1]));
+  c.require(p.heads_q >= 1, "q", "heads_q must be ≥ 1, got " + std::to_string(p.heads_q));
+  c.require(p.heads_kv >= 1, "k", "heads_kv must be ≥ 1, got " + std::to_string(p.heads_kv));
+  c.require(p.heads_q % p.heads_kv == 0, "k",
+            "heads_q (" + std::to_string(p.heads_q) + ") must be a multiple of heads_kv (" +
+                std::to_string(p.heads_kv) + ")");
+  c.require(v.shape[hd] == p.heads_kv, "v",
+            "heads_kv must equal that of k (" + std::to_string(p.heads_kv) + "), got " +
+                std::to_string(v.shape[hd]));
+  c.require(v.shape[0] == k.shape[0] && (varlen || v.shape[1] == k.shape[1]), "v",
+            "expected the leading dimensions of k " + shape_str(k) + ", got " + shape_str(v));
+  p.group = p.heads_q / p.heads_kv;
+
+  if (varlen) {
+    const int64_t batch = o.cu_seqlens_q->shape[0] - 1;
+    c.require(o.cu_seqlens_q->rank == 1 && batch >= 0, "cu_seqlens_q",
+              "expected a vector of length batch + 1 ≥ 1, got shape " + shape_str(*o.cu_seqlens_q));
+    p.batch = batch;
+    const auto cq = c.int_vector(*o.cu_seqlens_q, "cu_seqlens_q", batch + 1, dev);
+    const auto ck = c.int_vector(*o.cu_seqlens_k, "cu_seqlens_k", batch + 1, dev);
+    c.require(o.max_seqlen_q >= 0, "max_seqlen_q", "must be ≥ 0, got " + std::to_string(o.max_seqlen_q));
+    c.require(o.max_seqlen_k >= 0, "max_seqlen_k", "must be ≥ 0, got " + std::to_string(o.max_seqlen_k));
+    p.seqlen_q = o.max_seqlen_q;
+    p.seqlen_k = o.max_seqlen_k;
+    if (dev.type == DeviceType::cpu) {
+      const std::pair<const std::vector<int64_t>*, const char*> lists[] = {{&cq, "cu_seqlens_q"},
+                                                                           {&ck, "cu_seqlens_k"}};
+      for (const auto& [cu, name] : lists) {
+        const int64_t total = (cu == &cq ? q : k).shape[0];
+        c.require((*cu)[0] == 0, name, "must start at 0, got " + std::to_string((*cu)[0]));
+        for (int64_t b = 0; b < batch; ++b) {
+          const int64_t len = (*cu)[b + 1] - (*cu)[b];
+          c.require(len >= 0, name,
+                    "must be non-decreasing, got " + std::to_string((*cu)[b]) + " then " +
+                        std::to_string((*cu)[b + 1]) + " at index " + std::to_string(b));
+          int64_t& max_len = cu == &cq ? p.seqlen_q : p.seqlen_k;
+          const int64_t given = cu == &cq ? o.max_seqlen_q : o.max_seqlen_k;
+          c.require(given == 0 || len <= given, cu == &cq ? "max_seqlen_q" : "max_seqlen_k",
+                    "is " + std::to_string(given) + " but sequence " + std::to_string(b) +
+                        " has length " + std::to_string(len));
+          if (len > max_len) max_len = len;
+        }
+        c.require((*cu)[batch] <= total, name,
+                  "last value " + std::to_string((*cu)[batch]) +
+                      " exceeds the packed length " + std::to_string(total) + " of " +
+                      (cu == &cq ? "q" : "k"));
+      }
+    }
+    p.cu_seqlens_q = static_cast<const int32_t*>(o.cu_seqlens_q->data);
+    p.cu_seqlens_k = static_cast<const int32_t*>(o.cu_seqlens_k->data);
+  } else {
+    p.batch = q.shape[0];
+    p.seqlen_q = q.shape[1];
+    p.seqlen_k = k.shape[1];
+    c.require(k.shape[0] == p.batch, "k",
+              "batch must equal that of q (" + std::to_string(p.batch) + "), got " +
+                  std::to_string(k.shape[0]));
+    c.require(o.max_seqlen_q == 0 && o.max_seqlen_k == 0, "max_seqlen_q",
+              "max_seqlen_q/max_seqlen_k are for varlen batches only (cu_seqlens_q given)");
+  }
+  c.require(p.seqlen_q <= kMaxSeqlen, "q", "seqlen_q must be < 2^31");
+  c.require(p.seqlen_k <= kMaxSeqlen, "k", "seqlen_k must be < 2^31");
+
+  if (o.seqused_k) {
+    const auto used = c.int_vector(*o.seqused_k, "seqused_k", p.batch, dev);
+    if (dev.type == DeviceType::cpu) {
+      for (int64_t b = 0; b < p.batch; ++b) {
+        const int64_t len = varlen ? p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b] : p.seqlen_k;
+        c.require(used[static_cast<size_t>(b)] >= 0 && used[static_cast<size_t>(b)] <= len,
+                  "seqused_k",
+                  "entry " + std::to_string(b) + " is " + std::to_string(used[static_cast<size_t>(b)]) +
+                      ", expected a value in [0, " + std::to_string(len) + "] (the sequence's seqlen_k)");
+      }
+    }
+    p.seqused_k = static_cast<const int32_t*>(o.seqused_k->data);
+  }
+
+  // Options that are plain numbers.
+  if (o.softmax_scale) {
+    c.require(std::isfinite(*o.softmax_scale), "softmax_scale",
+              "must be finite, got " + std::to_string(*o.softmax_scale));
+  }
+  p.scale = o.softmax_scale ? *o.softmax_scale : 1.0f / std::sqrt(static_cast<float>(p.head_dim));
+  p.scale_log2 = p.scale * 1.4426950408889634f;
+  c.require(std::isfinite(o.softcap) && o.softcap >= 0.0f, "softcap",
+            "must be ≥ 0 and finite (0 = off), got " + std::to_string(o.softcap));
+  p.softcap = o.softcap;
+  c.require(o.window_left >= -1, "window_left",
+            "must be ≥ 0, or −1 for unbounded, got " + std::to_string(o.window_left));
+  c.require(o.window_right >= -1, "window_right",
+            "must be ≥ 0, or −1 for unbounded, got " + std::to_string(o.window_right));
+  c.require(!o.causal || o.window_right == -1 || o.window_right == 0, "window_right",
+            "causal already sets window_right = 0, got " + std::to_string(o.window_right));
+  p.window_left = o.window_left;
+  p.window_right = o.causal ? 0 : o.window_right;
+  p.is_causal = p.window_left == -1 && p.window_right == 0;
+  c.require(std::isfinite(o.dropout_p) && o.dropout_p >= 0.0f && o.dropout_p < 1.0f, "dropout_p",
+            "must be in [0, 1), got " + std::to_string(o.dropout_p));
+  p.dropout_p = o.dropout_p;
+  p.dropout_scale = 1.0f / (1.0f - o.dropout_p);
+  p.dropout_threshold = dropout_keep_threshold(o.dropout_p);
+  p.dropout_seed = o.dropout_seed;
+  p.dropout_offset = o.dropout_offset;
+  c.require(o.num_threads >= 0, "num_threads",
+            "must be ≥ 0 (0 = all hardware threads), got " + std::to_string(o.num_threads));
+  p.num_threads = o.num_threads;
+  p.deterministic = o.deterministic;
+  p.stream = o.stream;
+
+  if (o.alibi_slopes) {
+    const Tensor& a = *o.alibi_slopes;
+    c.require(a.defined() && (a.rank == 1 || a.rank == 2), "alibi_slopes",
+              "expected rank 1 (heads_q) or 2 (batch, heads_q), got rank " + std::to_string(a.rank));
+    c.tensor(a, "alibi_slopes", a.rank, a.rank == 1 ? "[heads_q]" : "[batch, heads_q]", dev);
+    c.dtype(a, "alibi_slopes", DType::f32, "slopes are float32");
+    if (a.rank == 1) {
+      c.shape(a, "alibi_slopes", {p.heads_q}, "[heads_q]");
+    } else {
+      c.shape(a, "alibi_slopes", {p.batch, p.heads_q}, "[batch, heads_q]");
+      p.alibi_batch_stride = a.stride[0];
+    }
+    p.alibi_slopes = static_cast<const float*>(a.data);
+  }
+
+  // Outputs (forward) or saved forward results (backward).
+  const std::vector<int64_t> out_shape =
+      varlen ? std::vector<int64_t>{q.shape[0], p.heads_q, p.head_dim_v}
+             : std::vector<int64_t>{p.batch, p.seqlen_q, p.heads_q, p.head_dim_v};
+  const char* out_dims =
+      varlen ? "[total_q, heads_q, head_dim_v]" : "[batch, seqlen_q, heads_q, head_dim_v]";
+  c.tensor(out, "out", rank, out_dims, dev);
+  c.dtype(out, "out", q.dtype, "that of q");
+  c.shape(out, "out", out_shape, out_dims);
+  if (lse_required || lse.defined()) {
+    const int lse_rank = varlen ? 2 : 3;
+    const char* lse_dims = varlen ? "[heads_q, total_q]" : "[batch, heads_q, seqlen_q]";
+    c.tensor(lse, "lse", lse_rank, lse_dims, dev);
+    c.dtype(lse, "lse", DType::f32, "the log-sum-exp is float32");
+    c.shape(lse, "lse",
+            varlen ? std::vector<int64_t>{p.heads_q, q.shape[0]}
+                   : std::vector<int64_t>{p.batch, p.heads_q, p.seqlen_q},
+            lse_dims);
+    p.lse = static_cast<float*>(lse.data);
+    p.lse_batch_stride = varlen ? 0 : lse.stride[0];
+    p.lse_head_stride = varlen ? lse.stride[0] : lse.stride[1];
+  }
+
+  p.q = q.data;
+  p.k = k.data;
+  p.v = v.data;
+  p.out = out.data;
+  p.q_stride = strides_of(q, varlen);
+  p.k_stride = strides_of(k, varlen);
+  p.v_stride = strides_of(v, varlen);
+  p.out_stride = strides_of(out, varlen);
+  return p;
+}
+
+}  // namespace
+
+AttentionParams check_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                              const Tensor& lse, const Options& options) {
+  const Checker c("flashattn::forward");
+  AttentionParams p = check_common(c, q, k, v, out, lse, /*lse_required=*/false, options);
+  c.writable(out, "out");
+  if (lse.defined()) c.writable(lse, "lse");
+  return p;
+}
+
+AttentionParams check_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                               const Tensor& v, const Tensor& out, const Tensor& lse,
+                               const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                               const Options& options) {
+  const Checker c("flashattn::backward");
+  AttentionParams p = check_common(c, q, k, v, out, lse, /*lse_required=*/true, options);
+  const int rank = q.rank;
+  const struct {
+    const Tensor& t;
+    const char* name;
+    const Tensor& like;
+    const char* like_name;
+  } grads[] = {{dout, "dout", out, "out"}, {dq, "dq", q, "q"}, {dk, "dk", k, "k"}, {dv, "dv", v, "v"}};
+  for (const auto& g : grads) {
+    const std::string dims = std::string("[shape of ") + g.like_name + "]";
+    c.tensor(g.t, g.name, rank, dims.c_str(), p.device);
+    c.dtype(g.t, g.name, q.dtype, "that of q");
+    c.shape(g.t, g.name, std::vector<int64_t>(g.like.shape, g.like.shape + rank), dims.c_str());
+  }
+  c.writable(dq, "dq");
+  c.writable(dk, "dk");
+  c.writable(dv, "dv");
+  p.dout = dout.data;
+  p.dq = dq.data;
+  p.dk = dk.data;
+  p.dv = dv.data;
+  p.dout_stride = strides_of(dout, p.is_varlen);
+  p.dq_stride = strides_of(dq, p.is_varlen);
+  p.dk_stride = strides_of(dk, p.is_varlen);
+  p.dv_stride = strides_of(dv, p.is_varlen);
+  return p;
+}
+
+}  // namespace flashattn::detail

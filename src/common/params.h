@@ -1,0 +1,113 @@
+// The one plain parameter struct that every implementation (CPU, CUDA) reads. Filled by the API
+// layer after validation; all counts are resolved, all strides are in elements.
+#pragma once
+
+#include <cstdint>
+
+#include "flashattn/flashattn.h"
+
+namespace flashattn::detail {
+
+// Strides of one (rows, heads, dim) operand. Padded batch: element (b, row, h, d) is at
+// b·batch + row·row + h·head + d. Varlen: batch = 0 and the row is cu_seqlens[b] + row.
+struct OperandStrides {
+  int64_t batch = 0;
+  int64_t row = 0;
+  int64_t head = 0;
+};
+
+struct AttentionParams {
+  DType dtype = DType::f16;  // of q, k, v, out, dout, dq, dk, dv
+  Device device{};
+
+  const void* q = nullptr;     // (batch, seqlen_q, heads_q, head_dim) or (total_q, heads_q, head_dim)
+  const void* k = nullptr;     // (batch, seqlen_k, heads_kv, head_dim) or (total_k, …)
+  const void* v = nullptr;     // (batch, seqlen_k, heads_kv, head_dim_v) or (total_k, …)
+  void* out = nullptr;         // forward: written; backward: read. Shaped like q with head_dim_v
+  float* lse = nullptr;        // (batch, heads_q, seqlen_q) or (heads_q, total_q); may be null in forward
+  const void* dout = nullptr;  // backward: like out
+  void* dq = nullptr;          // backward: like q
+  void* dk = nullptr;          // backward: like k
+  void* dv = nullptr;          // backward: like v
+
+  OperandStrides q_stride, k_stride, v_stride, out_stride, dout_stride, dq_stride, dk_stride,
+      dv_stride;
+  int64_t lse_batch_stride = 0;  // padded only
+  int64_t lse_head_stride = 0;   // the row stride of lse is 1
+
+  int64_t batch = 0;
+  int64_t seqlen_q = 0;  // padded: the seqlen; varlen: max over sequences
+  int64_t seqlen_k = 0;  // padded: the seqlen; varlen: max over sequences
+  int64_t heads_q = 0;
+  int64_t heads_kv = 0;
+  int64_t group = 1;  // heads_q / heads_kv: query head h reads kv head h / group
+  int64_t head_dim = 0;
+  int64_t head_dim_v = 0;
+
+  bool is_varlen = false;
+  const int32_t* cu_seqlens_q = nullptr;  // (batch + 1), varlen only
+  const int32_t* cu_seqlens_k = nullptr;  // (batch + 1), varlen only
+  const int32_t* seqused_k = nullptr;     // (batch) or null
+
+  float scale = 1.0f;       // multiplies Q Kᵀ
+  float scale_log2 = 1.0f;  // scale · log2(e)
+  float softcap = 0.0f;     // 0 = off
+
+  // Bottom-right aligned window, −1 = unbounded. causal has been folded in as window_right = 0.
+  int64_t window_left = -1;
+  int64_t window_right = -1;
+  bool is_causal = false;  // window_left == −1 && window_right == 0, kept for dispatch
+
+  const float* alibi_slopes = nullptr;  // (heads_q) or (batch, heads_q)
+  int64_t alibi_batch_stride = 0;       // 0 when the slopes are per head only
+
+  float dropout_p = 0.0f;
+  float dropout_scale = 1.0f;          // 1 / (1 − p)
+  uint32_t dropout_threshold = 65536;  // keep iff the element's uint16 < threshold
+  uint64_t dropout_seed = 0;
+  uint64_t dropout_offset = 0;
+
+  bool deterministic = false;
+  int num_threads = 0;
+  void* stream = nullptr;
+};
+
+// Per-sequence geometry: where sequence b starts and how long it is.
+struct SequenceInfo {
+  int64_t q_start = 0;  // first row of q (varlen: in the packed tensor)
+  int64_t k_start = 0;
+  int64_t seqlen_q = 0;
+  int64_t seqlen_k = 0;  // after seqused_k
+};
+
+inline SequenceInfo sequence_info(const AttentionParams& p, int64_t b) {
+  SequenceInfo s;
+  if (p.is_varlen) {
+    s.q_start = p.cu_seqlens_q[b];
+    s.k_start = p.cu_seqlens_k[b];
+    s.seqlen_q = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];
+    s.seqlen_k = p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b];
+  } else {
+    s.seqlen_q = p.seqlen_q;
+    s.seqlen_k = p.seqlen_k;
+  }
+  if (p.seqused_k != nullptr) s.seqlen_k = p.seqused_k[b];
+  return s;
+}
+
+// Visible keys of query row i: [first, last] (empty when first > last), bottom-right aligned.
+struct KeyRange {
+  int64_t first;
+  int64_t last;
+};
+
+inline KeyRange visible_keys(const AttentionParams& p, int64_t i, int64_t seqlen_q,
+                             int64_t seqlen_k) {
+  const int64_t diag = i + seqlen_k - seqlen_q;
+  KeyRange r{0, seqlen_k - 1};
+  if (p.window_left >= 0 && diag - p.window_left > r.first) r.first = diag - p.window_left;
+  if (p.window_right >= 0 && diag + p.window_right < r.last) r.last = diag + p.window_right;
+  return r;
+}
+
+}  // namespace flashattn::detail
