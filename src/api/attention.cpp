@@ -3,13 +3,29 @@
 #include "cpu/attention_cpu.h"
 #include "flashattn/flashattn.h"
 
+#if FLASHATTN_WITH_CUDA
+#include "cuda/api.h"
+#endif
+
 namespace flashattn {
 namespace {
 
-[[noreturn]] void no_cuda_kernels(const char* fn, const detail::AttentionParams& p) {
-  throw Error(std::string(fn) + ": argument 'q': tensors are on device cuda:" +
-              std::to_string(p.device.index) +
-              " but this build has no CUDA attention kernels yet; pass CPU tensors");
+void cuda_forward([[maybe_unused]] const detail::AttentionParams& p) {
+#if FLASHATTN_WITH_CUDA
+  detail::cuda::forward(p);
+#else
+  throw Error("flashattn::forward: argument 'q': tensors are on device cuda:" +
+              std::to_string(p.device.index) + " but this build has no CUDA support");
+#endif
+}
+
+void cuda_backward([[maybe_unused]] const detail::AttentionParams& p) {
+#if FLASHATTN_WITH_CUDA
+  detail::cuda::backward(p);
+#else
+  throw Error("flashattn::backward: argument 'q': tensors are on device cuda:" +
+              std::to_string(p.device.index) + " but this build has no CUDA support");
+#endif
 }
 
 }  // namespace
@@ -19,7 +35,7 @@ void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ou
   const detail::AttentionParams p = detail::check_forward(q, k, v, out, lse, options);
   switch (p.device.type) {
     case DeviceType::cpu: return detail::cpu::forward(p);
-    case DeviceType::cuda: no_cuda_kernels("flashattn::forward", p);
+    case DeviceType::cuda: return cuda_forward(p);
   }
   throw Error("flashattn::forward: argument 'q': unknown device type " +
               std::to_string(static_cast<int>(p.device.type)));
@@ -32,7 +48,7 @@ void backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor
       detail::check_backward(dout, q, k, v, out, lse, dq, dk, dv, options);
   switch (p.device.type) {
     case DeviceType::cpu: return detail::cpu::backward(p);
-    case DeviceType::cuda: no_cuda_kernels("flashattn::backward", p);
+    case DeviceType::cuda: return cuda_backward(p);
   }
   throw Error("flashattn::backward: argument 'q': unknown device type " +
               std::to_string(static_cast<int>(p.device.type)));

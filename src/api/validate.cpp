@@ -1,6 +1,10 @@
 #include "api/validate.h"
 
+#include "common/device_memory.h"
+
+#include <algorithm>
 #include <cmath>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -88,20 +92,25 @@ class Checker {
     }
   }
 
-  // An int32 vector (cu_seqlens, seqused_k) on the host whose values we can read.
-  std::vector<int64_t> int_vector(const Tensor& t, const std::string& name, int64_t length,
-                                  const Device& device) const {
+  // An int32 vector (cu_seqlens, seqused_k). Its values, read on the host (a copy for device
+  // memory), or nothing where they cannot be read now (a CUDA stream being captured).
+  std::optional<std::vector<int64_t>> int_vector(const Tensor& t, const std::string& name,
+                                                 int64_t length, const Device& device,
+                                                 void* stream) const {
     tensor(t, name, 1, "(length)", device);
     dtype(t, name, DType::i32, "sequence lengths are int32");
     require(t.shape[0] == length, name,
             "expected length " + std::to_string(length) + ", got " + std::to_string(t.shape[0]));
     require(t.shape[0] <= 1 || t.stride[0] == 1, name, "must be contiguous (stride 1)");
-    std::vector<int64_t> values(static_cast<size_t>(length));
+    std::vector<int32_t> raw(static_cast<size_t>(length));
     if (device.type == DeviceType::cpu) {
       const auto* p = static_cast<const int32_t*>(t.data);
-      for (int64_t i = 0; i < length; ++i) values[static_cast<size_t>(i)] = p[i];
+      std::copy(p, p + length, raw.begin());
+    } else if (!read_device_int32(raw.data(), static_cast<const int32_t*>(t.data), length,
+                                  device.index, stream)) {
+      return std::nullopt;
     }
-    return values;
+    return std::vector<int64_t>(raw.begin(), raw.end());
   }
 
  private:
@@ -171,31 +180,33 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
             "expected the leading dimensions of k " + shape_str(k) + ", got " + shape_str(v));
   p.group = p.heads_q / p.heads_kv;
 
+  std::vector<int64_t> k_lengths;  // varlen: seqlen_k of each sequence, where readable
   if (varlen) {
     const int64_t batch = o.cu_seqlens_q->shape[0] - 1;
     c.require(o.cu_seqlens_q->rank == 1 && batch >= 0, "cu_seqlens_q",
               "expected a vector of length batch + 1 ≥ 1, got shape " + shape_str(*o.cu_seqlens_q));
     p.batch = batch;
-    const auto cq = c.int_vector(*o.cu_seqlens_q, "cu_seqlens_q", batch + 1, dev);
-    const auto ck = c.int_vector(*o.cu_seqlens_k, "cu_seqlens_k", batch + 1, dev);
+    const auto cq = c.int_vector(*o.cu_seqlens_q, "cu_seqlens_q", batch + 1, dev, o.stream);
+    const auto ck = c.int_vector(*o.cu_seqlens_k, "cu_seqlens_k", batch + 1, dev, o.stream);
     c.require(o.max_seqlen_q >= 0, "max_seqlen_q", "must be ≥ 0, got " + std::to_string(o.max_seqlen_q));
     c.require(o.max_seqlen_k >= 0, "max_seqlen_k", "must be ≥ 0, got " + std::to_string(o.max_seqlen_k));
     p.seqlen_q = o.max_seqlen_q;
     p.seqlen_k = o.max_seqlen_k;
-    if (dev.type == DeviceType::cpu) {
-      const std::pair<const std::vector<int64_t>*, const char*> lists[] = {{&cq, "cu_seqlens_q"},
-                                                                           {&ck, "cu_seqlens_k"}};
+    if (cq && ck) {
+      const std::pair<const std::vector<int64_t>*, const char*> lists[] = {{&*cq, "cu_seqlens_q"},
+                                                                           {&*ck, "cu_seqlens_k"}};
       for (const auto& [cu, name] : lists) {
-        const int64_t total = (cu == &cq ? q : k).shape[0];
+        const bool is_q = cu == &*cq;
+        const int64_t total = (is_q ? q : k).shape[0];
         c.require((*cu)[0] == 0, name, "must start at 0, got " + std::to_string((*cu)[0]));
         for (int64_t b = 0; b < batch; ++b) {
           const int64_t len = (*cu)[b + 1] - (*cu)[b];
           c.require(len >= 0, name,
                     "must be non-decreasing, got " + std::to_string((*cu)[b]) + " then " +
                         std::to_string((*cu)[b + 1]) + " at index " + std::to_string(b));
-          int64_t& max_len = cu == &cq ? p.seqlen_q : p.seqlen_k;
-          const int64_t given = cu == &cq ? o.max_seqlen_q : o.max_seqlen_k;
-          c.require(given == 0 || len <= given, cu == &cq ? "max_seqlen_q" : "max_seqlen_k",
+          int64_t& max_len = is_q ? p.seqlen_q : p.seqlen_k;
+          const int64_t given = is_q ? o.max_seqlen_q : o.max_seqlen_k;
+          c.require(given == 0 || len <= given, is_q ? "max_seqlen_q" : "max_seqlen_k",
                     "is " + std::to_string(given) + " but sequence " + std::to_string(b) +
                         " has length " + std::to_string(len));
           if (len > max_len) max_len = len;
@@ -203,8 +214,17 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
         c.require((*cu)[batch] <= total, name,
                   "last value " + std::to_string((*cu)[batch]) +
                       " exceeds the packed length " + std::to_string(total) + " of " +
-                      (cu == &cq ? "q" : "k"));
+                      (is_q ? "q" : "k"));
       }
+      for (int64_t b = 0; b < batch; ++b) {
+        k_lengths.push_back((*ck)[b + 1] - (*ck)[b]);
+      }
+    } else {
+      // Values unreadable (stream capture): the caller's bounds size the work.
+      c.require(o.max_seqlen_q > 0 || batch == 0, "max_seqlen_q",
+                "required (> 0) when cu_seqlens cannot be read on the host (stream capture)");
+      c.require(o.max_seqlen_k > 0 || batch == 0, "max_seqlen_k",
+                "required (> 0) when cu_seqlens cannot be read on the host (stream capture)");
     }
     p.cu_seqlens_q = static_cast<const int32_t*>(o.cu_seqlens_q->data);
     p.cu_seqlens_k = static_cast<const int32_t*>(o.cu_seqlens_k->data);
@@ -222,14 +242,15 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   c.require(p.seqlen_k <= kMaxSeqlen, "k", "seqlen_k must be < 2^31");
 
   if (o.seqused_k) {
-    const auto used = c.int_vector(*o.seqused_k, "seqused_k", p.batch, dev);
-    if (dev.type == DeviceType::cpu) {
+    const auto used = c.int_vector(*o.seqused_k, "seqused_k", p.batch, dev, o.stream);
+    if (used && (!varlen || k_lengths.size() == static_cast<size_t>(p.batch))) {
       for (int64_t b = 0; b < p.batch; ++b) {
-        const int64_t len = varlen ? p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b] : p.seqlen_k;
-        c.require(used[static_cast<size_t>(b)] >= 0 && used[static_cast<size_t>(b)] <= len,
-                  "seqused_k",
-                  "entry " + std::to_string(b) + " is " + std::to_string(used[static_cast<size_t>(b)]) +
-                      ", expected a value in [0, " + std::to_string(len) + "] (the sequence's seqlen_k)");
+        const int64_t len = varlen ? k_lengths[static_cast<size_t>(b)] : p.seqlen_k;
+        const int64_t u = (*used)[static_cast<size_t>(b)];
+        c.require(u >= 0 && u <= len, "seqused_k",
+                  "entry " + std::to_string(b) + " is " + std::to_string(u) +
+                      ", expected a value in [0, " + std::to_string(len) +
+                      "] (the sequence's seqlen_k)");
       }
     }
     p.seqused_k = static_cast<const int32_t*>(o.seqused_k->data);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "common/host_device.h"
 #include "flashattn/flashattn.h"
 
 namespace flashattn::detail {
@@ -80,7 +81,7 @@ struct SequenceInfo {
   int64_t seqlen_k = 0;  // after seqused_k
 };
 
-inline SequenceInfo sequence_info(const AttentionParams& p, int64_t b) {
+FLASHATTN_HOST_DEVICE SequenceInfo sequence_info(const AttentionParams& p, int64_t b) {
   SequenceInfo s;
   if (p.is_varlen) {
     s.q_start = p.cu_seqlens_q[b];
@@ -101,7 +102,7 @@ struct KeyRange {
   int64_t last;
 };
 
-inline KeyRange visible_keys(const AttentionParams& p, int64_t i, int64_t seqlen_q,
+FLASHATTN_HOST_DEVICE KeyRange visible_keys(const AttentionParams& p, int64_t i, int64_t seqlen_q,
                              int64_t seqlen_k) {
   const int64_t diag = i + seqlen_k - seqlen_q;
   KeyRange r{0, seqlen_k - 1};

@@ -1,0 +1,64 @@
+/* flashattn C API: the C++ API behind a C ABI, for FFI (ctypes, cffi, other languages).
+ * Tensors are described as in DLPack: data pointer, dtype, shape and strides in elements, device.
+ * Every function returns 0 on success; otherwise flashattn_last_error() gives the message
+ * (thread-local, valid until the next call on this thread). */
+#ifndef FLASHATTN_FLASHATTN_C_H_
+#define FLASHATTN_FLASHATTN_C_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum flashattn_dtype { FLASHATTN_F16 = 0, FLASHATTN_BF16 = 1, FLASHATTN_F32 = 2, FLASHATTN_I32 = 3 };
+enum flashattn_device_type { FLASHATTN_CPU = 0, FLASHATTN_CUDA = 1 };
+
+typedef struct flashattn_tensor {
+  void* data;          /* NULL together with rank 0: "not given" */
+  int32_t dtype;       /* enum flashattn_dtype */
+  int32_t rank;        /* 0..4 */
+  int64_t shape[4];
+  int64_t strides[4];  /* in elements */
+  int32_t device_type; /* enum flashattn_device_type */
+  int32_t device_id;
+} flashattn_tensor;
+
+typedef struct flashattn_options {
+  float softmax_scale; /* <= 0 or NaN: 1/sqrt(head_dim) */
+  int32_t causal;
+  int32_t window_left, window_right; /* -1 = unbounded */
+  float softcap;                     /* 0 = off */
+  float dropout_p;
+  uint64_t dropout_seed, dropout_offset;
+  int64_t max_seqlen_q, max_seqlen_k; /* varlen; 0 = derive */
+  int32_t deterministic;
+  int32_t num_threads;
+  void* stream; /* cudaStream_t */
+} flashattn_options;
+
+/* Defaults: no scale override, no mask, no dropout, unbounded window. */
+void flashattn_default_options(flashattn_options* options);
+
+/* Optional tensors (lse, alibi_slopes, cu_seqlens_q/k, seqused_k) may be NULL. */
+int flashattn_forward(const flashattn_tensor* q, const flashattn_tensor* k,
+                      const flashattn_tensor* v, const flashattn_tensor* out,
+                      const flashattn_tensor* lse, const flashattn_tensor* alibi_slopes,
+                      const flashattn_tensor* cu_seqlens_q, const flashattn_tensor* cu_seqlens_k,
+                      const flashattn_tensor* seqused_k, const flashattn_options* options);
+
+int flashattn_backward(const flashattn_tensor* dout, const flashattn_tensor* q,
+                       const flashattn_tensor* k, const flashattn_tensor* v,
+                       const flashattn_tensor* out, const flashattn_tensor* lse,
+                       const flashattn_tensor* dq, const flashattn_tensor* dk,
+                       const flashattn_tensor* dv, const flashattn_tensor* alibi_slopes,
+                       const flashattn_tensor* cu_seqlens_q, const flashattn_tensor* cu_seqlens_k,
+                       const flashattn_tensor* seqused_k, const flashattn_options* options);
+
+const char* flashattn_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLASHATTN_FLASHATTN_C_H_ */

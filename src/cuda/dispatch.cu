@@ -1,0 +1,123 @@
+// CUDA dispatch: the checks only the kernels need, then one switch over dtype × head dim × score
+// mods. Includes no kernel: the run_fwd it calls are defined in src/cuda/instantiations/.
+#include "cuda/dispatch.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <string>
+
+#include "cuda/common/check.h"
+
+namespace flashattn::detail::cuda {
+namespace {
+
+[[noreturn]] void fail(const char* fn, const std::string& arg, const std::string& what) {
+  throw Error(std::string(fn) + ": argument '" + arg + "': " + what);
+}
+
+// 16-byte cp.async needs 16-byte aligned rows: pointer and every outer stride.
+void check_aligned(const char* fn, const char* name, const void* data, const OperandStrides& s) {
+  const bool ok = reinterpret_cast<uintptr_t>(data) % 16 == 0 && s.batch % 8 == 0 &&
+                  s.row % 8 == 0 && s.head % 8 == 0;
+  if (!ok) {
+    fail(fn, name,
+         "CUDA kernels need a 16-byte aligned data pointer and strides that are multiples of 8 "
+         "elements, got strides (batch " + std::to_string(s.batch) + ", row " +
+             std::to_string(s.row) + ", head " + std::to_string(s.head) + ")");
+  }
+}
+
+// The compiled head dim that serves head_dim (rounded up).
+int compiled_head_dim(const char* fn, int64_t head_dim) {
+  if (head_dim % 8 != 0) {
+    fail(fn, "q", "CUDA kernels need head_dim to be a multiple of 8, got " + std::to_string(head_dim));
+  }
+  for (int d : kCompiledHeadDims) {
+    if (head_dim <= d) return d;
+  }
+  fail(fn, "q", "head_dim must be ≤ 256, got " + std::to_string(head_dim));
+}
+
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    FLASHATTN_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (device != previous_) FLASHATTN_CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceGuard() { cudaSetDevice(previous_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+template <class T, int kHeadDim>
+void run_fwd_mods(const AttentionParams& p, cudaStream_t stream) {
+  // softmax_scale ≤ 0 takes the score-mods path too: the plain path folds the scale into exp2
+  // after the row max, which is only right for a positive scale.
+  const bool score_mods = p.softcap > 0.0f || p.alibi_slopes != nullptr || p.dropout_p > 0.0f ||
+                          !(p.scale > 0.0f);
+  if (score_mods) {
+    run_fwd<T, kHeadDim, /*kScoreMods=*/true>(p, stream);
+  } else {
+    run_fwd<T, kHeadDim, /*kScoreMods=*/false>(p, stream);
+  }
+}
+
+template <class T>
+void run_fwd_head_dim(const AttentionParams& p, int head_dim, cudaStream_t stream) {
+  switch (head_dim) {
+    case 32: return run_fwd_mods<T, 32>(p, stream);
+    case 64: return run_fwd_mods<T, 64>(p, stream);
+    case 96: return run_fwd_mods<T, 96>(p, stream);
+    case 128: return run_fwd_mods<T, 128>(p, stream);
+    case 160: return run_fwd_mods<T, 160>(p, stream);
+    case 192: return run_fwd_mods<T, 192>(p, stream);
+    case 224: return run_fwd_mods<T, 224>(p, stream);
+    case 256: return run_fwd_mods<T, 256>(p, stream);
+    default: break;
+  }
+  throw Error("flashattn::forward: internal error: no kernel compiled for head dim " +
+              std::to_string(head_dim));
+}
+
+}  // namespace
+
+void forward(const AttentionParams& p) {
+  constexpr const char* fn = "flashattn::forward";
+  const int head_dim = compiled_head_dim(fn, p.head_dim);
+  if (p.head_dim_v != p.head_dim) {
+    fail(fn, "v", "CUDA kernels need head_dim_v == head_dim (" + std::to_string(p.head_dim) +
+                      "), got " + std::to_string(p.head_dim_v));
+  }
+  if (p.batch > 65535 || p.heads_q > 65535) {
+    fail(fn, "q", "CUDA kernels take batch and heads_q ≤ 65535, got " + std::to_string(p.batch) +
+                      " and " + std::to_string(p.heads_q));
+  }
+  check_aligned(fn, "q", p.q, p.q_stride);
+  check_aligned(fn, "k", p.k, p.k_stride);
+  check_aligned(fn, "v", p.v, p.v_stride);
+  check_aligned(fn, "out", p.out, p.out_stride);
+  if (p.batch == 0 || p.seqlen_q == 0) return;
+
+  const DeviceGuard guard(p.device.index);
+  const auto stream = static_cast<cudaStream_t>(p.stream);
+  switch (p.dtype) {
+    case DType::f16: return run_fwd_head_dim<__half>(p, head_dim, stream);
+    case DType::bf16: return run_fwd_head_dim<__nv_bfloat16>(p, head_dim, stream);
+    case DType::f32:
+      fail(fn, "q", "CUDA kernels take float16 or bfloat16, got float32 (the CPU takes float32)");
+    case DType::i32: break;
+  }
+  fail(fn, "q", std::string("unexpected dtype ") + dtype_name(p.dtype));
+}
+
+void backward(const AttentionParams&) {
+  throw Error(
+      "flashattn::backward: argument 'q': the CUDA backward pass is not built yet; run the "
+      "backward on CPU tensors");
+}
+
+}  // namespace flashattn::detail::cuda

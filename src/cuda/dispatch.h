@@ -1,0 +1,18 @@
+// The CUDA side of the compile firewall: the API calls forward(); forward() picks one declared
+// run_fwd<dtype, head dim, score mods>, defined in a generated instantiation file.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "common/params.h"
+#include "cuda/api.h"
+
+namespace flashattn::detail::cuda {
+
+// Head dims compiled; any other head dim ≤ 256 that is a multiple of 8 runs on the next one up.
+inline constexpr int kCompiledHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256};
+
+template <class T, int kHeadDim, bool kScoreMods>
+void run_fwd(const AttentionParams& p, cudaStream_t stream);
+
+}  // namespace flashattn::detail::cuda

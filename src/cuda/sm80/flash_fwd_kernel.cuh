@@ -1,0 +1,319 @@
+// FlashAttention-2 forward on tensor cores (mma.sync m16n8k16; sm80 and later).
+//
+// One thread block per (query block of kBlockM rows, query head, batch). Each warp owns
+// kWarpRows whole rows, so the online softmax never crosses warps. K and V tiles stream through
+// shared memory with cp.async: V(n) is fetched while S = Q K(n)ᵀ is computed, K(n−1) while
+// O += P V(n) is. Key blocks are walked from the last to the first, so the blocks that need a
+// mask (the ragged end of the keys, the causal diagonal) come first and the rest run unmasked.
+//
+// kScoreMods: the variant that applies softmax_scale before the max (any sign), softcap, ALiBi
+// and dropout. The plain variant folds the scale into the exp2 argument.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/params.h"
+#include "common/philox.h"
+#include "cuda/common/mma.cuh"
+#include "cuda/sm80/fwd_tile.h"
+
+namespace flashattn::detail::cuda {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// A (rows × kHeadDim) tile of a (rows, heads, dim) operand → shared memory, 16 bytes a thread per
+// step; rows ≥ rows_valid and columns ≥ head_dim are zero-filled.
+template <class Tile, int kRows, class T>
+__device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t row_stride,
+                                                int64_t rows_valid, int head_dim) {
+  constexpr int kChunks = kRows * Tile::kChunksPerRow;
+  if constexpr (Tile::kThreads % Tile::kChunksPerRow == 0) {
+    // Each thread keeps one column and walks rows: one pointer live, not one per row.
+    constexpr int kRowStep = Tile::kThreads / Tile::kChunksPerRow;
+    const int row0 = static_cast<int>(threadIdx.x) / Tile::kChunksPerRow;
+    const int col = (static_cast<int>(threadIdx.x) % Tile::kChunksPerRow) * 8;
+    const T* src = gmem + row0 * row_stride + col;
+    const int64_t step = kRowStep * row_stride;
+#pragma unroll
+    for (int i = 0; i < kRows / kRowStep; ++i) {
+      const int row = row0 + i * kRowStep;
+      const bool valid = row < rows_valid && col < head_dim;
+      cp_async_16(smem + row * Tile::kPitch + col, valid ? src : gmem, valid);
+      src += step;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < (kChunks + Tile::kThreads - 1) / Tile::kThreads; ++i) {
+      const int c = static_cast<int>(threadIdx.x) + i * Tile::kThreads;
+      if (kChunks % Tile::kThreads != 0 && c >= kChunks) break;
+      const int row = c / Tile::kChunksPerRow, col = (c % Tile::kChunksPerRow) * 8;
+      const bool valid = row < rows_valid && col < head_dim;
+      cp_async_16(smem + row * Tile::kPitch + col, valid ? gmem + row * row_stride + col : gmem,
+                  valid);
+    }
+  }
+}
+
+template <class T, class Tile, bool kScoreMods>
+__global__ void __launch_bounds__(Tile::kThreads)
+    flash_fwd_kernel(const __grid_constant__ AttentionParams p) {
+  constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kPitch = Tile::kPitch;
+  constexpr int kMTiles = Tile::kMTiles, kNTiles = Tile::kNTiles, kDTiles = Tile::kDTiles;
+  constexpr float kNegInf = -__builtin_huge_valf();
+
+  // sQ: shared (kBlockM, kPitch)   sK, sV: shared (kBlockN, kPitch)
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + kBlockM * kPitch;
+  T* sV = sK + kBlockN * kPitch;
+
+  // ---- Block geometry ----
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const SequenceInfo seq = sequence_info(p, b);
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kBlockM;
+  if (m0 >= seq.seqlen_q) return;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int64_t hk = h / p.group;
+  const int64_t diag = seq.seqlen_k - seq.seqlen_q;  // key j is on row i's diagonal at i + diag
+  const int64_t m_last = min(m0 + kBlockM, seq.seqlen_q) - 1;
+
+  // Keys any row of this block can see: [n_begin, n_end).
+  int64_t n_end = seq.seqlen_k, n_begin = 0;
+  if (p.window_right >= 0) n_end = min(n_end, m_last + diag + p.window_right + 1);
+  if (p.window_left >= 0) n_begin = max(int64_t{0}, m0 + diag - p.window_left);
+  const int n_block_min = static_cast<int>(n_begin / kBlockN);
+  const int n_block_max = n_end > n_begin ? static_cast<int>((n_end + kBlockN - 1) / kBlockN)
+                                          : n_block_min;  // exclusive
+
+  const T* q = static_cast<const T*>(p.q) + b * p.q_stride.batch +
+               (seq.q_start + m0) * p.q_stride.row + h * p.q_stride.head;
+  const T* k = static_cast<const T*>(p.k) + b * p.k_stride.batch + seq.k_start * p.k_stride.row +
+               hk * p.k_stride.head;
+  const T* v = static_cast<const T*>(p.v) + b * p.v_stride.batch + seq.k_start * p.v_stride.row +
+               hk * p.v_stride.head;
+  const int head_dim = static_cast<int>(p.head_dim);
+
+  // Per-row state. Scores are kept in "raw" units u; exp2(u · mul) is the unnormalised P.
+  float acc_o[kMTiles][kDTiles][4];  // registers (kWarpRows, kHeadDim) per warp
+  float row_max[kMTiles][2], row_sum[kMTiles][2];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_o[mt][dt][e] = 0.0f;
+    }
+    row_max[mt][0] = row_max[mt][1] = kNegInf;
+    row_sum[mt][0] = row_sum[mt][1] = 0.0f;
+  }
+  const float mul = kScoreMods ? kLog2e : p.scale_log2;
+  const int warp_row0 = warp * Tile::kWarpRows;  // first row of this warp within the block
+  float alibi_slope = 0.0f;
+  if (kScoreMods && p.alibi_slopes != nullptr) alibi_slope = p.alibi_slopes[b * p.alibi_batch_stride + h];
+  const uint64_t dropout_stream_id = detail::dropout_stream(p.dropout_offset, b, h, p.heads_q);
+
+  // ---- Prologue: Q and the last K block in flight ----
+  if (n_block_max > n_block_min) {
+    load_tile_async<Tile, kBlockM>(sQ, q, p.q_stride.row, seq.seqlen_q - m0, head_dim);
+    const int64_t n0 = static_cast<int64_t>(n_block_max - 1) * kBlockN;
+    load_tile_async<Tile, kBlockN>(sK, k + n0 * p.k_stride.row, p.k_stride.row,
+                                   seq.seqlen_k - n0, head_dim);
+    cp_async_commit();
+  }
+
+  // ---- Main loop: key blocks from last to first ----
+  for (int nb = n_block_max - 1; nb >= n_block_min; --nb) {
+    const int64_t n0 = static_cast<int64_t>(nb) * kBlockN;
+    cp_async_wait<0>();  // K(nb) (and Q) landed
+    __syncthreads();     // … for every thread; and everyone is done with V(nb + 1)
+    load_tile_async<Tile, kBlockN>(sV, v + n0 * p.v_stride.row, p.v_stride.row, seq.seqlen_k - n0,
+                                   head_dim);
+    cp_async_commit();
+
+    // S = Q K(nb)ᵀ: registers (kWarpRows, kBlockN) per warp
+    float s[kMTiles][kNTiles][4];
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < Tile::kHeadDim / 16; ++kk) {
+      uint32_t a[kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        ldmatrix_x4(a[mt], sQ + (warp_row0 + mt * 16 + lane % 16) * kPitch + kk * 16 + (lane / 16) * 8);
+      }
+#pragma unroll
+      for (int np = 0; np < kNTiles / 2; ++np) {
+        uint32_t bk[4];
+        ldmatrix_x4(bk, sK + (np * 16 + (lane / 16) * 8 + lane % 8) * kPitch + kk * 16 +
+                            ((lane / 8) % 2) * 8);
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          mma_16816<T>(s[mt][2 * np], a[mt], bk[0], bk[1]);
+          mma_16816<T>(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
+        }
+      }
+    }
+
+    // Score modifications and the mask (only boundary blocks pay for the mask). Row and column
+    // are taken relative to (m0, n0) so the per-element tests are 32-bit; the block-wide bounds
+    // are clamped so that "unbounded" stays out of reach.
+    const bool need_mask =
+        n0 + kBlockN > seq.seqlen_k ||
+        (p.window_right >= 0 && n0 + kBlockN - 1 > m0 + diag + p.window_right) ||
+        (p.window_left >= 0 && n0 < m_last + diag - p.window_left);
+    if (kScoreMods || need_mask) {
+      constexpr int64_t kFar = int64_t{1} << 30;
+      auto clamp32 = [](int64_t x) { return static_cast<int>(max(-kFar, min(kFar, x))); };
+      const int diag_local = clamp32(m0 + diag - n0);  // column of row 0's diagonal
+      const int keys_local = clamp32(seq.seqlen_k - n0);
+      const int right = p.window_right >= 0 ? clamp32(p.window_right) : static_cast<int>(kFar);
+      const int left = p.window_left >= 0 ? clamp32(p.window_left) : static_cast<int>(kFar);
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+        for (int rh = 0; rh < 2; ++rh) {
+          const int row_diag = diag_local + warp_row0 + mt * 16 + g + 8 * rh;
+          const int last = min(row_diag + right, keys_local - 1);
+          const int first = row_diag - left;
+#pragma unroll
+          for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int j = nt * 8 + 2 * t + e;
+              float& x = s[mt][nt][2 * rh + e];
+              if constexpr (kScoreMods) {
+                x *= p.scale;
+                if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
+                x -= alibi_slope * static_cast<float>(abs(row_diag - j));
+              }
+              if (need_mask && (j < first || j > last)) x = kNegInf;
+            }
+          }
+        }
+      }
+    }
+
+    // Online softmax: new row max, rescale of the sum and of O, P = exp2(u·mul − max·mul).
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+      for (int rh = 0; rh < 2; ++rh) {
+        float m_new = row_max[mt][rh];
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+          m_new = fmaxf(m_new, fmaxf(s[mt][nt][2 * rh], s[mt][nt][2 * rh + 1]));
+        }
+        m_new = quad_max(m_new);
+        const float m_scaled = m_new == kNegInf ? 0.0f : m_new * mul;
+        const float correction = exp2_approx(row_max[mt][rh] * mul - m_scaled);
+        row_max[mt][rh] = m_new;
+        float sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& x = s[mt][nt][2 * rh + e];
+            x = exp2_approx(fmaf(x, mul, -m_scaled));
+            sum += x;
+          }
+        }
+        row_sum[mt][rh] = row_sum[mt][rh] * correction + sum;
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt) {
+          acc_o[mt][dt][2 * rh] *= correction;
+          acc_o[mt][dt][2 * rh + 1] *= correction;
+        }
+      }
+    }
+
+    // Dropout (docs/dropout.md): one Philox call per 16×16 block gives this lane its 8 elements.
+    if (kScoreMods && p.dropout_p > 0.0f) {
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        const uint32_t row_block = static_cast<uint32_t>((m0 + warp_row0 + mt * 16) >> 4);
+#pragma unroll
+        for (int np = 0; np < kNTiles / 2; ++np) {
+          const uint32_t col_block = static_cast<uint32_t>((n0 >> 4) + np);
+          const Philox4 rnd = dropout_philox(p.dropout_seed, dropout_stream_id,
+                                             col_block * 32u + static_cast<uint32_t>(lane), row_block);
+#pragma unroll
+          for (int slot = 0; slot < 8; ++slot) {
+            float& x = s[mt][2 * np + slot / 4][slot % 4];
+            if (philox_slot(rnd, slot) >= p.dropout_threshold) x = 0.0f;
+          }
+        }
+      }
+    }
+
+    cp_async_wait<0>();  // V(nb) landed
+    __syncthreads();     // … for every thread; and everyone is done with K(nb)
+    if (nb > n_block_min) {
+      const int64_t n_prev = n0 - kBlockN;
+      load_tile_async<Tile, kBlockN>(sK, k + n_prev * p.k_stride.row, p.k_stride.row,
+                                     seq.seqlen_k - n_prev, head_dim);
+      cp_async_commit();
+    }
+
+    // O += P V(nb): P goes from the S accumulator straight into A fragments.
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      uint32_t a[kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        a[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        a[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        a[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        a[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int dp = 0; dp < kDTiles / 2; ++dp) {
+        uint32_t bv[4];
+        ldmatrix_x4_trans(bv, sV + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kPitch + dp * 16 +
+                                  (lane / 16) * 8);
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          mma_16816<T>(acc_o[mt][2 * dp], a[mt], bv[0], bv[1]);
+          mma_16816<T>(acc_o[mt][2 * dp + 1], a[mt], bv[2], bv[3]);
+        }
+      }
+    }
+  }
+
+  // ---- Epilogue: the one rescale by 1/l, O and LSE out ----
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+    for (int rh = 0; rh < 2; ++rh) {
+      const float l = quad_sum(row_sum[mt][rh]);
+      const int64_t i = m0 + warp_row0 + mt * 16 + g + 8 * rh;
+      if (i >= seq.seqlen_q) continue;
+      const float inv = l > 0.0f ? p.dropout_scale / l : 0.0f;  // l = 0: no visible key, O = 0
+      T* o = static_cast<T*>(p.out) + b * p.out_stride.batch + (seq.q_start + i) * p.out_stride.row +
+             h * p.out_stride.head;
+#pragma unroll
+      for (int dt = 0; dt < kDTiles; ++dt) {
+        const int col = dt * 8 + 2 * t;
+        if (col < head_dim) {
+          *reinterpret_cast<uint32_t*>(o + col) =
+              pack2<T>(acc_o[mt][dt][2 * rh] * inv, acc_o[mt][dt][2 * rh + 1] * inv);
+        }
+      }
+      if (t == 0 && p.lse != nullptr) {
+        p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + seq.q_start + i] =
+            l > 0.0f ? row_max[mt][rh] * mul * kLn2 + logf(l) : kNegInf;
+      }
+    }
+  }
+}
+
+}  // namespace flashattn::detail::cuda

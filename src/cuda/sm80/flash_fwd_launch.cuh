@@ -1,0 +1,26 @@
+// Launch of the sm80 forward kernel: grid, shared-memory opt-in, stream. Included only by the
+// generated instantiation files (src/cuda/instantiations/).
+#pragma once
+
+#include "cuda/common/check.h"
+#include "cuda/dispatch.h"
+#include "cuda/sm80/flash_fwd_kernel.cuh"
+
+namespace flashattn::detail::cuda {
+
+template <class T, int kHeadDim, bool kScoreMods>
+void run_fwd(const AttentionParams& p, cudaStream_t stream) {
+  using Tile = FwdTileFor<kHeadDim, kScoreMods>;
+  constexpr size_t kSmemBytes = Tile::kSmemElems * sizeof(T);
+  auto kernel = flash_fwd_kernel<T, Tile, kScoreMods>;
+  if constexpr (kSmemBytes > 48 * 1024) {
+    FLASHATTN_CUDA_CHECK(cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes)));
+  }
+  const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM),
+                  static_cast<unsigned>(p.heads_q), static_cast<unsigned>(p.batch));
+  kernel<<<grid, Tile::kThreads, kSmemBytes, stream>>>(p);
+  FLASHATTN_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace flashattn::detail::cuda

@@ -1,0 +1,51 @@
+// Tile shapes of the sm80 forward kernel, one constexpr choice per compiled head dim.
+#pragma once
+
+namespace flashattn::detail::cuda {
+
+template <int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_>
+struct FwdTile {
+  static constexpr int kHeadDim = kHeadDim_;  // compiled (padded) head dim, a multiple of 32
+  static constexpr int kBlockM = kBlockM_;    // query rows of one thread block
+  static constexpr int kBlockN = kBlockN_;    // keys of one main-loop step
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kWarpRows = kBlockM / kWarps;  // rows owned by one warp
+  static constexpr int kMTiles = kWarpRows / 16;      // m16 tiles per warp
+  static constexpr int kNTiles = kBlockN / 8;         // n8 tiles of S per row of tiles
+  static constexpr int kDTiles = kHeadDim / 8;        // n8 tiles of O
+  // Shared rows are padded by 16 bytes: 8 consecutive rows then start in 8 distinct 16-byte bank
+  // groups whenever kHeadDim is a multiple of 16, so ldmatrix and cp.async are conflict-free.
+  static constexpr int kPitch = kHeadDim + 8;
+  static constexpr int kChunksPerRow = kHeadDim / 8;  // 16-byte chunks
+  static constexpr int kSmemElems = (kBlockM + 2 * kBlockN) * kPitch;  // sQ, sK, sV
+
+  static_assert(kWarpRows % 16 == 0, "each warp owns whole m16 tiles");
+  static_assert(kBlockN % 16 == 0 && kHeadDim % 32 == 0, "k16 steps and x4 ldmatrix");
+  static_assert(kBlockM % 16 == 0, "dropout draws 16×16 blocks");
+};
+
+// Tiles per head dim (and score-mods variant). FlashAttention-2's sm80 choices as the starting
+// point: 128-row blocks so K and V are read from device memory seqlen_q/128 times; 8 warps for the
+// large head dims so each warp's O accumulator (16 × head_dim fp32) stays in registers. The
+// score-mods variant of d ≤ 64 takes 64-key steps: with 128 it spills ~470 bytes (ptxas -v).
+template <int kHeadDim, bool kScoreMods>
+struct FwdTileFor;
+template <bool kScoreMods>
+struct FwdTileFor<32, kScoreMods> : FwdTile<32, 128, kScoreMods ? 64 : 128, 4> {};
+template <bool kScoreMods>
+struct FwdTileFor<64, kScoreMods> : FwdTile<64, 128, kScoreMods ? 64 : 128, 4> {};
+template <bool kScoreMods>
+struct FwdTileFor<96, kScoreMods> : FwdTile<96, 128, 64, 4> {};
+template <bool kScoreMods>
+struct FwdTileFor<128, kScoreMods> : FwdTile<128, 128, 64, 4> {};
+template <bool kScoreMods>
+struct FwdTileFor<160, kScoreMods> : FwdTile<160, 128, 64, 8> {};
+template <bool kScoreMods>
+struct FwdTileFor<192, kScoreMods> : FwdTile<192, 128, 64, 8> {};
+template <bool kScoreMods>
+struct FwdTileFor<224, kScoreMods> : FwdTile<224, 128, 64, 8> {};
+template <bool kScoreMods>
+struct FwdTileFor<256, kScoreMods> : FwdTile<256, 128, 64, 8> {};
+
+}  // namespace flashattn::detail::cuda

@@ -1,0 +1,268 @@
+// GPU forward against the float64 reference, under the tolerance rule of DESIGN §4: the same
+// cases as the CPU tests (tests/cases.h), in fp16 and bf16, run through flashattn::forward on
+// CUDA tensors whose storage mirrors the host buffers (poison and gaps included).
+// Skipped, and reported as skipped, where there is no GPU.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <set>
+
+#include "cases.h"
+#include "harness.h"
+
+namespace fa_test {
+namespace {
+
+#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+bool have_gpu() { return flashattn::cuda_compiled() && flashattn::cuda_device_count() > 0; }
+
+constexpr flashattn::Device kGpu{flashattn::DeviceType::cuda, 0};
+
+// Device copy of a host buffer's whole storage; the view keeps its offset and strides.
+class DeviceMirror {
+ public:
+  explicit DeviceMirror(const Buf& host) : host_(host) {
+    bytes_ = static_cast<size_t>(host.storage_elems()) * host.elem_size();
+    if (bytes_ == 0) return;
+    EXPECT_EQ(cudaMalloc(&device_, bytes_), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(device_, host.base(), bytes_, cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  ~DeviceMirror() {
+    if (device_) cudaFree(device_);
+  }
+  DeviceMirror(const DeviceMirror&) = delete;
+  DeviceMirror& operator=(const DeviceMirror&) = delete;
+
+  flashattn::Tensor tensor() const {
+    flashattn::Tensor t = host_.tensor(kGpu);
+    if (device_) {
+      t.data = static_cast<unsigned char*>(device_) +
+               (static_cast<unsigned char*>(t.data) - static_cast<unsigned char*>(host_.base()));
+    }
+    return t;
+  }
+  // Copies the device storage back over the host buffer's storage.
+  void copy_back(Buf& host) const {
+    if (bytes_ == 0) return;
+    EXPECT_EQ(cudaMemcpy(host.base(), device_, bytes_, cudaMemcpyDeviceToHost), cudaSuccess);
+  }
+
+ private:
+  const Buf& host_;
+  void* device_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// A host int32/float vector on the device, viewed as a rank-1 tensor.
+template <class T>
+class DeviceVector {
+ public:
+  explicit DeviceVector(const std::optional<flashattn::Tensor>& host) {
+    if (!host) return;
+    tensor_ = *host;
+    const size_t bytes = static_cast<size_t>(host->numel()) * sizeof(T);
+    if (bytes > 0) {
+      EXPECT_EQ(cudaMalloc(&device_, bytes), cudaSuccess);
+      EXPECT_EQ(cudaMemcpy(device_, host->data, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    }
+    tensor_->data = device_;
+    tensor_->device = kGpu;
+  }
+  ~DeviceVector() {
+    if (device_) cudaFree(device_);
+  }
+  DeviceVector(const DeviceVector&) = delete;
+  DeviceVector& operator=(const DeviceVector&) = delete;
+  const std::optional<flashattn::Tensor>& tensor() const { return tensor_; }
+
+ private:
+  void* device_ = nullptr;
+  std::optional<flashattn::Tensor> tensor_;
+};
+
+ForwardRun run_forward_gpu(Problem& p) {
+  ForwardRun f{p.make_out(), p.make_lse()};  // poisoned
+  const DeviceMirror q(p.q), k(p.k), v(p.v), out(f.out), lse(f.lse);
+  const DeviceVector<int32_t> cu_q(p.opts.cu_seqlens_q), cu_k(p.opts.cu_seqlens_k),
+      used(p.opts.seqused_k);
+  const DeviceVector<float> alibi(p.opts.alibi_slopes);
+  flashattn::Options o = p.opts;
+  o.cu_seqlens_q = cu_q.tensor();
+  o.cu_seqlens_k = cu_k.tensor();
+  o.seqused_k = used.tensor();
+  o.alibi_slopes = alibi.tensor();
+  flashattn::forward(q.tensor(), k.tensor(), v.tensor(), out.tensor(), lse.tensor(), o);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  out.copy_back(f.out);
+  lse.copy_back(f.lse);
+  return f;
+}
+
+void check_forward_gpu(const Case& c) {
+  Problem p(c);
+  const ForwardRun f = run_forward_gpu(p);
+  const RefSpec s = p.spec();
+  const auto qv = p.q_values(), kv = p.k_values(), vv = p.v_values();
+  const RefForward ref = reference_forward(s, qv, kv, vv);
+  const RefForward plain = plain_forward(s, precision_of(c.dtype), qv, kv, vv);
+  const std::vector<double> out = p.rows_values(f.out, s.total_q());
+  EXPECT_TRUE(within_rule("out", out, ref.out, plain.out, 2.0, rule_eps(c.dtype, ref.out)));
+  EXPECT_TRUE(within_rule("lse", p.lse_values(f.lse), ref.lse, plain.lse, 2.0,
+                          rule_eps(DType::f32, ref.lse)));
+  for (size_t rh = 0; rh < ref.row_empty.size(); ++rh) {
+    if (!ref.row_empty[rh]) continue;
+    for (int64_t x = 0; x < c.dv(); ++x) {
+      ASSERT_EQ(out[rh * static_cast<size_t>(c.dv()) + x], 0.0) << "empty row " << rh;
+    }
+  }
+  EXPECT_EQ(f.out.gaps_written(), 0) << "the kernel wrote outside the view of out";
+}
+
+// The CPU cases that the CUDA kernels serve, in fp16 and bf16: head_dim a multiple of 8,
+// head_dim_v = head_dim, 16-byte aligned rows (the gappy layout pads by odd amounts).
+std::vector<Case> gpu_cases(const std::vector<Case>& cpu) {
+  std::vector<Case> out;
+  std::set<std::string> seen;
+  for (Case c : cpu) {
+    if (c.head_dim % 8 != 0 || c.dv() != c.head_dim || c.layout == Layout::gappy) continue;
+    for (DType dt : {DType::f16, DType::bf16}) {
+      c.dtype = dt;
+      c.num_threads = 0;
+      if (seen.insert(CaseName()(::testing::TestParamInfo<Case>(c, 0))).second) out.push_back(c);
+    }
+  }
+  return out;
+}
+
+class GpuForward : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  }
+};
+TEST_P(GpuForward, MatchesReference) { check_forward_gpu(GetParam()); }
+INSTANTIATE_TEST_SUITE_P(Seqlens, GpuForward, ::testing::ValuesIn(gpu_cases(shape_cases(false))), CaseName());
+INSTANTIATE_TEST_SUITE_P(HeadDims, GpuForward, ::testing::ValuesIn(gpu_cases(head_dim_cases())), CaseName());
+INSTANTIATE_TEST_SUITE_P(Heads, GpuForward, ::testing::ValuesIn(gpu_cases(heads_cases())), CaseName());
+INSTANTIATE_TEST_SUITE_P(Long, GpuForward, ::testing::ValuesIn(gpu_cases(long_cases(false))), CaseName());
+INSTANTIATE_TEST_SUITE_P(Options, GpuForward, ::testing::ValuesIn(gpu_cases(option_cases())), CaseName());
+
+std::vector<Case> every_head_dim() {
+  std::vector<Case> out;
+  for (int64_t d = 8; d <= 256; d += 8) {
+    Case c;
+    c.label = "every_hdim";
+    c.batch = 2;
+    c.seqlen_q = 97;
+    c.seqlen_k = 203;
+    c.heads_q = 4;
+    c.heads_kv = 2;
+    c.head_dim = d;
+    c.causal = d % 16 == 0;
+    out.push_back(c);
+  }
+  return gpu_cases(out);
+}
+INSTANTIATE_TEST_SUITE_P(AllHeadDims, GpuForward, ::testing::ValuesIn(every_head_dim()), CaseName());
+
+// The dropout mask of the kernel, bit for bit: with V the identity (seqlen_k = head_dim), out[i][j]
+// is P[i][j]·keep/(1 − p) with P > 0, so out is zero exactly where the kernel dropped (i, j).
+TEST(GpuDropout, MaskEqualsSpecificationBitForBit) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  for (DType dt : {DType::f16, DType::bf16}) {
+    for (int64_t d : {64, 256}) {
+      Case c;
+      c.dtype = dt;
+      c.batch = 2;
+      c.seqlen_q = 211;
+      c.seqlen_k = d;
+      c.heads_q = 3;
+      c.heads_kv = 3;
+      c.head_dim = d;
+      c.dropout_p = 0.37f;
+      c.qk_scale = 0.5;
+      Problem p(c);
+      for (int64_t b = 0; b < c.batch; ++b) {
+        for (int64_t j = 0; j < d; ++j) {
+          for (int64_t h = 0; h < c.heads_kv; ++h) {
+            for (int64_t x = 0; x < d; ++x) {
+              p.v.set(((b * d + j) * c.heads_kv + h) * d + x, x == j ? 1.0 : 0.0);
+            }
+          }
+        }
+      }
+      const ForwardRun f = run_forward_gpu(p);
+      int64_t mismatches = 0, dropped = 0;
+      for (int64_t b = 0; b < c.batch; ++b) {
+        for (int64_t i = 0; i < c.seqlen_q; ++i) {
+          for (int64_t h = 0; h < c.heads_q; ++h) {
+            for (int64_t j = 0; j < d; ++j) {
+              const double o = f.out.get(((b * c.seqlen_q + i) * c.heads_q + h) * d + j);
+              const bool keep = flashattn::dropout_keep(c.dropout_seed, c.dropout_offset,
+                                                        c.dropout_p, b, h, c.heads_q, i, j);
+              dropped += keep ? 0 : 1;
+              if ((o != 0.0) != keep || !std::isfinite(o)) ++mismatches;
+            }
+          }
+        }
+      }
+      EXPECT_EQ(mismatches, 0) << dtype_tag(dt) << " d=" << d;
+      EXPECT_GT(dropped, 0);
+    }
+  }
+}
+
+// Errors that only the CUDA path raises name the argument.
+void expect_error(const std::function<void()>& fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected one mentioning " << needle;
+  } catch (const flashattn::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(GpuErrors, NamesTheArgument) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  auto run_case = [](Case c) {
+    return [c] {
+      Problem p(c);
+      run_forward_gpu(p);
+    };
+  };
+  Case c;
+  c.dtype = DType::f16;
+  c.seqlen_q = c.seqlen_k = 16;
+  c.head_dim = 59;
+  expect_error(run_case(c), "'q'");  // head_dim not a multiple of 8
+  c.head_dim = 64;
+  c.dtype = DType::f32;
+  expect_error(run_case(c), "'q'");  // float32 on the GPU
+  c.dtype = DType::f16;
+  c.head_dim_v = 32;
+  expect_error(run_case(c), "'v'");  // head_dim_v != head_dim
+  c.head_dim_v = 0;
+  c.layout = Layout::gappy;
+  expect_error(run_case(c), "stride");  // rows not 16-byte aligned
+  c.layout = Layout::contiguous;
+  expect_error(
+      [c] {
+        Problem p(c);
+        ForwardRun f = run_forward_gpu(p);
+        std::mt19937_64 rng(1);
+        Buf dout = p.make_dout(rng);
+        BackwardRun g = p.make_grads();
+        const DeviceMirror q(p.q), k(p.k), v(p.v), o(f.out), l(f.lse), d(dout), dq(g.dq),
+            dk(g.dk), dv(g.dv);
+        flashattn::backward(d.tensor(), q.tensor(), k.tensor(), v.tensor(), o.tensor(),
+                            l.tensor(), dq.tensor(), dk.tensor(), dv.tensor(), p.opts);
+      },
+      "backward");
+}
+
+}  // namespace
+}  // namespace fa_test
