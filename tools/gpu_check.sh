@@ -16,7 +16,7 @@ steps=("${@:-all}")
 want() { for s in "${steps[@]}"; do [[ $s == all || $s == "$1" ]] && return 0; done; return 1; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
-commit=$(git rev-parse HEAD 2>/dev/null || cat .commit 2>/dev/null || echo unknown)
+commit=$(git rev-parse --verify -q HEAD 2>/dev/null || cat .commit 2>/dev/null || echo unknown)
 echo "commit $commit" | tee -a "$OUT/device.txt"
 
 # GoogleTest: the system's, or one built from a source tree carried in .gtest/ (the device

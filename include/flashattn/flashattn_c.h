@@ -7,6 +7,12 @@
 
 #include <stdint.h>
 
+#if defined(FLASHATTN_BUILDING_C_API)
+#define FLASHATTN_C_API __attribute__((visibility("default")))
+#else
+#define FLASHATTN_C_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -38,16 +44,16 @@ typedef struct flashattn_options {
 } flashattn_options;
 
 /* Defaults: no scale override, no mask, no dropout, unbounded window. */
-void flashattn_default_options(flashattn_options* options);
+FLASHATTN_C_API void flashattn_default_options(flashattn_options* options);
 
 /* Optional tensors (lse, alibi_slopes, cu_seqlens_q/k, seqused_k) may be NULL. */
-int flashattn_forward(const flashattn_tensor* q, const flashattn_tensor* k,
+FLASHATTN_C_API int flashattn_forward(const flashattn_tensor* q, const flashattn_tensor* k,
                       const flashattn_tensor* v, const flashattn_tensor* out,
                       const flashattn_tensor* lse, const flashattn_tensor* alibi_slopes,
                       const flashattn_tensor* cu_seqlens_q, const flashattn_tensor* cu_seqlens_k,
                       const flashattn_tensor* seqused_k, const flashattn_options* options);
 
-int flashattn_backward(const flashattn_tensor* dout, const flashattn_tensor* q,
+FLASHATTN_C_API int flashattn_backward(const flashattn_tensor* dout, const flashattn_tensor* q,
                        const flashattn_tensor* k, const flashattn_tensor* v,
                        const flashattn_tensor* out, const flashattn_tensor* lse,
                        const flashattn_tensor* dq, const flashattn_tensor* dk,
@@ -55,7 +61,7 @@ int flashattn_backward(const flashattn_tensor* dout, const flashattn_tensor* q,
                        const flashattn_tensor* cu_seqlens_q, const flashattn_tensor* cu_seqlens_k,
                        const flashattn_tensor* seqused_k, const flashattn_options* options);
 
-const char* flashattn_last_error(void);
+FLASHATTN_C_API const char* flashattn_last_error(void);
 
 #ifdef __cplusplus
 }
