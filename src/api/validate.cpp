@@ -85,6 +85,7 @@ class Checker {
 
   // Outputs are written by many threads: no two elements may share an address.
   void writable(const Tensor& t, const std::string& name) const {
+    if (t.numel() == 0) return;  // nothing to write, nothing to alias (NumPy gives such stride 0)
     for (int d = 0; d < t.rank; ++d) {
       require(t.shape[d] <= 1 || t.stride[d] != 0, name,
               "an output may not have stride 0 (dimension " + std::to_string(d) + " of shape " +
@@ -235,8 +236,10 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
     c.require(k.shape[0] == p.batch, "k",
               "batch must equal that of q (" + std::to_string(p.batch) + "), got " +
                   std::to_string(k.shape[0]));
-    c.require(o.max_seqlen_q == 0 && o.max_seqlen_k == 0, "max_seqlen_q",
-              "max_seqlen_q/max_seqlen_k are for varlen batches only (cu_seqlens_q given)");
+    c.require(o.max_seqlen_q == 0, "max_seqlen_q",
+              "is for varlen batches only (cu_seqlens_q given), got " + std::to_string(o.max_seqlen_q));
+    c.require(o.max_seqlen_k == 0, "max_seqlen_k",
+              "is for varlen batches only (cu_seqlens_k given), got " + std::to_string(o.max_seqlen_k));
   }
   c.require(p.seqlen_q <= kMaxSeqlen, "q", "seqlen_q must be < 2^31");
   c.require(p.seqlen_k <= kMaxSeqlen, "k", "seqlen_k must be < 2^31");
