@@ -73,7 +73,9 @@ __global__ void __launch_bounds__(Tile::kThreads)
   // ---- Block geometry ----
   const int64_t b = blockIdx.z, h = blockIdx.y;
   const SequenceInfo seq = sequence_info(p, b);
-  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kBlockM;
+  // Last query block first: under a causal mask it has the most keys, so the longest blocks start
+  // in the first wave and the tail of the grid is short ones.
+  const int64_t m0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kBlockM;
   if (m0 >= seq.seqlen_q) return;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane / 4, t = lane % 4;

@@ -25,10 +25,17 @@ struct FwdTile {
   static_assert(kBlockM % 16 == 0, "dropout draws 16×16 blocks");
 };
 
-// Tiles per head dim (and score-mods variant). FlashAttention-2's sm80 choices as the starting
-// point: 128-row blocks so K and V are read from device memory seqlen_q/128 times; 8 warps for the
-// large head dims so each warp's O accumulator (16 × head_dim fp32) stays in registers. The
-// score-mods variant of d ≤ 64 takes 64-key steps: with 128 it spills ~470 bytes (ptxas -v).
+// Tiles per head dim (and score-mods variant), chosen with bench/tune_fwd.cu on an H100
+// (docs/tuning.md, bf16, 16k tokens):
+// - d ≤ 128: 128-row blocks, 4 warps, 32 rows a warp: each K/V fragment read from shared memory
+//   feeds two m16 tiles. 128×64 at d=128 beat 128×32, 64×64 and 8-warp shapes by 10–45%
+//   (361 vs 302 TFLOP/s at seqlen 4k); 128×128 at d=64 beat 128×64 by 5–13%.
+// - d > 128: the O accumulator allows one m16 tile a warp; 64-row blocks of 4 warps fit two blocks
+//   an SM, which hide each other's barriers: at d=256, 64×64/4 warps beat 128×64/8 warps by
+//   7–18% (298 vs 268 TFLOP/s at 4k). 160–224 keep 128×64/8 warps for now: their rows are not
+//   a multiple of 128 threads' 16-byte chunks, and with 4 warps the general tile loader spills
+//   (132 bytes at d=192); untuned.
+// - The score-mods variant of d ≤ 64 takes 64-key steps: with 128 it spills ~470 bytes.
 template <int kHeadDim, bool kScoreMods>
 struct FwdTileFor;
 template <bool kScoreMods>
@@ -46,6 +53,6 @@ struct FwdTileFor<192, kScoreMods> : FwdTile<192, 128, 64, 8> {};
 template <bool kScoreMods>
 struct FwdTileFor<224, kScoreMods> : FwdTile<224, 128, 64, 8> {};
 template <bool kScoreMods>
-struct FwdTileFor<256, kScoreMods> : FwdTile<256, 128, 64, 8> {};
+struct FwdTileFor<256, kScoreMods> : FwdTile<256, 64, 64, 4> {};
 
 }  // namespace flashattn::detail::cuda
