@@ -2,7 +2,7 @@
 //
 //   attention_demo [--batch 1] [--heads 16] [--heads-kv H] [--seqlen 4096] [--seqlen-k S]
 //                  [--head-dim 128] [--dtype f32|f16|bf16] [--causal] [--threads N] [--backward]
-//                  [--iters 1] [--seed 0]
+//                  [--iters 1] [--seed 0] [--device auto|cpu|cuda]
 //
 // It prints the shape, the time and the throughput (FLOPs = 4 · batch · heads · seqlen_q ·
 // seqlen_k · head_dim, halved when causal; backward 2.5× forward), a checksum, and for a few rows
@@ -27,6 +27,10 @@
 #include <vector>
 
 #include "flashattn/flashattn.h"
+
+#if DEMO_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
 
 namespace {
 
@@ -146,8 +150,12 @@ class HostArray {
     return {sum, sum_abs};
   }
 
+  void* data() { return dtype_ == DType::f32 ? static_cast<void*>(f32_.data()) : u16_.data(); }
+  size_t bytes() const { return static_cast<size_t>(numel()) * (dtype_ == DType::f32 ? 4 : 2); }
+  const std::vector<int64_t>& shape() const { return shape_; }
+
   Tensor view() {
-    void* data = dtype_ == DType::f32 ? static_cast<void*>(f32_.data()) : u16_.data();
+    void* data = this->data();
     if (shape_.size() == 3) {
       return flashattn::contiguous_view(data, dtype_, {shape_[0], shape_[1], shape_[2]});
     }
@@ -171,6 +179,8 @@ struct Config {
   int64_t seqlen_k = 0;  // 0 = seqlen_q
   int64_t head_dim = 128;
   DType dtype = DType::f32;
+  bool dtype_given = false;
+  std::string device = "auto";  // auto: the GPU when there is one
   bool causal = false;
   int threads = 0;
   bool backward = false;
@@ -181,9 +191,10 @@ struct Config {
 const char* kUsage =
     "usage: attention_demo [--batch B] [--heads H] [--heads-kv H] [--seqlen S] [--seqlen-k S]\n"
     "                      [--head-dim D] [--dtype f32|f16|bf16] [--causal] [--threads N]\n"
-    "                      [--backward] [--iters N] [--seed N]\n"
+    "                      [--backward] [--iters N] [--seed N] [--device auto|cpu|cuda]\n"
     "defaults: batch 1, heads 16, heads-kv = heads, seqlen 4096, seqlen-k = seqlen, head-dim 128,\n"
-    "          dtype f32, all hardware threads, forward only, 1 iteration, seed 0\n";
+    "          dtype f32 on the CPU and bf16 on the GPU, all hardware threads, forward only,\n"
+    "          1 iteration, seed 0, the GPU when one is present\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::fprintf(stderr, "attention_demo: %s\n%s", message.c_str(), kUsage);
@@ -223,7 +234,13 @@ Config parse_args(int argc, char** argv) {
       c.seqlen_k = parse_int(flag, value(), 1);
     } else if (flag == "--head-dim") {
       c.head_dim = parse_int(flag, value(), 1);
+    } else if (flag == "--device") {
+      c.device = value();
+      if (c.device != "auto" && c.device != "cpu" && c.device != "cuda") {
+        usage_error("--device expects auto, cpu or cuda, got '" + c.device + "'");
+      }
     } else if (flag == "--dtype") {
+      c.dtype_given = true;
       const std::string d = value();
       if (d == "f32") {
         c.dtype = DType::f32;
@@ -357,15 +374,73 @@ double peak_rss_mib() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
 }
 
-// Where the attention runs: the CPU for now. The GPU path (device buffers, copies, a CUDA forward
-// and, once it exists, backward) slots in here; until then a GPU present is only reported.
-flashattn::Device choose_device() {
-  if (flashattn::cuda_compiled() && flashattn::cuda_device_count() > 0) {
-    std::printf(
-        "note:     %d CUDA device(s), but this demo has no GPU path yet: running on the CPU\n",
-        flashattn::cuda_device_count());
+// Where the attention runs: the GPU when asked for or (auto) when one is present.
+flashattn::Device choose_device(const Config& c) {
+  const bool gpu = flashattn::cuda_compiled() && flashattn::cuda_device_count() > 0;
+  if (c.device == "cuda" && !gpu) {
+    throw flashattn::Error("--device cuda: no CUDA device (or a build without CUDA)");
   }
-  return flashattn::Device{flashattn::DeviceType::cpu, 0};
+  if (c.device == "cpu" || !gpu) return flashattn::Device{flashattn::DeviceType::cpu, 0};
+  return flashattn::Device{flashattn::DeviceType::cuda, 0};
+}
+
+#if DEMO_WITH_CUDA
+void cuda_check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) {
+    throw flashattn::Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(status));
+  }
+}
+
+// A device copy of a host array; copy_back() brings results home.
+class DeviceCopy {
+ public:
+  explicit DeviceCopy(HostArray& host) : host_(host) {
+    cuda_check(cudaMalloc(&data_, host.bytes()), "cudaMalloc");
+    cuda_check(cudaMemcpy(data_, host.data(), host.bytes(), cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+  ~DeviceCopy() { cudaFree(data_); }
+  DeviceCopy(const DeviceCopy&) = delete;
+  DeviceCopy& operator=(const DeviceCopy&) = delete;
+
+  Tensor view() const {
+    Tensor t = host_.view();
+    t.data = data_;
+    t.device = flashattn::Device{flashattn::DeviceType::cuda, 0};
+    return t;
+  }
+  void copy_back() {
+    cuda_check(cudaMemcpy(host_.data(), data_, host_.bytes(), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  }
+
+ private:
+  HostArray& host_;
+  void* data_ = nullptr;
+};
+#endif
+
+// Runs the forward where `device` says, `iters` times after a warm-up on the GPU; returns the
+// best time in ms. out and lse hold the result on the host afterwards.
+double timed_forward(const flashattn::Device& device, int iters, HostArray& q, HostArray& k,
+                     HostArray& v, HostArray& out, HostArray& lse, const flashattn::Options& options) {
+  if (device.type == flashattn::DeviceType::cpu) {
+    return best_ms(iters, [&] {
+      flashattn::forward(q.view(), k.view(), v.view(), out.view(), lse.view(), options);
+    });
+  }
+#if DEMO_WITH_CUDA
+  DeviceCopy dq(q), dk(k), dv(v), dout(out), dlse(lse);
+  auto call = [&] {
+    flashattn::forward(dq.view(), dk.view(), dv.view(), dout.view(), dlse.view(), options);
+    cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  };
+  call();  // warm-up: module load, shared-memory opt-in
+  const double ms = best_ms(iters, call);
+  dout.copy_back();
+  dlse.copy_back();
+  return ms;
+#else
+  throw flashattn::Error("this demo was built without CUDA");
+#endif
 }
 
 // dout (random) and the gradients: allocated only with --backward.
@@ -378,9 +453,14 @@ struct Gradients {
   HostArray dout, dq, dk, dv;
 };
 
-int run(const Config& c) {
+int run(Config c) {
   std::printf("flashattn %s attention demo\n", FLASHATTN_VERSION);
-  const flashattn::Device device = choose_device();
+  const flashattn::Device device = choose_device(c);
+  const bool on_gpu = device.type == flashattn::DeviceType::cuda;
+  if (on_gpu && c.dtype == DType::f32) {
+    if (c.dtype_given) throw flashattn::Error("--dtype f32: the CUDA kernels take f16 or bf16");
+    c.dtype = DType::bf16;  // the GPU default
+  }
   const unsigned threads = c.threads > 0 ? static_cast<unsigned>(c.threads)
                                          : std::max(1u, std::thread::hardware_concurrency());
   std::printf("device:   %s, %u thread(s) (CUDA compiled: %s, CUDA devices: %d)\n",
@@ -415,9 +495,7 @@ int run(const Config& c) {
                           static_cast<double>(c.seqlen_q) * static_cast<double>(c.seqlen_k) *
                           static_cast<double>(c.head_dim) * (c.causal ? 0.5 : 1.0);
 
-  const double fwd_ms = best_ms(c.iters, [&] {
-    flashattn::forward(q.view(), k.view(), v.view(), out.view(), lse.view(), options);
-  });
+  const double fwd_ms = timed_forward(device, c.iters, q, k, v, out, lse, options);
   const std::string runs = c.iters > 1 ? ", best of " + std::to_string(c.iters) + " runs" : "";
   std::printf("forward:  %10.1f ms  %8.1f GFLOP/s  (%.1f GFLOP%s)\n", fwd_ms,
               fwd_flop / (fwd_ms * 1e6), fwd_flop * 1e-9, runs.c_str());
@@ -430,6 +508,7 @@ int run(const Config& c) {
     grads.emplace(c);
     grads->dout.fill_normal(rng);
     const double bwd_flop = 2.5 * fwd_flop;
+    if (on_gpu) std::printf("note:     the CUDA backward is not built yet: backward runs on the CPU\n");
     const double bwd_ms = best_ms(c.iters, [&] {
       flashattn::backward(grads->dout.view(), q.view(), k.view(), v.view(), out.view(), lse.view(),
                           grads->dq.view(), grads->dk.view(), grads->dv.view(), options);
