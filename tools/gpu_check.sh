@@ -5,7 +5,7 @@
 # SDPA's backends in one process. Logs and JSON go to $OUT (default build/gpu-out); the short
 # table is printed last.
 #
-# usage: tools/gpu_check.sh [all|test|sanitize|bench|quick-bench]...   (default: all)
+# usage: tools/gpu_check.sh [all|test|sanitize|demo|bench|quick-bench]...   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-out}
@@ -30,7 +30,7 @@ fi
 
 start=$(date +%s)
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
-  -DFLASHATTN_CUDA=ON -DFLASHATTN_BUILD_EXAMPLES=OFF >"$OUT/configure.log"
+  -DFLASHATTN_CUDA=ON -DFLASHATTN_BUILD_EXAMPLES=ON >"$OUT/configure.log"
 cmake --build "$BUILD" -j "$JOBS" 2>&1 | tail -3
 echo "build: $(( $(date +%s) - start )) s on $JOBS cores"
 
@@ -60,6 +60,11 @@ if want sanitize; then
     set -e
     summary+=("compute-sanitizer $tool: rc $rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1)")
   done
+fi
+
+if want demo; then
+  "$BUILD/examples/attention_demo" --seqlen 4096 --iters 5 | tee "$OUT/demo.log"
+  summary+=("demo (GPU, bf16, 1×16×4096×128): $(grep -E '^forward:' "$OUT/demo.log"), $(grep -E '^result:' "$OUT/demo.log")")
 fi
 
 if want bench || want quick-bench; then
