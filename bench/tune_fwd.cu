@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "cuda/sm80/flash_fwd_kernel.cuh"
@@ -115,13 +116,20 @@ void sweep(const std::vector<Variant>& variants) {
   }
 }
 
-int main() {
-  sweep<256>({variant<256, 128, 64, 8>("128x64 w8 (prod)"), variant<256, 128, 32, 8>("128x32 w8"),
-              variant<256, 64, 64, 4>("64x64 w4"), variant<256, 64, 32, 4>("64x32 w4")});
-  sweep<128>({variant<128, 128, 64, 4>("128x64 w4 (prod)"), variant<128, 128, 32, 4>("128x32 w4"),
-              variant<128, 128, 64, 8>("128x64 w8"), variant<128, 128, 128, 8>("128x128 w8"),
-              variant<128, 64, 64, 4>("64x64 w4")});
-  sweep<64>({variant<64, 128, 128, 4>("128x128 w4 (prod)"), variant<64, 128, 64, 4>("128x64 w4"),
-             variant<64, 128, 128, 8>("128x128 w8"), variant<64, 64, 128, 4>("64x128 w4")});
+// tune_fwd [all|prod]: every tile shape, or only the production tile of each head dim (for A/B
+// runs of two kernel versions built from two source trees).
+int main(int argc, char** argv) {
+  const bool prod_only = argc > 1 && std::string(argv[1]) == "prod";
+  auto pick = [&](std::vector<Variant> v) {
+    if (prod_only) v.resize(1);
+    return v;
+  };
+  sweep<256>(pick({variant<256, 64, 64, 4>("64x64 w4 (prod)"), variant<256, 128, 64, 8>("128x64 w8"),
+                   variant<256, 128, 32, 8>("128x32 w8"), variant<256, 64, 32, 4>("64x32 w4")}));
+  sweep<128>(pick({variant<128, 128, 64, 4>("128x64 w4 (prod)"), variant<128, 128, 32, 4>("128x32 w4"),
+                   variant<128, 128, 64, 8>("128x64 w8"), variant<128, 128, 128, 8>("128x128 w8"),
+                   variant<128, 64, 64, 4>("64x64 w4")}));
+  sweep<64>(pick({variant<64, 128, 128, 4>("128x128 w4 (prod)"), variant<64, 128, 64, 4>("128x64 w4"),
+                  variant<64, 128, 128, 8>("128x128 w8"), variant<64, 64, 128, 4>("64x128 w4")}));
   return 0;
 }
