@@ -475,9 +475,9 @@ namespace {
 
 }  // namespace
 
-ForwardRun check_forward(const Case& c) {
+ForwardRun check_forward(const Case& c, ForwardRunner run) {
   Problem p(c);
-  ForwardRun f = run_forward(p);
+  ForwardRun f = run(p);
   const RefSpec s = p.spec();
   const auto qv = p.q_values(), kv = p.k_values(), vv = p.v_values();
   const RefForward ref = reference_forward(s, qv, kv, vv);

@@ -131,7 +131,9 @@ double rule_eps(DType dtype, const std::vector<double>& mag);
                                      const std::vector<double>& b, double tol);
 
 // Whole checks used by most tests (gtest assertions inside). Each returns the library's outputs.
-ForwardRun check_forward(const Case& c);
+// check_forward runs the case through `run` (the CPU call by default; the GPU tests pass theirs).
+using ForwardRunner = ForwardRun (*)(Problem& p);
+ForwardRun check_forward(const Case& c, ForwardRunner run = run_forward);
 void check_backward(const Case& c);
 
 // Gradient tolerance factor of the rule (see harness.cpp for the justification).

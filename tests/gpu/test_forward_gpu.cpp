@@ -99,27 +99,9 @@ ForwardRun run_forward_gpu(Problem& p) {
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   out.copy_back(f.out);
   lse.copy_back(f.lse);
-  return f;
-}
-
-void check_forward_gpu(const Case& c) {
-  Problem p(c);
-  const ForwardRun f = run_forward_gpu(p);
-  const RefSpec s = p.spec();
-  const auto qv = p.q_values(), kv = p.k_values(), vv = p.v_values();
-  const RefForward ref = reference_forward(s, qv, kv, vv);
-  const RefForward plain = plain_forward(s, precision_of(c.dtype), qv, kv, vv);
-  const std::vector<double> out = p.rows_values(f.out, s.total_q());
-  EXPECT_TRUE(within_rule("out", out, ref.out, plain.out, 2.0, rule_eps(c.dtype, ref.out_mag)));
-  EXPECT_TRUE(within_rule("lse", p.lse_values(f.lse), ref.lse, plain.lse, 2.0,
-                          rule_eps(DType::f32, ref.lse)));
-  for (size_t rh = 0; rh < ref.row_empty.size(); ++rh) {
-    if (!ref.row_empty[rh]) continue;
-    for (int64_t x = 0; x < c.dv(); ++x) {
-      ASSERT_EQ(out[rh * static_cast<size_t>(c.dv()) + x], 0.0) << "empty row " << rh;
-    }
-  }
   EXPECT_EQ(f.out.gaps_written(), 0) << "the kernel wrote outside the view of out";
+  EXPECT_EQ(f.lse.gaps_written(), 0) << "the kernel wrote outside the view of lse";
+  return f;
 }
 
 // The CPU cases that the CUDA kernels serve, in fp16 and bf16: head_dim a multiple of 8,
@@ -148,7 +130,7 @@ class GpuForward : public ::testing::TestWithParam<Case> {
     if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU";
   }
 };
-TEST_P(GpuForward, MatchesReference) { check_forward_gpu(GetParam()); }
+TEST_P(GpuForward, MatchesReference) { check_forward(GetParam(), run_forward_gpu); }
 INSTANTIATE_TEST_SUITE_P(Seqlens, GpuForward, ::testing::ValuesIn(gpu_cases(shape_cases(false))), CaseName());
 INSTANTIATE_TEST_SUITE_P(HeadDims, GpuForward, ::testing::ValuesIn(gpu_cases(head_dim_cases())), CaseName());
 INSTANTIATE_TEST_SUITE_P(Heads, GpuForward, ::testing::ValuesIn(gpu_cases(heads_cases())), CaseName());
