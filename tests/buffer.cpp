@@ -14,6 +14,7 @@ double round_to_dtype(DType dtype, double x) {
     case DType::f16: return round_f16(x);
     case DType::bf16: return round_bf16(x);
     case DType::i32: return std::nearbyint(x);
+    case DType::f64: return x;
   }
   return x;
 }
@@ -22,6 +23,7 @@ double unit_roundoff(DType dtype) {
   switch (dtype) {
     case DType::f16: return std::ldexp(1.0, -11);
     case DType::bf16: return std::ldexp(1.0, -8);
+    case DType::f64: return std::ldexp(1.0, -53);
     default: return std::ldexp(1.0, -24);
   }
 }
@@ -32,20 +34,22 @@ const char* dtype_tag(DType dtype) {
     case DType::f16: return "f16";
     case DType::bf16: return "bf16";
     case DType::i32: return "i32";
+    case DType::f64: return "f64";
   }
   return "?";
 }
 
 namespace {
-size_t size_of(DType d) { return (d == DType::f16 || d == DType::bf16) ? 2 : 4; }
+size_t size_of(DType d) { return flashattn::dtype_size(d); }
 
 // Poison patterns: quiet NaNs with a payload, so that "still poisoned" is a bit-exact check.
-uint32_t poison_bits(DType d) {
+uint64_t poison_bits(DType d) {
   switch (d) {
     case DType::f16: return 0x7e5au;
     case DType::bf16: return 0x7fdau;
     case DType::f32: return 0x7fc5a5a5u;
     case DType::i32: return 0x5a5a5a5au;
+    case DType::f64: return 0x7ff8a5a5a5a5a5a5ull;
   }
   return 0;
 }
@@ -131,54 +135,79 @@ int64_t Buf::storage_index(int64_t logical) const {
   return si;
 }
 
-uint32_t Buf::raw(int64_t si) const {
+uint64_t Buf::raw(int64_t si) const {
   const unsigned char* p = storage_->data() + static_cast<size_t>(si) * size_of(dtype_);
-  if (size_of(dtype_) == 2) {
-    uint16_t u;
-    std::memcpy(&u, p, 2);
-    return u;
+  switch (size_of(dtype_)) {
+    case 2: {
+      uint16_t u;
+      std::memcpy(&u, p, 2);
+      return u;
+    }
+    case 4: {
+      uint32_t u;
+      std::memcpy(&u, p, 4);
+      return u;
+    }
+    default: {
+      uint64_t u;
+      std::memcpy(&u, p, 8);
+      return u;
+    }
   }
-  uint32_t u;
-  std::memcpy(&u, p, 4);
-  return u;
 }
 
-void Buf::set_raw(int64_t si, uint32_t bits) {
+void Buf::set_raw(int64_t si, uint64_t bits) {
   unsigned char* p = storage_->data() + static_cast<size_t>(si) * size_of(dtype_);
-  if (size_of(dtype_) == 2) {
-    const uint16_t u = static_cast<uint16_t>(bits);
-    std::memcpy(p, &u, 2);
-  } else {
-    std::memcpy(p, &bits, 4);
+  switch (size_of(dtype_)) {
+    case 2: {
+      const uint16_t u = static_cast<uint16_t>(bits);
+      std::memcpy(p, &u, 2);
+      break;
+    }
+    case 4: {
+      const uint32_t u = static_cast<uint32_t>(bits);
+      std::memcpy(p, &u, 4);
+      break;
+    }
+    default: std::memcpy(p, &bits, 8); break;
   }
 }
 
 double Buf::get(int64_t logical) const {
-  const uint32_t bits = raw(storage_index(logical));
+  const uint64_t bits = raw(storage_index(logical));
   switch (dtype_) {
     case DType::f16: return f16_value(static_cast<uint16_t>(bits));
     case DType::bf16: return bf16_value(static_cast<uint16_t>(bits));
     case DType::f32: {
+      const uint32_t b32 = static_cast<uint32_t>(bits);
       float f;
-      std::memcpy(&f, &bits, 4);
+      std::memcpy(&f, &b32, 4);
       return f;
     }
-    case DType::i32: return static_cast<int32_t>(bits);
+    case DType::i32: return static_cast<int32_t>(static_cast<uint32_t>(bits));
+    case DType::f64: {
+      double d;
+      std::memcpy(&d, &bits, 8);
+      return d;
+    }
   }
   return 0;
 }
 
 void Buf::set(int64_t logical, double value) {
-  uint32_t bits = 0;
+  uint64_t bits = 0;
   switch (dtype_) {
     case DType::f16: bits = f16_bits(value); break;
     case DType::bf16: bits = bf16_bits(value); break;
     case DType::f32: {
       const float f = static_cast<float>(value);
-      std::memcpy(&bits, &f, 4);
+      uint32_t b32;
+      std::memcpy(&b32, &f, 4);
+      bits = b32;
       break;
     }
     case DType::i32: bits = static_cast<uint32_t>(static_cast<int32_t>(value)); break;
+    case DType::f64: std::memcpy(&bits, &value, 8); break;
   }
   set_raw(storage_index(logical), bits);
 }
@@ -200,7 +229,7 @@ void Buf::fill_normal(std::mt19937_64& rng, double scale) {
 }
 
 void Buf::poison() {
-  const uint32_t bits = poison_bits(dtype_);
+  const uint64_t bits = poison_bits(dtype_);
   for (int64_t si = 0; si < storage_elems(); ++si) set_raw(si, bits);
 }
 

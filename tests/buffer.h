@@ -17,9 +17,9 @@ using flashattn::DType;
 
 // Rounds a double to the nearest value of dtype (identity for f64 arithmetic on i32 not needed).
 double round_to_dtype(DType dtype, double x);
-// Unit roundoff of the dtype (half an ulp at 1): 2^-24, 2^-11, 2^-8.
+// Unit roundoff of the dtype (half an ulp at 1): 2^-24, 2^-11, 2^-8, 2^-53.
 double unit_roundoff(DType dtype);
-const char* dtype_tag(DType dtype);  // "f32", "f16", "bf16"
+const char* dtype_tag(DType dtype);  // "f32", "f16", "bf16", "f64"
 
 class Buf {
  public:
@@ -75,8 +75,8 @@ class Buf {
   std::vector<int64_t> shape_, strides_;
   int64_t offset_ = 0;
   std::shared_ptr<std::vector<unsigned char>> storage_;
-  uint32_t raw(int64_t si) const;
-  void set_raw(int64_t si, uint32_t bits);
+  uint64_t raw(int64_t si) const;  // the element's bits (2, 4 or 8 bytes)
+  void set_raw(int64_t si, uint64_t bits);
 };
 
 }  // namespace fa_test

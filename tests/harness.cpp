@@ -78,6 +78,7 @@ Precision precision_of(DType d) {
   switch (d) {
     case DType::f16: return Precision::f16;
     case DType::bf16: return Precision::bf16;
+    case DType::f64: return Precision::f64;
     default: return Precision::f32;
   }
 }
@@ -209,10 +210,11 @@ Buf Problem::make_lse() const {
   const std::vector<int64_t> shape = c.varlen()
                                          ? std::vector<int64_t>{c.heads_q, total_q}
                                          : std::vector<int64_t>{c.nbatch(), c.heads_q, c.seqlen_q};
+  const DType dt = lse_dtype(c.dtype);
   if (c.layout == Layout::contiguous || c.layout == Layout::head_major) {
-    return Buf::contiguous(DType::f32, shape);
+    return Buf::contiguous(dt, shape);
   }
-  return Buf::gappy(DType::f32, shape, 3);
+  return Buf::gappy(dt, shape, 3);
 }
 
 Buf Problem::make_dout(std::mt19937_64& rng) const {
@@ -373,8 +375,12 @@ double rule_eps(DType dtype, const std::vector<double>& mag) {
   //  * fp32: 16 unit roundoffs (2^-20 ≈ 9.5e-7) of m: a few roundings in a different order.
   //  * fp16/bf16: half a unit roundoff of m (2^-12 for fp16, 2^-9 for bf16): less than the one
   //    final rounding of the output to the dtype, which both computations make.
-  // Either is far below the error of a wrong mask, scale or probability.
+  //  * fp64: here "plain" is the float64 reference itself, so eps is the whole bound: 2^-40·m
+  //    (≈ 9e-13, 8192 unit roundoffs), room for a few hundred roundings of the blocked order and
+  //    exp2 against the naive sums and exp, and 5 orders of magnitude below one fp32 rounding.
+  // Each is far below the error of a wrong mask, scale or probability.
   const double u = unit_roundoff(dtype);
+  if (dtype == DType::f64) return std::ldexp(1.0, -40) * m;
   return (dtype == DType::f32 ? 16.0 * u : 0.5 * u) * m;
 }
 
@@ -485,7 +491,8 @@ ForwardRun check_forward(const Case& c, ForwardRunner run) {
   const std::vector<double> out = p.rows_values(f.out, s.total_q());
   const std::vector<double> lse = p.lse_values(f.lse);
   EXPECT_TRUE(within_rule("out", out, ref.out, plain.out, 2.0, rule_eps(c.dtype, ref.out_mag)));
-  EXPECT_TRUE(within_rule("lse", lse, ref.lse, plain.lse, 2.0, rule_eps(DType::f32, ref.lse)));
+  EXPECT_TRUE(
+      within_rule("lse", lse, ref.lse, plain.lse, 2.0, rule_eps(lse_dtype(c.dtype), ref.lse)));
   EXPECT_TRUE(empty_rows_zero("out", out, ref.row_empty, c.dv()));
   return f;
 }

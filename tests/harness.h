@@ -114,6 +114,8 @@ ForwardRun run_forward(Problem& p);
 BackwardRun run_backward(Problem& p, const ForwardRun& f, const Buf& dout);
 
 Precision precision_of(DType d);
+// The dtype of the LSE for inputs of dtype d: float32, float64 for float64 inputs.
+inline DType lse_dtype(DType d) { return d == DType::f64 ? DType::f64 : DType::f32; }
 
 // DESIGN §4: max|ours − ref| ≤ factor · max|plain − ref| + eps, per tensor; ours must be finite
 // where ref is finite and equal to ref where ref is ±inf; plain must be finite where ref is (else

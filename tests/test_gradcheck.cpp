@@ -1,6 +1,6 @@
 // Finite differences on tiny problems, in float64: central differences of the reference loss
 // sum(dO·O) validate both the reference's analytic backward (the oracle itself) and the library's
-// dq, dk, dv (fp32 inputs).
+// dq, dk, dv (fp32 inputs, and float64 inputs held to the oracle's own tolerance).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -68,7 +68,13 @@ std::vector<Case> tiny_cases() {
   c.dropout_p = 0.25f;
   c.batch = 2;
   v.push_back(c);
-  return v;  // fp32 only: the library's fp32 result is compared with float64 differences
+  return v;  // fp32: the library's fp32 result is compared with float64 differences
+}
+
+std::vector<Case> tiny_f64_cases() {
+  std::vector<Case> v = tiny_cases();
+  for (Case& c : v) c.dtype = DType::f64;
+  return v;
 }
 
 // Central differences of loss(x) = sum(dO · O(x)) with respect to every element of q, k or v.
@@ -119,12 +125,15 @@ TEST_P(GradCheck, ReferenceAndLibraryMatchFiniteDifferences) {
     const double m = scale_of(fd);
     // The oracle: float64 analytic vs central differences (truncation ~h², rounding ~1e-16/h).
     EXPECT_TRUE(all_close(std::string("reference ") + names[w], *an[w], fd, 1e-7 * m));
-    // The library in fp32: a few hundred fp32 roundings on values of size ≤ m.
-    EXPECT_TRUE(all_close(std::string("library ") + names[w], lib[w], fd, 2e-5 * m));
+    // The library in fp32: a few hundred fp32 roundings on values of size ≤ m; in float64: as
+    // close as the oracle.
+    const double tol = c.dtype == DType::f64 ? 1e-7 * m : 2e-5 * m;
+    EXPECT_TRUE(all_close(std::string("library ") + names[w], lib[w], fd, tol));
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, GradCheck, ::testing::ValuesIn(tiny_cases()), CaseName());
+INSTANTIATE_TEST_SUITE_P(TinyF64, GradCheck, ::testing::ValuesIn(tiny_f64_cases()), CaseName());
 
 }  // namespace
 }  // namespace fa_test

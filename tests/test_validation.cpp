@@ -117,6 +117,17 @@ std::vector<ErrorCase> error_cases() {
   };
   // dtypes
   fwd("QDtypeInt32", "q", [](Call& c) { c.tq.dtype = DType::i32; });
+  // fp32 and fp64 run on the CPU only: on a CUDA device they are refused before any dispatch.
+  for (DType dt : {DType::f32, DType::f64}) {
+    fwd(std::string("CudaRefuses") + (dt == DType::f32 ? "Float32" : "Float64"), "q", [dt](Call& c) {
+      for (Tensor* t : {&c.tq, &c.tk, &c.tv, &c.tout}) {
+        t->dtype = dt;
+        t->device = kCuda;
+      }
+      c.tlse.dtype = lse_dtype(dt);
+      c.tlse.device = kCuda;
+    });
+  }
   fwd("KDtypeDiffersFromQ", "k", [](Call& c) { c.tk.dtype = DType::f16; });
   fwd("VDtypeDiffersFromQ", "v", [](Call& c) { c.tv.dtype = DType::bf16; });
   fwd("OutDtypeDiffersFromQ", "out", [](Call& c) { c.tout.dtype = DType::f16; });

@@ -3,6 +3,9 @@
 //   O   = softmax(scale · Q Kᵀ [→ softcap] + alibi_bias, masked) · V   (dropout on the probabilities)
 //   LSE = log Σ_j exp(scale · Q Kᵀ [→ softcap] + alibi_bias)            (over visible keys, fp32)
 //
+// dtypes: fp16 and bf16 (CPU and CUDA) and fp32 (CPU) accumulate in fp32; fp64 (CPU) computes in
+// fp64 throughout and its LSE is fp64 too: the float64 path is a reference for gradient checks.
+//
 // All tensors are non-owning strided views: the caller owns the memory (outputs included), the
 // library never allocates for the result. Errors are thrown as flashattn::Error, whose message
 // names the argument, what was given and what is allowed; nothing is written before every
@@ -26,7 +29,8 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-enum class DType : uint8_t { f16, bf16, f32, i32 };
+// New values are appended: the numbers are those of the C ABI (flashattn_c.h).
+enum class DType : uint8_t { f16, bf16, f32, i32, f64 };
 enum class DeviceType : uint8_t { cpu, cuda };
 
 const char* dtype_name(DType dtype);
@@ -69,12 +73,14 @@ Tensor strided_view(void* data, DType dtype, std::initializer_list<int64_t> shap
 // Shapes, padded batch:  q (batch, seqlen_q, heads_q, head_dim)
 //                        k (batch, seqlen_k, heads_kv, head_dim), v (…, head_dim_v)
 //                        out (batch, seqlen_q, heads_q, head_dim_v), lse (batch, heads_q, seqlen_q)
+//                        lse is fp32, or fp64 for fp64 inputs
 // Shapes, varlen (cu_seqlens_q and cu_seqlens_k given):
 //                        q (total_q, heads_q, head_dim), k/v (total_k, heads_kv, head_dim[_v])
 //                        out (total_q, heads_q, head_dim_v), lse (heads_q, total_q)
 struct Options {
-  // Multiplies Q Kᵀ; unset means 1/√head_dim.
-  std::optional<float> softmax_scale;
+  // Multiplies Q Kᵀ; unset means 1/√head_dim. A double, so that fp64 inputs get it unrounded
+  // (the other dtypes use it rounded to float).
+  std::optional<double> softmax_scale;
   // Query i sees key j iff j ≤ i + seqlen_k − seqlen_q (bottom-right aligned). Same as
   // window_right = 0; may be combined with window_left.
   bool causal = false;

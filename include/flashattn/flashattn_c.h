@@ -17,7 +17,14 @@
 extern "C" {
 #endif
 
-enum flashattn_dtype { FLASHATTN_F16 = 0, FLASHATTN_BF16 = 1, FLASHATTN_F32 = 2, FLASHATTN_I32 = 3 };
+/* float64: CPU only, computed in float64, with a float64 lse. */
+enum flashattn_dtype {
+  FLASHATTN_F16 = 0,
+  FLASHATTN_BF16 = 1,
+  FLASHATTN_F32 = 2,
+  FLASHATTN_I32 = 3,
+  FLASHATTN_F64 = 4
+};
 enum flashattn_device_type { FLASHATTN_CPU = 0, FLASHATTN_CUDA = 1 };
 
 typedef struct flashattn_tensor {

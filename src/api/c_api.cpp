@@ -17,7 +17,7 @@ flashattn::Tensor to_tensor(const flashattn_tensor* t) {
     throw flashattn::Error("flashattn C API: a tensor has rank " + std::to_string(t->rank) +
                            ", expected 0.." + std::to_string(flashattn::kMaxRank));
   }
-  if (t->dtype < FLASHATTN_F16 || t->dtype > FLASHATTN_I32) {
+  if (t->dtype < FLASHATTN_F16 || t->dtype > FLASHATTN_F64) {
     throw flashattn::Error("flashattn C API: unknown dtype code " + std::to_string(t->dtype));
   }
   if (t->device_type != FLASHATTN_CPU && t->device_type != FLASHATTN_CUDA) {

@@ -10,6 +10,7 @@ const char* dtype_name(DType dtype) {
     case DType::bf16: return "bfloat16";
     case DType::f32: return "float32";
     case DType::i32: return "int32";
+    case DType::f64: return "float64";
   }
   throw Error("flashattn: unknown DType value " + std::to_string(static_cast<int>(dtype)));
 }
@@ -20,6 +21,7 @@ size_t dtype_size(DType dtype) {
     case DType::bf16: return 2;
     case DType::f32:
     case DType::i32: return 4;
+    case DType::f64: return 8;
   }
   throw Error("flashattn: unknown DType value " + std::to_string(static_cast<int>(dtype)));
 }

@@ -3,6 +3,7 @@
 #include "common/device_memory.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <optional>
 #include <sstream>
@@ -132,9 +133,14 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   const Device dev = q.device;
   c.require(dev.type == DeviceType::cpu || dev.type == DeviceType::cuda, "q",
             "unknown device type " + std::to_string(static_cast<int>(dev.type)));
-  c.require(q.dtype == DType::f16 || q.dtype == DType::bf16 || q.dtype == DType::f32, "q",
-            std::string("expected dtype float16, bfloat16 or float32, got ") +
+  c.require(q.dtype == DType::f16 || q.dtype == DType::bf16 || q.dtype == DType::f32 ||
+                q.dtype == DType::f64,
+            "q",
+            std::string("expected dtype float16, bfloat16, float32 or float64, got ") +
                 dtype_name(q.dtype));
+  c.require(dev.type != DeviceType::cuda || q.dtype == DType::f16 || q.dtype == DType::bf16, "q",
+            "on device " + device_str(dev) + " the CUDA kernels take float16 or bfloat16, got " +
+                dtype_name(q.dtype) + " (float32 and float64 run on the CPU)");
 
   // Varlen: both cu_seqlens or neither.
   c.require(o.cu_seqlens_q.has_value() == o.cu_seqlens_k.has_value(),
@@ -261,10 +267,13 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
 
   // Options that are plain numbers.
   if (o.softmax_scale) {
-    c.require(std::isfinite(*o.softmax_scale), "softmax_scale",
-              "must be finite, got " + std::to_string(*o.softmax_scale));
+    c.require(std::isfinite(*o.softmax_scale) && std::fabs(*o.softmax_scale) <= FLT_MAX,
+              "softmax_scale", "must be finite (as a float), got " + std::to_string(*o.softmax_scale));
   }
-  p.scale = o.softmax_scale ? *o.softmax_scale : 1.0f / std::sqrt(static_cast<float>(p.head_dim));
+  // fp64 inputs compute with the unrounded scale; the others with it rounded to float.
+  p.scale_f64 = o.softmax_scale ? *o.softmax_scale : 1.0 / std::sqrt(static_cast<double>(p.head_dim));
+  p.scale = o.softmax_scale ? static_cast<float>(*o.softmax_scale)
+                            : 1.0f / std::sqrt(static_cast<float>(p.head_dim));
   p.scale_log2 = p.scale * 1.4426950408889634f;
   c.require(std::isfinite(o.softcap) && o.softcap >= 0.0f, "softcap",
             "must be ≥ 0 and finite (0 = off), got " + std::to_string(o.softcap));
@@ -319,12 +328,19 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
     const int lse_rank = varlen ? 2 : 3;
     const char* lse_dims = varlen ? "[heads_q, total_q]" : "[batch, heads_q, seqlen_q]";
     c.tensor(lse, "lse", lse_rank, lse_dims, dev);
-    c.dtype(lse, "lse", DType::f32, "the log-sum-exp is float32");
+    const bool lse_f64 = q.dtype == DType::f64;
+    c.dtype(lse, "lse", lse_f64 ? DType::f64 : DType::f32,
+            lse_f64 ? "the log-sum-exp of float64 inputs is float64"
+                    : "the log-sum-exp is float32");
     c.shape(lse, "lse",
             varlen ? std::vector<int64_t>{p.heads_q, q.shape[0]}
                    : std::vector<int64_t>{p.batch, p.heads_q, p.seqlen_q},
             lse_dims);
-    p.lse = static_cast<float*>(lse.data);
+    if (lse_f64) {
+      p.lse_f64 = static_cast<double*>(lse.data);
+    } else {
+      p.lse = static_cast<float*>(lse.data);
+    }
     p.lse_batch_stride = varlen ? 0 : lse.stride[0];
     p.lse_head_stride = varlen ? lse.stride[0] : lse.stride[1];
   }

@@ -26,6 +26,7 @@ struct AttentionParams {
   const void* v = nullptr;     // (batch, seqlen_k, heads_kv, head_dim_v) or (total_k, …)
   void* out = nullptr;         // forward: written; backward: read. Shaped like q with head_dim_v
   float* lse = nullptr;        // (batch, heads_q, seqlen_q) or (heads_q, total_q); may be null in forward
+  double* lse_f64 = nullptr;   // float64 inputs (CPU only): the LSE in float64, in place of lse
   const void* dout = nullptr;  // backward: like out
   void* dq = nullptr;          // backward: like q
   void* dk = nullptr;          // backward: like k
@@ -51,6 +52,7 @@ struct AttentionParams {
   const int32_t* seqused_k = nullptr;     // (batch) or null
 
   float scale = 1.0f;       // multiplies Q Kᵀ
+  double scale_f64 = 1.0;   // the same scale unrounded: float64 inputs compute with it
   float scale_log2 = 1.0f;  // scale · log2(e)
   float softcap = 0.0f;     // 0 = off
 

@@ -1,4 +1,5 @@
-// CPU forward and backward: FlashAttention-2, block by block, fp32 accumulation.
+// CPU forward and backward: FlashAttention-2, block by block, accumulating in the compute type
+// Acc: float for fp16/bf16/fp32 inputs, double for fp64 inputs (for gradcheck-grade references).
 //
 // Forward, per (batch, query head, query block of kBlockM rows):
 //   for each key block that some row of the block can see:
@@ -18,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common/numeric.h"
@@ -29,38 +31,85 @@ namespace {
 
 constexpr int64_t kBlockM = 64;  // query rows of one task; a multiple of 16 (dropout blocks)
 constexpr int64_t kBlockN = 64;  // keys of one inner step; a multiple of 16
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+template <class Acc>
+constexpr Acc kLog2e = static_cast<Acc>(1.44269504088896340735992468100189214L);
+template <class Acc>
+constexpr Acc kLn2 = static_cast<Acc>(0.693147180559945309417232121458176568L);
+template <class Acc>
+constexpr Acc kNegInf = -std::numeric_limits<Acc>::infinity();
+// The fp32 constants are the literals this file had before it computed in double too.
+static_assert(kLog2e<float> == 1.4426950408889634f && kLn2<float> == 0.6931471805599453f);
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// ---- Tiles: small row-major fp32 matrices ------------------------------------------------------
+// ---- Compute type ------------------------------------------------------------------------------
+
+// The storage types T and their compute type Acc<T>: float, except double for double.
+template <class T>
+using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+inline double to_acc(double x) { return x; }
+template <class T>
+float to_acc(T x) {
+  return to_float(x);
+}
+
+template <class T>
+T from_acc(Acc<T> x) {
+  if constexpr (std::is_same_v<T, double>) {
+    return x;
+  } else {
+    return from_float<T>(x);
+  }
+}
+
+// The softmax scale in the compute type: fp64 inputs get it exactly (validate.cpp keeps both).
+template <class A>
+A scale_of(const AttentionParams& p) {
+  if constexpr (std::is_same_v<A, double>) {
+    return p.scale_f64;
+  } else {
+    return p.scale;
+  }
+}
+
+// The LSE buffer, in the compute type (null when the forward's caller did not ask for it).
+template <class A>
+A* lse_data(const AttentionParams& p) {
+  if constexpr (std::is_same_v<A, double>) {
+    return p.lse_f64;
+  } else {
+    return p.lse;
+  }
+}
+
+// ---- Tiles: small row-major matrices of the compute type --------------------------------------
 
 // C[m][n] += Σ_k A[m][k] · B[k][n]   (A: rows × depth, lda; B: depth × cols, ldb; C: ldc)
-void matmul_acc(float* __restrict__ c, int64_t ldc, const float* __restrict__ a, int64_t lda,
-                const float* __restrict__ b, int64_t ldb,
-                int64_t rows, int64_t depth, int64_t cols) {
+template <class A>
+void matmul_acc(A* __restrict__ c, int64_t ldc, const A* __restrict__ a, int64_t lda,
+                const A* __restrict__ b, int64_t ldb, int64_t rows, int64_t depth, int64_t cols) {
   for (int64_t i = 0; i < rows; ++i) {
-    float* ci = c + i * ldc;
+    A* ci = c + i * ldc;
     for (int64_t kk = 0; kk < depth; ++kk) {
-      const float aik = a[i * lda + kk];
-      const float* bk = b + kk * ldb;
+      const A aik = a[i * lda + kk];
+      const A* bk = b + kk * ldb;
       for (int64_t j = 0; j < cols; ++j) ci[j] += aik * bk[j];
     }
   }
 }
 
 // C[m][n] += Σ_k A[k][m] · B[k][n]   (Aᵀ B; A: depth × rows, lda)
-void matmul_tn_acc(float* __restrict__ c, int64_t ldc, const float* __restrict__ a, int64_t lda,
-                   const float* __restrict__ b,
-                   int64_t ldb, int64_t rows, int64_t depth, int64_t cols) {
+template <class A>
+void matmul_tn_acc(A* __restrict__ c, int64_t ldc, const A* __restrict__ a, int64_t lda,
+                   const A* __restrict__ b, int64_t ldb, int64_t rows, int64_t depth,
+                   int64_t cols) {
   for (int64_t kk = 0; kk < depth; ++kk) {
-    const float* bk = b + kk * ldb;
+    const A* bk = b + kk * ldb;
     for (int64_t i = 0; i < rows; ++i) {
-      const float aki = a[kk * lda + i];
-      if (aki == 0.0f) continue;  // masked or dropped: common in boundary tiles
-      float* ci = c + i * ldc;
+      const A aki = a[kk * lda + i];
+      if (aki == A(0)) continue;  // masked or dropped: common in boundary tiles
+      A* ci = c + i * ldc;
       for (int64_t j = 0; j < cols; ++j) ci[j] += aki * bk[j];
     }
   }
@@ -84,28 +133,28 @@ Rows<T> operand_rows(const void* data, const OperandStrides& s, int64_t b, int64
 
 // dst[r][d] = src row (row0 + r), for r < nrows, d < dim
 template <class T>
-void load_tile(const Rows<T>& src, int64_t row0, int64_t nrows, int64_t dim, float* dst,
+void load_tile(const Rows<T>& src, int64_t row0, int64_t nrows, int64_t dim, Acc<T>* dst,
                int64_t ld) {
   for (int64_t r = 0; r < nrows; ++r) {
     const T* s = src.row(row0 + r);
-    float* d = dst + r * ld;
-    for (int64_t x = 0; x < dim; ++x) d[x] = to_float(s[x]);
+    Acc<T>* d = dst + r * ld;
+    for (int64_t x = 0; x < dim; ++x) d[x] = to_acc(s[x]);
   }
 }
 
 // dst[d][r] = src row (row0 + r): the transposed tile, so Q Kᵀ runs along contiguous keys.
 template <class T>
-void load_tile_transposed(const Rows<T>& src, int64_t row0, int64_t nrows, int64_t dim, float* dst,
-                          int64_t ld) {
+void load_tile_transposed(const Rows<T>& src, int64_t row0, int64_t nrows, int64_t dim,
+                          Acc<T>* dst, int64_t ld) {
   for (int64_t r = 0; r < nrows; ++r) {
     const T* s = src.row(row0 + r);
-    for (int64_t x = 0; x < dim; ++x) dst[x * ld + r] = to_float(s[x]);
+    for (int64_t x = 0; x < dim; ++x) dst[x * ld + r] = to_acc(s[x]);
   }
 }
 
 template <class T>
-void store_row(T* dst, const float* src, int64_t n, float mul) {
-  for (int64_t x = 0; x < n; ++x) dst[x] = from_float<T>(src[x] * mul);
+void store_row(T* dst, const Acc<T>* src, int64_t n, Acc<T> mul) {
+  for (int64_t x = 0; x < n; ++x) dst[x] = from_acc<T>(src[x] * mul);
 }
 
 template <class T>
@@ -141,44 +190,49 @@ struct HeadContext {
   }
 
   // LSE of row i lives at lse[b·batch_stride + h·head_stride + q_start + i].
-  float* lse_row(int64_t row) const {
-    return p->lse + b * p->lse_batch_stride + h * p->lse_head_stride + seq.q_start + row;
+  template <class A>
+  A* lse_row(int64_t row) const {
+    return lse_data<A>(*p) + b * p->lse_batch_stride + h * p->lse_head_stride + seq.q_start + row;
   }
 };
 
 // Turns raw Q·Kᵀ values of a tile into scores in log2 units, −inf where masked:
 //   s = scale·x → softcap·tanh(s/softcap) → + alibi → mask; returns s·log2(e).
 // If dtanh is non-null it receives 1 − tanh² (the softcap derivative) per element.
-void scores_tile(const HeadContext& ctx, float* tile, int64_t ld, int64_t m0, int64_t mr,
-                 int64_t n0, int64_t nc, float* dtanh) {
+template <class A>
+void scores_tile(const HeadContext& ctx, A* tile, int64_t ld, int64_t m0, int64_t mr, int64_t n0,
+                 int64_t nc, A* dtanh) {
   const AttentionParams& p = *ctx.p;
-  const float softcap = p.softcap;
-  const float inv_softcap = softcap > 0.0f ? 1.0f / softcap : 0.0f;
+  const A scale = scale_of<A>(p);
+  const A softcap = p.softcap;
+  const A inv_softcap = softcap > A(0) ? A(1) / softcap : A(0);
+  const A alibi_slope = ctx.alibi_slope;
   for (int64_t r = 0; r < mr; ++r) {
     const int64_t i = m0 + r;
     const KeyRange keys = ctx.keys(i);
     const int64_t diag = i + ctx.seq.seqlen_k - ctx.seq.seqlen_q;
-    float* s = tile + r * ld;
+    A* s = tile + r * ld;
     for (int64_t c = 0; c < nc; ++c) {
       const int64_t j = n0 + c;
-      float x = s[c] * p.scale;
-      if (softcap > 0.0f) {
-        const float t = std::tanh(x * inv_softcap);
+      A x = s[c] * scale;
+      if (softcap > A(0)) {
+        const A t = std::tanh(x * inv_softcap);
         x = softcap * t;
-        if (dtanh) dtanh[r * ld + c] = 1.0f - t * t;
+        if (dtanh) dtanh[r * ld + c] = A(1) - t * t;
       }
-      if (ctx.alibi_slope != 0.0f) {
-        x -= ctx.alibi_slope * static_cast<float>(std::llabs(diag - j));
+      if (alibi_slope != A(0)) {
+        x -= alibi_slope * static_cast<A>(std::llabs(diag - j));
       }
-      s[c] = (j < keys.first || j > keys.last) ? kNegInf : x * kLog2e;
+      s[c] = (j < keys.first || j > keys.last) ? kNegInf<A> : x * kLog2e<A>;
     }
   }
 }
 
 // keep[r][c] = 1 if element (m0 + r, n0 + c) survives dropout, else 0 (docs/dropout.md).
 // m0 and n0 are multiples of 16: one Philox call per (16×16 block, lane) serves 8 elements.
-void dropout_tile(const HeadContext& ctx, float* keep, int64_t ld, int64_t m0, int64_t mr,
-                  int64_t n0, int64_t nc) {
+template <class A>
+void dropout_tile(const HeadContext& ctx, A* keep, int64_t ld, int64_t m0, int64_t mr, int64_t n0,
+                  int64_t nc) {
   const AttentionParams& p = *ctx.p;
   for (int64_t bi = m0; bi < m0 + mr; bi += 16) {
     for (int64_t bj = n0; bj < n0 + nc; bj += 16) {
@@ -192,7 +246,7 @@ void dropout_tile(const HeadContext& ctx, float* keep, int64_t ld, int64_t m0, i
           const int64_t j = lane_col + 8 * (slot >> 2) + (slot & 1);
           if (i >= m0 + mr || j >= n0 + nc) continue;
           keep[(i - m0) * ld + (j - n0)] =
-              philox_slot(rnd, slot) < p.dropout_threshold ? 1.0f : 0.0f;
+              philox_slot(rnd, slot) < p.dropout_threshold ? A(1) : A(0);
         }
       }
     }
@@ -214,8 +268,9 @@ BlockRange key_blocks(const HeadContext& ctx, int64_t m0, int64_t mr) {
 
 // ---- Forward ---------------------------------------------------------------------------------
 
+template <class A>
 struct ForwardScratch {
-  std::vector<float> q, kt, v, s, keep, acc, m, l;
+  std::vector<A> q, kt, v, s, keep, acc, m, l;
   explicit ForwardScratch(const AttentionParams& p)
       : q(static_cast<size_t>(kBlockM * p.head_dim)),
         kt(static_cast<size_t>(p.head_dim * kBlockN)),
@@ -229,7 +284,8 @@ struct ForwardScratch {
 
 template <class T>
 void forward_block(const AttentionParams& p, int64_t b, int64_t h, int64_t m_block,
-                   ForwardScratch& w) {
+                   ForwardScratch<Acc<T>>& w) {
+  using A = Acc<T>;
   const HeadContext ctx(p, b, h);
   const int64_t m0 = m_block * kBlockM;
   if (m0 >= ctx.seq.seqlen_q) return;
@@ -241,9 +297,9 @@ void forward_block(const AttentionParams& p, int64_t b, int64_t h, int64_t m_blo
 
   // Prologue: the query tile and the running state (m, l, acc).
   load_tile(q, m0, mr, d, w.q.data(), d);
-  std::fill(w.acc.begin(), w.acc.end(), 0.0f);
-  std::fill(w.m.begin(), w.m.end(), kNegInf);
-  std::fill(w.l.begin(), w.l.end(), 0.0f);
+  std::fill(w.acc.begin(), w.acc.end(), A(0));
+  std::fill(w.m.begin(), w.m.end(), kNegInf<A>);
+  std::fill(w.l.begin(), w.l.end(), A(0));
 
   // Main loop over the key blocks this query block can see (the rest are skipped).
   const BlockRange blocks = key_blocks(ctx, m0, mr);
@@ -253,35 +309,35 @@ void forward_block(const AttentionParams& p, int64_t b, int64_t h, int64_t m_blo
     load_tile(v, n0, nc, dv, w.v.data(), dv);
 
     // S = Q Kᵀ, then scores in log2 units.
-    std::fill(w.s.begin(), w.s.end(), 0.0f);
+    std::fill(w.s.begin(), w.s.end(), A(0));
     matmul_acc(w.s.data(), kBlockN, w.q.data(), d, w.kt.data(), kBlockN, mr, d, nc);
-    scores_tile(ctx, w.s.data(), kBlockN, m0, mr, n0, nc, nullptr);
+    scores_tile<A>(ctx, w.s.data(), kBlockN, m0, mr, n0, nc, nullptr);
     if (p.dropout_p > 0.0f) dropout_tile(ctx, w.keep.data(), kBlockN, m0, mr, n0, nc);
 
     // Online softmax: new running max, rescale of the running sum and accumulator, P.
     for (int64_t r = 0; r < mr; ++r) {
-      float* s = w.s.data() + r * kBlockN;
-      float row_max = kNegInf;
+      A* s = w.s.data() + r * kBlockN;
+      A row_max = kNegInf<A>;
       for (int64_t c = 0; c < nc; ++c) row_max = std::max(row_max, s[c]);
-      const float m_new = std::max(w.m[r], row_max);
-      if (m_new == kNegInf) {  // nothing visible yet in this row
-        std::fill(s, s + nc, 0.0f);
+      const A m_new = std::max(w.m[r], row_max);
+      if (m_new == kNegInf<A>) {  // nothing visible yet in this row
+        std::fill(s, s + nc, A(0));
         continue;
       }
-      const float correction = std::exp2(w.m[r] - m_new);  // 0 when m was −inf
-      float row_sum = 0.0f;
+      const A correction = std::exp2(w.m[r] - m_new);  // 0 when m was −inf
+      A row_sum = A(0);
       for (int64_t c = 0; c < nc; ++c) {
         s[c] = std::exp2(s[c] - m_new);
         row_sum += s[c];
       }
       w.l[r] = w.l[r] * correction + row_sum;
       w.m[r] = m_new;
-      if (correction != 1.0f) {
-        float* acc = w.acc.data() + r * dv;
+      if (correction != A(1)) {
+        A* acc = w.acc.data() + r * dv;
         for (int64_t x = 0; x < dv; ++x) acc[x] *= correction;
       }
       if (p.dropout_p > 0.0f) {
-        const float* keep = w.keep.data() + r * kBlockN;
+        const A* keep = w.keep.data() + r * kBlockN;
         for (int64_t c = 0; c < nc; ++c) s[c] *= keep[c];
       }
     }
@@ -292,9 +348,11 @@ void forward_block(const AttentionParams& p, int64_t b, int64_t h, int64_t m_blo
   // Epilogue: the one rescale by 1/l (and the dropout scale), the LSE.
   for (int64_t r = 0; r < mr; ++r) {
     T* o = mutable_row<T>(p.out, p.out_stride, b, ctx.seq.q_start, h, m0 + r);
-    const bool empty = w.l[r] == 0.0f;  // no visible key: O = 0, LSE = −inf
-    store_row(o, w.acc.data() + r * dv, dv, empty ? 0.0f : p.dropout_scale / w.l[r]);
-    if (p.lse) *ctx.lse_row(m0 + r) = empty ? kNegInf : w.m[r] * kLn2 + std::log(w.l[r]);
+    const bool empty = w.l[r] == A(0);  // no visible key: O = 0, LSE = −inf
+    store_row(o, w.acc.data() + r * dv, dv, empty ? A(0) : A(p.dropout_scale) / w.l[r]);
+    if (lse_data<A>(p)) {
+      *ctx.lse_row<A>(m0 + r) = empty ? kNegInf<A> : w.m[r] * kLn2<A> + std::log(w.l[r]);
+    }
   }
 }
 
@@ -303,7 +361,7 @@ void forward_typed(const AttentionParams& p) {
   const int64_t m_blocks = ceil_div(p.seqlen_q, kBlockM);
   const int64_t tasks = p.batch * p.heads_q * m_blocks;
   const int workers = static_cast<int>(std::min<int64_t>(resolve_threads(p.num_threads), tasks));
-  std::vector<ForwardScratch> scratch;
+  std::vector<ForwardScratch<Acc<T>>> scratch;
   for (int i = 0; i < std::max(workers, 1); ++i) scratch.emplace_back(p);
   parallel_for(tasks, workers, [&](int64_t t, int worker) {
     const int64_t m_block = t % m_blocks, bh = t / m_blocks;
@@ -313,19 +371,12 @@ void forward_typed(const AttentionParams& p) {
 
 // ---- Backward --------------------------------------------------------------------------------
 
-// Everything one (query block, key block) tile needs from the query side.
-struct QuerySide {
-  const float* q;      // (mr, head_dim)
-  const float* dout;   // (mr, head_dim_v)
-  const float* lse;    // (mr): natural log
-  const float* delta;  // (mr): D = rowsum(dO ∘ O)
-};
-
+template <class A>
 struct BackwardScratch {
-  std::vector<float> q, dout, lse, delta;  // query side
-  std::vector<float> k, kt, vt;            // key side
-  std::vector<float> p, ds, dp, keep, dtanh;
-  std::vector<float> acc_a, acc_b;  // dK and dV, or dQ
+  std::vector<A> q, dout, lse, delta;  // query side: lse in natural log, D = rowsum(dO ∘ O)
+  std::vector<A> k, kt, vt;            // key side
+  std::vector<A> p, ds, dp, keep, dtanh;
+  std::vector<A> acc_a, acc_b;  // dK and dV, or dQ
   explicit BackwardScratch(const AttentionParams& ap)
       : q(static_cast<size_t>(kBlockM * ap.head_dim)),
         dout(static_cast<size_t>(kBlockM * ap.head_dim_v)),
@@ -345,17 +396,17 @@ struct BackwardScratch {
 
 // D for every query row, laid out like the LSE of a padded batch: index (b·heads_q + h)·seqlen_q + i.
 template <class T>
-std::vector<float> compute_delta(const AttentionParams& p, int workers) {
-  std::vector<float> delta(static_cast<size_t>(p.batch * p.heads_q * p.seqlen_q), 0.0f);
+std::vector<Acc<T>> compute_delta(const AttentionParams& p, int workers) {
+  std::vector<Acc<T>> delta(static_cast<size_t>(p.batch * p.heads_q * p.seqlen_q), Acc<T>(0));
   parallel_for(p.batch * p.heads_q, workers, [&](int64_t bh, int) {
     const int64_t b = bh / p.heads_q, h = bh % p.heads_q;
     const SequenceInfo seq = sequence_info(p, b);
     const auto o = operand_rows<T>(p.out, p.out_stride, b, seq.q_start, h);
     const auto dout = operand_rows<T>(p.dout, p.dout_stride, b, seq.q_start, h);
     for (int64_t i = 0; i < seq.seqlen_q; ++i) {
-      float sum = 0.0f;
+      Acc<T> sum = Acc<T>(0);
       for (int64_t x = 0; x < p.head_dim_v; ++x) {
-        sum += to_float(o.row(i)[x]) * to_float(dout.row(i)[x]);
+        sum += to_acc(o.row(i)[x]) * to_acc(dout.row(i)[x]);
       }
       delta[static_cast<size_t>(bh * p.seqlen_q + i)] = sum;
     }
@@ -364,21 +415,22 @@ std::vector<float> compute_delta(const AttentionParams& p, int workers) {
 }
 
 template <class T>
-void load_query_side(const AttentionParams& p, const HeadContext& ctx, const std::vector<float>& delta,
-                     int64_t m0, int64_t mr, BackwardScratch& w) {
+void load_query_side(const AttentionParams& p, const HeadContext& ctx,
+                     const std::vector<Acc<T>>& delta, int64_t m0, int64_t mr,
+                     BackwardScratch<Acc<T>>& w) {
   load_tile(operand_rows<T>(p.q, p.q_stride, ctx.b, ctx.seq.q_start, ctx.h), m0, mr, p.head_dim,
             w.q.data(), p.head_dim);
   load_tile(operand_rows<T>(p.dout, p.dout_stride, ctx.b, ctx.seq.q_start, ctx.h), m0, mr,
             p.head_dim_v, w.dout.data(), p.head_dim_v);
   for (int64_t r = 0; r < mr; ++r) {
-    w.lse[r] = *ctx.lse_row(m0 + r);
+    w.lse[r] = *ctx.lse_row<Acc<T>>(m0 + r);
     w.delta[r] = delta[static_cast<size_t>((ctx.b * p.heads_q + ctx.h) * p.seqlen_q + m0 + r)];
   }
 }
 
 template <class T>
 void load_key_side(const AttentionParams& p, const HeadContext& ctx, int64_t n0, int64_t nc,
-                   BackwardScratch& w, bool row_major_k) {
+                   BackwardScratch<Acc<T>>& w, bool row_major_k) {
   const int64_t hk = ctx.h / p.group;
   const auto k = operand_rows<T>(p.k, p.k_stride, ctx.b, ctx.seq.k_start, hk);
   load_tile_transposed(k, n0, nc, p.head_dim, w.kt.data(), kBlockN);
@@ -390,32 +442,33 @@ void load_key_side(const AttentionParams& p, const HeadContext& ctx, int64_t n0,
 // Recomputes, for one tile: w.p = dropout(P) (what multiplied V in the forward) and
 // w.ds = dS with respect to the scaled, softcapped scores' inputs (scale·QKᵀ), i.e. without the
 // final factor `scale`.
+template <class A>
 void backward_tile(const HeadContext& ctx, int64_t m0, int64_t mr, int64_t n0, int64_t nc,
-                   BackwardScratch& w) {
+                   BackwardScratch<A>& w) {
   const AttentionParams& p = *ctx.p;
   const int64_t d = p.head_dim, dv = p.head_dim_v;
   const bool dropout = p.dropout_p > 0.0f;
   const bool softcap = p.softcap > 0.0f;
 
-  std::fill(w.p.begin(), w.p.end(), 0.0f);
+  std::fill(w.p.begin(), w.p.end(), A(0));
   matmul_acc(w.p.data(), kBlockN, w.q.data(), d, w.kt.data(), kBlockN, mr, d, nc);
-  scores_tile(ctx, w.p.data(), kBlockN, m0, mr, n0, nc, softcap ? w.dtanh.data() : nullptr);
-  if (dropout) dropout_tile(ctx, w.keep.data(), kBlockN, m0, mr, n0, nc);
+  scores_tile<A>(ctx, w.p.data(), kBlockN, m0, mr, n0, nc, softcap ? w.dtanh.data() : nullptr);
+  if (dropout) dropout_tile<A>(ctx, w.keep.data(), kBlockN, m0, mr, n0, nc);
 
   // dP_dropped = dO Vᵀ
-  std::fill(w.dp.begin(), w.dp.end(), 0.0f);
+  std::fill(w.dp.begin(), w.dp.end(), A(0));
   matmul_acc(w.dp.data(), kBlockN, w.dout.data(), dv, w.vt.data(), kBlockN, mr, dv, nc);
 
   for (int64_t r = 0; r < mr; ++r) {
-    const float lse_log2 = w.lse[r] * kLog2e;
-    float* prow = w.p.data() + r * kBlockN;
-    float* dsrow = w.ds.data() + r * kBlockN;
-    const float* dprow = w.dp.data() + r * kBlockN;
+    const A lse_log2 = w.lse[r] * kLog2e<A>;
+    A* prow = w.p.data() + r * kBlockN;
+    A* dsrow = w.ds.data() + r * kBlockN;
+    const A* dprow = w.dp.data() + r * kBlockN;
     for (int64_t c = 0; c < nc; ++c) {
       // A masked element, or a row with no visible key (LSE = −inf), has P = 0.
-      const float prob = prow[c] == kNegInf ? 0.0f : std::exp2(prow[c] - lse_log2);
-      const float z = dropout ? w.keep[r * kBlockN + c] * p.dropout_scale : 1.0f;
-      float ds = prob * (dprow[c] * z - w.delta[r]);
+      const A prob = prow[c] == kNegInf<A> ? A(0) : std::exp2(prow[c] - lse_log2);
+      const A z = dropout ? w.keep[r * kBlockN + c] * A(p.dropout_scale) : A(1);
+      A ds = prob * (dprow[c] * z - w.delta[r]);
       if (softcap) ds *= w.dtanh[r * kBlockN + c];
       prow[c] = prob * z;
       dsrow[c] = ds;
@@ -425,8 +478,9 @@ void backward_tile(const HeadContext& ctx, int64_t m0, int64_t mr, int64_t n0, i
 
 // dK, dV of one key block: sum over the query heads of its kv head and their query blocks.
 template <class T>
-void backward_dkdv_block(const AttentionParams& p, const std::vector<float>& delta, int64_t b,
-                         int64_t hk, int64_t n_block, BackwardScratch& w) {
+void backward_dkdv_block(const AttentionParams& p, const std::vector<Acc<T>>& delta, int64_t b,
+                         int64_t hk, int64_t n_block, BackwardScratch<Acc<T>>& w) {
+  using A = Acc<T>;
   const SequenceInfo seq = sequence_info(p, b);
   const int64_t n0 = n_block * kBlockN;
   const int64_t d = p.head_dim, dv = p.head_dim_v;
@@ -436,10 +490,10 @@ void backward_dkdv_block(const AttentionParams& p, const std::vector<float>& del
   const int64_t rows_here = std::min(kBlockN, k_rows - n0);
   const int64_t nc = std::max<int64_t>(0, std::min(kBlockN, seq.seqlen_k - n0));
 
-  float* dk = w.acc_a.data();  // (rows_here, d)
-  float* dvv = w.acc_b.data();  // (rows_here, dv)
-  std::fill(dk, dk + kBlockN * d, 0.0f);
-  std::fill(dvv, dvv + kBlockN * dv, 0.0f);
+  A* dk = w.acc_a.data();   // (rows_here, d)
+  A* dvv = w.acc_b.data();  // (rows_here, dv)
+  std::fill(dk, dk + kBlockN * d, A(0));
+  std::fill(dvv, dvv + kBlockN * dv, A(0));
 
   if (nc > 0) {
     const int64_t m_blocks = ceil_div(seq.seqlen_q, kBlockM);
@@ -462,21 +516,24 @@ void backward_dkdv_block(const AttentionParams& p, const std::vector<float>& del
     }
   }
   for (int64_t r = 0; r < rows_here; ++r) {
-    store_row(mutable_row<T>(p.dk, p.dk_stride, b, seq.k_start, hk, n0 + r), dk + r * d, d, p.scale);
-    store_row(mutable_row<T>(p.dv, p.dv_stride, b, seq.k_start, hk, n0 + r), dvv + r * dv, dv, 1.0f);
+    store_row(mutable_row<T>(p.dk, p.dk_stride, b, seq.k_start, hk, n0 + r), dk + r * d, d,
+              scale_of<A>(p));
+    store_row(mutable_row<T>(p.dv, p.dv_stride, b, seq.k_start, hk, n0 + r), dvv + r * dv, dv,
+              A(1));
   }
 }
 
 // dQ of one query block: sum over the key blocks it sees.
 template <class T>
-void backward_dq_block(const AttentionParams& p, const std::vector<float>& delta, int64_t b,
-                       int64_t h, int64_t m_block, BackwardScratch& w) {
+void backward_dq_block(const AttentionParams& p, const std::vector<Acc<T>>& delta, int64_t b,
+                       int64_t h, int64_t m_block, BackwardScratch<Acc<T>>& w) {
+  using A = Acc<T>;
   const HeadContext ctx(p, b, h);
   const int64_t m0 = m_block * kBlockM;
   if (m0 >= ctx.seq.seqlen_q) return;
   const int64_t mr = std::min(kBlockM, ctx.seq.seqlen_q - m0), d = p.head_dim;
-  float* dq = w.acc_a.data();  // (mr, d)
-  std::fill(dq, dq + kBlockM * d, 0.0f);
+  A* dq = w.acc_a.data();  // (mr, d)
+  std::fill(dq, dq + kBlockM * d, A(0));
 
   load_query_side<T>(p, ctx, delta, m0, mr, w);
   const BlockRange blocks = key_blocks(ctx, m0, mr);
@@ -488,14 +545,14 @@ void backward_dq_block(const AttentionParams& p, const std::vector<float>& delta
   }
   for (int64_t r = 0; r < mr; ++r) {
     store_row(mutable_row<T>(p.dq, p.dq_stride, b, ctx.seq.q_start, h, m0 + r), dq + r * d, d,
-              p.scale);
+              scale_of<A>(p));
   }
 }
 
 template <class T>
 void backward_typed(const AttentionParams& p) {
   const int threads = resolve_threads(p.num_threads);
-  const std::vector<float> delta = compute_delta<T>(p, threads);
+  const std::vector<Acc<T>> delta = compute_delta<T>(p, threads);
 
   // The longest packed k sequence bounds the key blocks of a varlen batch.
   int64_t k_rows_max = p.seqlen_k;
@@ -507,7 +564,7 @@ void backward_typed(const AttentionParams& p) {
   const int64_t kv_tasks = p.batch * p.heads_kv * n_blocks;
   const int64_t q_tasks = p.batch * p.heads_q * m_blocks;
   const int workers = static_cast<int>(std::min<int64_t>(threads, std::max(kv_tasks, q_tasks)));
-  std::vector<BackwardScratch> scratch;
+  std::vector<BackwardScratch<Acc<T>>> scratch;
   for (int i = 0; i < std::max(workers, 1); ++i) scratch.emplace_back(p);
 
   parallel_for(kv_tasks, workers, [&](int64_t t, int worker) {
@@ -529,6 +586,7 @@ void forward(const AttentionParams& p) {
     case DType::f32: return forward_typed<float>(p);
     case DType::f16: return forward_typed<half_t>(p);
     case DType::bf16: return forward_typed<bfloat16_t>(p);
+    case DType::f64: return forward_typed<double>(p);
     case DType::i32: break;
   }
   throw Error(std::string("flashattn::forward (cpu): argument 'q': no CPU implementation for dtype ") +
@@ -540,6 +598,7 @@ void backward(const AttentionParams& p) {
     case DType::f32: return backward_typed<float>(p);
     case DType::f16: return backward_typed<half_t>(p);
     case DType::bf16: return backward_typed<bfloat16_t>(p);
+    case DType::f64: return backward_typed<double>(p);
     case DType::i32: break;
   }
   throw Error(std::string("flashattn::backward (cpu): argument 'q': no CPU implementation for dtype ") +
