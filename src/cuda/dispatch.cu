@@ -53,13 +53,32 @@ class DeviceGuard {
   int previous_ = 0;
 };
 
+// What the kernels need beyond the API's checks; returns the compiled head dim that serves p.
+int check_kernel_params(const char* fn, const AttentionParams& p) {
+  const int head_dim = compiled_head_dim(fn, p.head_dim);
+  if (p.head_dim_v != p.head_dim) {
+    fail(fn, "v", "CUDA kernels need head_dim_v == head_dim (" + std::to_string(p.head_dim) +
+                      "), got " + std::to_string(p.head_dim_v));
+  }
+  if (p.batch > 65535 || p.heads_q > 65535) {
+    fail(fn, "q", "CUDA kernels take batch and heads_q ≤ 65535, got " + std::to_string(p.batch) +
+                      " and " + std::to_string(p.heads_q));
+  }
+  check_aligned(fn, "q", p.q, p.q_stride);
+  check_aligned(fn, "k", p.k, p.k_stride);
+  check_aligned(fn, "v", p.v, p.v_stride);
+  return head_dim;
+}
+
+// softmax_scale ≤ 0 takes the score-mods path too: the plain path folds the scale into exp2
+// after the row max, which is only right for a positive scale.
+bool needs_score_mods(const AttentionParams& p) {
+  return p.softcap > 0.0f || p.alibi_slopes != nullptr || p.dropout_p > 0.0f || !(p.scale > 0.0f);
+}
+
 template <class T, int kHeadDim>
 void run_fwd_mods(const AttentionParams& p, cudaStream_t stream) {
-  // softmax_scale ≤ 0 takes the score-mods path too: the plain path folds the scale into exp2
-  // after the row max, which is only right for a positive scale.
-  const bool score_mods = p.softcap > 0.0f || p.alibi_slopes != nullptr || p.dropout_p > 0.0f ||
-                          !(p.scale > 0.0f);
-  if (score_mods) {
+  if (needs_score_mods(p)) {
     run_fwd<T, kHeadDim, /*kScoreMods=*/true>(p, stream);
   } else {
     run_fwd<T, kHeadDim, /*kScoreMods=*/false>(p, stream);
@@ -87,18 +106,7 @@ void run_fwd_head_dim(const AttentionParams& p, int head_dim, cudaStream_t strea
 
 void forward(const AttentionParams& p) {
   constexpr const char* fn = "flashattn::forward";
-  const int head_dim = compiled_head_dim(fn, p.head_dim);
-  if (p.head_dim_v != p.head_dim) {
-    fail(fn, "v", "CUDA kernels need head_dim_v == head_dim (" + std::to_string(p.head_dim) +
-                      "), got " + std::to_string(p.head_dim_v));
-  }
-  if (p.batch > 65535 || p.heads_q > 65535) {
-    fail(fn, "q", "CUDA kernels take batch and heads_q ≤ 65535, got " + std::to_string(p.batch) +
-                      " and " + std::to_string(p.heads_q));
-  }
-  check_aligned(fn, "q", p.q, p.q_stride);
-  check_aligned(fn, "k", p.k, p.k_stride);
-  check_aligned(fn, "v", p.v, p.v_stride);
+  const int head_dim = check_kernel_params(fn, p);
   check_aligned(fn, "out", p.out, p.out_stride);
   if (p.batch == 0 || p.seqlen_q == 0) return;
 
@@ -108,16 +116,93 @@ void forward(const AttentionParams& p) {
     case DType::f16: return run_fwd_head_dim<__half>(p, head_dim, stream);
     case DType::bf16: return run_fwd_head_dim<__nv_bfloat16>(p, head_dim, stream);
     case DType::f32:
-      fail(fn, "q", "CUDA kernels take float16 or bfloat16, got float32 (the CPU takes float32)");
+    case DType::f64:
+      fail(fn, "q", std::string("CUDA kernels take float16 or bfloat16, got ") +
+                        dtype_name(p.dtype) + " (the CPU takes float32 and float64)");
     case DType::i32: break;
   }
   fail(fn, "q", std::string("unexpected dtype ") + dtype_name(p.dtype));
 }
 
-void backward(const AttentionParams&) {
-  throw Error(
-      "flashattn::backward: argument 'q': the CUDA backward pass is not built yet; run the "
-      "backward on CPU tensors");
+namespace {
+
+template <class T, int kHeadDim>
+void run_bwd_mods(const AttentionParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
+  if (needs_score_mods(p)) {
+    run_bwd<T, kHeadDim, /*kScoreMods=*/true>(p, ws, stream);
+  } else {
+    run_bwd<T, kHeadDim, /*kScoreMods=*/false>(p, ws, stream);
+  }
+}
+
+template <class T>
+void run_bwd_head_dim(const AttentionParams& p, int head_dim, const BwdWorkspace& ws,
+                      cudaStream_t stream) {
+  switch (head_dim) {
+    case 32: return run_bwd_mods<T, 32>(p, ws, stream);
+    case 64: return run_bwd_mods<T, 64>(p, ws, stream);
+    case 96: return run_bwd_mods<T, 96>(p, ws, stream);
+    case 128: return run_bwd_mods<T, 128>(p, ws, stream);
+    case 160: return run_bwd_mods<T, 160>(p, ws, stream);
+    case 192: return run_bwd_mods<T, 192>(p, ws, stream);
+    case 224: return run_bwd_mods<T, 224>(p, ws, stream);
+    case 256: return run_bwd_mods<T, 256>(p, ws, stream);
+    default: break;
+  }
+  throw Error("flashattn::backward: internal error: no kernel compiled for head dim " +
+              std::to_string(head_dim));
+}
+
+// Stream-ordered scratch: allocated and freed on the caller's stream (and so capturable).
+class StreamBuffer {
+ public:
+  StreamBuffer(size_t bytes, cudaStream_t stream) : stream_(stream) {
+    if (bytes > 0) FLASHATTN_CUDA_CHECK(cudaMallocAsync(&data_, bytes, stream));
+  }
+  ~StreamBuffer() {
+    if (data_ != nullptr) cudaFreeAsync(data_, stream_);
+  }
+  StreamBuffer(const StreamBuffer&) = delete;
+  StreamBuffer& operator=(const StreamBuffer&) = delete;
+  float* data() const { return static_cast<float*>(data_); }
+
+ private:
+  void* data_ = nullptr;
+  cudaStream_t stream_;
+};
+
+}  // namespace
+
+void backward(const AttentionParams& p) {
+  constexpr const char* fn = "flashattn::backward";
+  const int head_dim = check_kernel_params(fn, p);
+  check_aligned(fn, "out", p.out, p.out_stride);
+  check_aligned(fn, "dout", p.dout, p.dout_stride);
+  check_aligned(fn, "dq", p.dq, p.dq_stride);
+  check_aligned(fn, "dk", p.dk, p.dk_stride);
+  check_aligned(fn, "dv", p.dv, p.dv_stride);
+  if (p.batch == 0 || (p.seqlen_q == 0 && p.seqlen_k == 0)) return;
+
+  const DeviceGuard guard(p.device.index);
+  const auto stream = static_cast<cudaStream_t>(p.stream);
+  // Scratch: D for every row, and unless deterministic the fp32 dQ accumulator.
+  const int64_t rows = p.batch * p.heads_q * p.seqlen_q;
+  const int64_t floats = rows * (p.deterministic ? 1 : 1 + p.head_dim);
+  const StreamBuffer scratch(static_cast<size_t>(floats) * sizeof(float), stream);
+  BwdWorkspace ws;
+  ws.rows = p.seqlen_q;
+  ws.dq_accum = p.deterministic ? nullptr : scratch.data();
+  ws.dsum = scratch.data() + (p.deterministic ? 0 : rows * p.head_dim);
+  switch (p.dtype) {
+    case DType::f16: return run_bwd_head_dim<__half>(p, head_dim, ws, stream);
+    case DType::bf16: return run_bwd_head_dim<__nv_bfloat16>(p, head_dim, ws, stream);
+    case DType::f32:
+    case DType::f64:
+      fail(fn, "q", std::string("CUDA kernels take float16 or bfloat16, got ") +
+                        dtype_name(p.dtype) + " (the CPU takes float32 and float64)");
+    case DType::i32: break;
+  }
+  fail(fn, "q", std::string("unexpected dtype ") + dtype_name(p.dtype));
 }
 
 }  // namespace flashattn::detail::cuda

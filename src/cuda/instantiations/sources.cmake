@@ -16,4 +16,20 @@ set(FLASHATTN_INSTANTIATIONS
   src/cuda/instantiations/fwd_bf16_hdim192.cu
   src/cuda/instantiations/fwd_bf16_hdim224.cu
   src/cuda/instantiations/fwd_bf16_hdim256.cu
+  src/cuda/instantiations/bwd_fp16_hdim32.cu
+  src/cuda/instantiations/bwd_fp16_hdim64.cu
+  src/cuda/instantiations/bwd_fp16_hdim96.cu
+  src/cuda/instantiations/bwd_fp16_hdim128.cu
+  src/cuda/instantiations/bwd_fp16_hdim160.cu
+  src/cuda/instantiations/bwd_fp16_hdim192.cu
+  src/cuda/instantiations/bwd_fp16_hdim224.cu
+  src/cuda/instantiations/bwd_fp16_hdim256.cu
+  src/cuda/instantiations/bwd_bf16_hdim32.cu
+  src/cuda/instantiations/bwd_bf16_hdim64.cu
+  src/cuda/instantiations/bwd_bf16_hdim96.cu
+  src/cuda/instantiations/bwd_bf16_hdim128.cu
+  src/cuda/instantiations/bwd_bf16_hdim160.cu
+  src/cuda/instantiations/bwd_bf16_hdim192.cu
+  src/cuda/instantiations/bwd_bf16_hdim224.cu
+  src/cuda/instantiations/bwd_bf16_hdim256.cu
 )

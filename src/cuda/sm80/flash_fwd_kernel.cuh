@@ -17,6 +17,7 @@
 #include "common/params.h"
 #include "common/philox.h"
 #include "cuda/common/mma.cuh"
+#include "cuda/common/tile_io.cuh"
 #include "cuda/sm80/fwd_tile.h"
 
 namespace flashattn::detail::cuda {
@@ -24,37 +25,13 @@ namespace flashattn::detail::cuda {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// A (rows × kHeadDim) tile of a (rows, heads, dim) operand → shared memory, 16 bytes a thread per
-// step; rows ≥ rows_valid and columns ≥ head_dim are zero-filled.
+// A (rows × kHeadDim) tile of a (rows, heads, dim) operand → shared memory; rows ≥ rows_valid
+// and columns ≥ head_dim are zero-filled.
 template <class Tile, int kRows, class T>
 __device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t row_stride,
                                                 int64_t rows_valid, int head_dim) {
-  constexpr int kChunks = kRows * Tile::kChunksPerRow;
-  if constexpr (Tile::kThreads % Tile::kChunksPerRow == 0) {
-    // Each thread keeps one column and walks rows: one pointer live, not one per row.
-    constexpr int kRowStep = Tile::kThreads / Tile::kChunksPerRow;
-    const int row0 = static_cast<int>(threadIdx.x) / Tile::kChunksPerRow;
-    const int col = (static_cast<int>(threadIdx.x) % Tile::kChunksPerRow) * 8;
-    const T* src = gmem + row0 * row_stride + col;
-    const int64_t step = kRowStep * row_stride;
-#pragma unroll
-    for (int i = 0; i < kRows / kRowStep; ++i) {
-      const int row = row0 + i * kRowStep;
-      const bool valid = row < rows_valid && col < head_dim;
-      cp_async_16(smem + row * Tile::kPitch + col, valid ? src : gmem, valid);
-      src += step;
-    }
-  } else {
-#pragma unroll
-    for (int i = 0; i < (kChunks + Tile::kThreads - 1) / Tile::kThreads; ++i) {
-      const int c = static_cast<int>(threadIdx.x) + i * Tile::kThreads;
-      if (kChunks % Tile::kThreads != 0 && c >= kChunks) break;
-      const int row = c / Tile::kChunksPerRow, col = (c % Tile::kChunksPerRow) * 8;
-      const bool valid = row < rows_valid && col < head_dim;
-      cp_async_16(smem + row * Tile::kPitch + col, valid ? gmem + row * row_stride + col : gmem,
-                  valid);
-    }
-  }
+  load_rows_async<Tile::kThreads, kRows, Tile::kHeadDim, Tile::kPitch>(smem, gmem, row_stride,
+                                                                     rows_valid, head_dim);
 }
 
 template <class T, class Tile, bool kScoreMods>

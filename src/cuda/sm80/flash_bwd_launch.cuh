@@ -1,0 +1,63 @@
+// Launch of the sm80 backward kernels (flash_bwd_kernel.cuh). Included only by the generated
+// instantiation files (src/cuda/instantiations/).
+#pragma once
+
+#include "cuda/common/check.h"
+#include "cuda/dispatch.h"
+#include "cuda/sm80/flash_bwd_kernel.cuh"
+
+namespace flashattn::detail::cuda {
+
+template <class Kernel>
+void allow_smem(Kernel kernel, size_t bytes) {
+  if (bytes > 48 * 1024) {
+    FLASHATTN_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  }
+}
+
+template <class T, int kHeadDim, bool kScoreMods>
+void run_bwd(const AttentionParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
+  const unsigned heads_q = static_cast<unsigned>(p.heads_q), batch = static_cast<unsigned>(p.batch);
+  const unsigned row_blocks = static_cast<unsigned>(
+      (p.seqlen_q + kPreprocessWarps * kPreprocessRowsPerWarp - 1) /
+      (kPreprocessWarps * kPreprocessRowsPerWarp));
+  // (Grids with a zero dimension are skipped: seqlen_q = 0 still needs dK = dV = 0, seqlen_k = 0
+  // still needs dQ = 0.)
+  if (row_blocks > 0) {
+    flash_bwd_preprocess_kernel<T>
+        <<<dim3(row_blocks, heads_q, batch), 32 * kPreprocessWarps, 0, stream>>>(p, ws);
+    FLASHATTN_CUDA_CHECK(cudaGetLastError());
+  }
+
+  // Key blocks: p.seqlen_k bounds every sequence's k rows (varlen: the longest packed one), and
+  // the rows past seqused_k get their zero gradients from this kernel too.
+  using Tile = BwdTileFor<kHeadDim>;
+  {
+    constexpr size_t kSmemBytes = Tile::template smem_bytes<T>();
+    auto kernel = flash_bwd_dkdv_kernel<T, Tile, kScoreMods>;
+    allow_smem(kernel, kSmemBytes);
+    const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tile::kBlockN - 1) / Tile::kBlockN),
+                    static_cast<unsigned>(p.heads_kv), batch);
+    if (grid.x > 0) {
+      kernel<<<grid, Tile::kThreads, kSmemBytes, stream>>>(p, ws);
+      FLASHATTN_CUDA_CHECK(cudaGetLastError());
+    }
+  }
+
+  if (row_blocks == 0) return;
+  if (ws.dq_accum != nullptr) {
+    flash_bwd_convert_dq_kernel<T><<<dim3(row_blocks, heads_q, batch), 32 * kPreprocessWarps, 0, stream>>>(p, ws);
+    FLASHATTN_CUDA_CHECK(cudaGetLastError());
+  } else {
+    using Dq = DqTile<kHeadDim>;
+    constexpr size_t kSmemBytes = Dq::kSmemElems * sizeof(T);
+    auto kernel = flash_bwd_dq_kernel<T, Dq, kScoreMods>;
+    allow_smem(kernel, kSmemBytes);
+    const dim3 grid(static_cast<unsigned>((p.seqlen_q + Dq::kBlockM - 1) / Dq::kBlockM), heads_q, batch);
+    kernel<<<grid, Dq::kThreads, kSmemBytes, stream>>>(p, ws);
+    FLASHATTN_CUDA_CHECK(cudaGetLastError());
+  }
+}
+
+}  // namespace flashattn::detail::cuda
