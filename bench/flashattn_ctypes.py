@@ -63,7 +63,7 @@ class Library:
         self.lib.flashattn_default_options.argtypes = [ctypes.POINTER(Options)]
 
     def options(self, causal=False, softmax_scale=None, window=(-1, -1), softcap=0.0,
-                dropout_p=0.0, seed=0, offset=0):
+                dropout_p=0.0, seed=0, offset=0, deterministic=False):
         o = Options()
         self.lib.flashattn_default_options(ctypes.byref(o))
         o.causal = int(causal)
@@ -73,6 +73,7 @@ class Library:
         o.dropout_p = dropout_p
         o.dropout_seed = seed
         o.dropout_offset = offset
+        o.deterministic = int(deterministic)
         o.stream = torch.cuda.current_stream().cuda_stream
         return o
 
@@ -81,6 +82,18 @@ class Library:
         args = [describe(x) for x in (q, k, v, out, lse)]
         ptrs = [ctypes.byref(a) for a in args] + [None, None, None, None, ctypes.byref(options)]
         fn = self.lib.flashattn_forward
+
+        def call():
+            if fn(*ptrs) != 0:
+                raise RuntimeError(self.lib.flashattn_last_error().decode())
+
+        return call
+
+    def backward_prepared(self, dout, q, k, v, out, lse, dq, dk, dv, options):
+        """Returns a zero-argument callable that runs the backward (descriptors built once)."""
+        args = [describe(x) for x in (dout, q, k, v, out, lse, dq, dk, dv)]
+        ptrs = [ctypes.byref(a) for a in args] + [None, None, None, None, ctypes.byref(options)]
+        fn = self.lib.flashattn_backward
 
         def call():
             if fn(*ptrs) != 0:
@@ -102,4 +115,9 @@ def flops_fwd(batch, heads, seqlen_q, seqlen_k, head_dim, causal):
     return f / 2 if causal else f
 
 
-__all__ = ["Library", "flops_fwd", "math"]
+def flops_bwd(batch, heads, seqlen_q, seqlen_k, head_dim, causal):
+    """The backward's five matmuls against the forward's two: 2.5× the forward's count."""
+    return 2.5 * flops_fwd(batch, heads, seqlen_q, seqlen_k, head_dim, causal)
+
+
+__all__ = ["Library", "flops_bwd", "flops_fwd", "math"]

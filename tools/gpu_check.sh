@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The GPU check, run on a machine with a CUDA GPU (the device tool runs it from the repo root):
 # builds with all cores, runs every test (GPU and CPU), compute-sanitizer (memcheck, racecheck,
-# synccheck) on a small case of each kernel variant, and the forward benchmark against PyTorch
-# SDPA's backends in one process. Logs and JSON go to $OUT (default build/gpu-out); the short
+# synccheck) on a small case of each kernel variant, and the forward and backward benchmarks
+# against PyTorch SDPA's backends in one process. Logs and JSON go to $OUT (default build/gpu-out); the short
 # table is printed last.
 #
-# usage: tools/gpu_check.sh [all|test|sanitize|demo|bench|quick-bench]...   (default: all)
+# usage: tools/gpu_check.sh [all|test|sanitize|demo|bench|quick-bench|bench-bwd|quick-bench-bwd]...
+#        (default: all; bench runs both benchmarks in full)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-out}
@@ -71,6 +72,12 @@ if want bench || want quick-bench; then
   quick=(); want bench || quick=(--quick)
   python3 bench/bench_fwd.py --lib "$BUILD/libflashattn_c.so" --json "$OUT/bench_fwd.json" \
     --commit "$commit" "${quick[@]}" 2>&1 | tee "$OUT/bench_fwd.log" | tail -80
+fi
+
+if want bench || want bench-bwd || want quick-bench-bwd; then
+  quick=(); want bench || want bench-bwd || quick=(--quick)
+  python3 bench/bench_bwd.py --lib "$BUILD/libflashattn_c.so" --json "$OUT/bench_bwd.json" \
+    --commit "$commit" "${quick[@]}" 2>&1 | tee "$OUT/bench_bwd.log" | tail -80
 fi
 
 printf '%s\n' "${summary[@]}"
