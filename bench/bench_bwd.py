@@ -121,6 +121,7 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--quick", action="store_true", help="a few rows only")
     ap.add_argument("--commit", default=None, help="git commit to record (when not a checkout)")
+    ap.add_argument("--head-dims", default=None, help="comma-separated subset, e.g. 128")
     args = ap.parse_args()
 
     lib = Library(args.lib)
@@ -131,6 +132,8 @@ def main():
     dtypes = [torch.bfloat16, torch.float16]
     if args.quick:
         seqlens, head_dims, dtypes = [1024, 4096], [64, 128, 256], [torch.bfloat16]
+    if args.head_dims:
+        head_dims = [int(x) for x in args.head_dims.split(",")]
 
     rows = []
     for dtype in dtypes:
