@@ -67,6 +67,7 @@ std::string Case::name() const {
   if (!seqused_k.empty()) s += "_used";
   if (qk_scale != 1.0) s += "_qk" + num(qk_scale);
   s += layout_tag(layout);
+  if (pad) s += "_pad" + std::to_string(pad);
   if (num_threads) s += "_thr" + std::to_string(num_threads);
   if (deterministic) s += "_det";
   return s;
@@ -97,12 +98,12 @@ Buf head_major(DType dt, const std::vector<int64_t>& shape) {
   return Buf::strided(dt, shape, {D, T * D, 1}, T * H * D);
 }
 
-Buf make_layout(DType dt, const std::vector<int64_t>& shape, Layout layout) {
+Buf make_layout(DType dt, const std::vector<int64_t>& shape, Layout layout, int64_t pad) {
   switch (layout) {
     case Layout::contiguous: return Buf::contiguous(dt, shape);
     case Layout::head_major: return head_major(dt, shape);
     case Layout::gappy:
-    case Layout::packed_qkv: return Buf::gappy(dt, shape, 2);
+    case Layout::packed_qkv: return Buf::gappy(dt, shape, pad ? pad : 2);
   }
   return Buf::contiguous(dt, shape);
 }
@@ -157,9 +158,9 @@ Problem::Problem(const Case& cs) : c(cs) {
     k = packed.view(k_shape, st, H * D);
     v = packed.view(v_shape, st, (H + HK) * D);
   } else {
-    q = make_layout(c.dtype, q_shape, c.layout);
-    k = make_layout(c.dtype, k_shape, c.layout);
-    v = make_layout(c.dtype, v_shape, c.layout);
+    q = make_layout(c.dtype, q_shape, c.layout, c.pad);
+    k = make_layout(c.dtype, k_shape, c.layout, c.pad);
+    v = make_layout(c.dtype, v_shape, c.layout, c.pad);
   }
   q.fill_normal(rng, c.qk_scale);
   k.fill_normal(rng, c.qk_scale);
@@ -203,7 +204,7 @@ Problem::Problem(const Case& cs) : c(cs) {
 
 Buf Problem::make_out() const {
   return make_layout(c.dtype, with_last(q.shape(), c.heads_q, c.dv()),
-                     c.layout == Layout::packed_qkv ? Layout::gappy : c.layout);
+                     c.layout == Layout::packed_qkv ? Layout::gappy : c.layout, c.pad);
 }
 
 Buf Problem::make_lse() const {
@@ -233,9 +234,9 @@ BackwardRun Problem::make_grads() const {
     g.dv = g.packed.view(v.shape(), v.strides(), v.offset());
     return g;
   }
-  g.dq = make_layout(c.dtype, q.shape(), c.layout);
-  g.dk = make_layout(c.dtype, k.shape(), c.layout);
-  g.dv = make_layout(c.dtype, v.shape(), c.layout);
+  g.dq = make_layout(c.dtype, q.shape(), c.layout, c.pad);
+  g.dk = make_layout(c.dtype, k.shape(), c.layout, c.pad);
+  g.dv = make_layout(c.dtype, v.shape(), c.layout, c.pad);
   return g;
 }
 
@@ -497,12 +498,12 @@ ForwardRun check_forward(const Case& c, ForwardRunner run) {
   return f;
 }
 
-void check_backward(const Case& c) {
+void check_backward(const Case& c, BackwardRunner run, ForwardRunner forward) {
   Problem p(c);
-  const ForwardRun f = run_forward(p);
+  const ForwardRun f = forward(p);
   std::mt19937_64 rng(c.seed * 31 + 7);
   const Buf dout = p.make_dout(rng);
-  const BackwardRun g = run_backward(p, f, dout);
+  const BackwardRun g = run(p, f, dout);
   const RefSpec s = p.spec();
   const auto qv = p.q_values(), kv = p.k_values(), vv = p.v_values();
   const auto dov = p.rows_values(dout, s.total_q());

@@ -53,6 +53,9 @@ struct Case {
   uint64_t dropout_seed = 0x1234567890abcdefull, dropout_offset = 7;
   double qk_scale = 1.0;  // q and k are normal(0,1)·qk_scale (large logits)
   Layout layout = Layout::contiguous;
+  // gappy (and packed_qkv's out/dout): unused elements per gap; 0 = 2 (odd strides). 8 keeps the
+  // rows 16-byte aligned for the CUDA kernels (fp16/bf16, head_dim a multiple of 8).
+  int64_t pad = 0;
   int num_threads = 0;
   bool deterministic = false;
   uint64_t seed = 1;  // of the random inputs
@@ -136,7 +139,11 @@ double rule_eps(DType dtype, const std::vector<double>& mag);
 // check_forward runs the case through `run` (the CPU call by default; the GPU tests pass theirs).
 using ForwardRunner = ForwardRun (*)(Problem& p);
 ForwardRun check_forward(const Case& c, ForwardRunner run = run_forward);
-void check_backward(const Case& c);
+// check_backward runs the forward through `forward` (its out and lse are the backward's saved
+// tensors) and the backward through `run` (the CPU calls by default; the GPU tests pass theirs).
+using BackwardRunner = BackwardRun (*)(Problem& p, const ForwardRun& f, const Buf& dout);
+void check_backward(const Case& c, BackwardRunner run = run_backward,
+                    ForwardRunner forward = run_forward);
 
 // Gradient tolerance factor of the rule (see harness.cpp for the justification).
 inline constexpr double kGradFactor = 2.0;

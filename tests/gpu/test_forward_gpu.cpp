@@ -234,20 +234,7 @@ TEST(GpuErrors, NamesTheArgument) {
   c.head_dim_v = 0;
   c.layout = Layout::gappy;
   expect_error(run_case(c), "stride");  // rows not 16-byte aligned
-  c.layout = Layout::contiguous;
-  expect_error(
-      [c] {
-        Problem p(c);
-        ForwardRun f = run_forward_gpu(p);
-        std::mt19937_64 rng(1);
-        Buf dout = p.make_dout(rng);
-        BackwardRun g = p.make_grads();
-        const DeviceMirror q(p.q), k(p.k), v(p.v), o(f.out), l(f.lse), d(dout), dq(g.dq),
-            dk(g.dk), dv(g.dv);
-        flashattn::backward(d.tensor(), q.tensor(), k.tensor(), v.tensor(), o.tensor(),
-                            l.tensor(), dq.tensor(), dk.tensor(), dv.tensor(), p.opts);
-      },
-      "backward");
+  // The backward's errors: GpuBackwardErrors in test_backward_gpu.cpp.
 }
 
 }  // namespace
