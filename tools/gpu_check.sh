@@ -2,10 +2,12 @@
 # The GPU check, run on a machine with a CUDA GPU (the device tool runs it from the repo root):
 # builds with all cores, runs every test (GPU and CPU), compute-sanitizer (memcheck, racecheck,
 # synccheck) on a small case of each kernel variant, and the forward and backward benchmarks
-# against PyTorch SDPA's backends in one process. Logs and JSON go to $OUT (default build/gpu-out); the short
-# table is printed last.
+# against PyTorch SDPA's backends in one process; `python` installs the Python package with the
+# system python3 (pip install ., CUDA kernels for sm_90a) and runs its tests on CUDA tensors, the
+# transformers example on the GPU and the call-overhead benchmark. Logs and JSON go to $OUT
+# (default build/gpu-out); the short table is printed last.
 #
-# usage: tools/gpu_check.sh [all|test|sanitize|demo|bench|quick-bench|bench-bwd|quick-bench-bwd]...
+# usage: tools/gpu_check.sh [all|test|sanitize|demo|bench|quick-bench|bench-bwd|quick-bench-bwd|python]...
 #        (default: all; bench runs both benchmarks in full)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,8 @@ steps=("${@:-all}")
 want() { for s in "${steps[@]}"; do [[ $s == all || $s == "$1" ]] && return 0; done; return 1; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
-commit=$(git rev-parse --verify -q HEAD 2>/dev/null || cat .commit 2>/dev/null || echo unknown)
+# .commit: written before a copy of the tree is sent to a GPU machine (the copy's .git may lag).
+commit=$(cat .commit 2>/dev/null || git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)
 echo "commit $commit" | tee -a "$OUT/device.txt"
 
 # GoogleTest: the system's, or one built from a source tree carried in .gtest/ (the device
@@ -29,11 +32,15 @@ if [[ -d .gtest ]] && ! ls /usr/lib/x86_64-linux-gnu/cmake/GTest >/dev/null 2>&1
   export CMAKE_PREFIX_PATH=/tmp/gtest${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
 fi
 
-start=$(date +%s)
-cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
-  -DFLASHATTN_CUDA=ON -DFLASHATTN_BUILD_EXAMPLES=ON >"$OUT/configure.log"
-cmake --build "$BUILD" -j "$JOBS" 2>&1 | tail -3
-echo "build: $(( $(date +%s) - start )) s on $JOBS cores"
+# The CMake build serves every step but `python` (pip builds the package on its own).
+if want test || want sanitize || want demo || want bench || want quick-bench || want bench-bwd ||
+  want quick-bench-bwd; then
+  start=$(date +%s)
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
+    -DFLASHATTN_CUDA=ON -DFLASHATTN_BUILD_EXAMPLES=ON >"$OUT/configure.log"
+  cmake --build "$BUILD" -j "$JOBS" 2>&1 | tail -3
+  echo "build: $(( $(date +%s) - start )) s on $JOBS cores"
+fi
 
 summary=()
 if want test; then
@@ -49,17 +56,22 @@ if want test; then
 fi
 
 if want sanitize; then
-  # Every compiled head dim (plain variant) and the score-mods variant (softcap, ALiBi, dropout,
-  # window), fp16 and bf16.
-  filter='AllHeadDims/*d*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Long/*'
+  # Forward: every compiled head dim (plain variant) and the score-mods variant (softcap, ALiBi,
+  # dropout, window). Backward: every compiled head dim, the score-mods variant, fully masked
+  # rows and a deterministic case (its own dQ kernel). fp16 and bf16.
+  fwd_filter='AllHeadDims/*d*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Long/*'
+  bwd_filter='HeadDims/*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Masked/*:Det/*_d64_det'
   for tool in memcheck racecheck synccheck; do
-    set +e
-    compute-sanitizer --tool "$tool" --error-exitcode 9 \
-      "$BUILD/tests/gpu/test_forward_gpu" --gtest_filter="$filter" --gtest_brief=1 \
-      >"$OUT/sanitizer_$tool.log" 2>&1
-    rc=$?
-    set -e
-    summary+=("compute-sanitizer $tool: rc $rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1)")
+    for kind in forward backward; do
+      filter=$fwd_filter; [[ $kind == backward ]] && filter=$bwd_filter
+      set +e
+      compute-sanitizer --tool "$tool" --error-exitcode 9 \
+        "$BUILD/tests/gpu/test_${kind}_gpu" --gtest_filter="$filter" --gtest_brief=1 \
+        >"$OUT/sanitizer_${tool}_${kind}.log" 2>&1
+      rc=$?
+      set -e
+      summary+=("compute-sanitizer $tool ($kind): rc $rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_${kind}.log" | tail -1), $(grep -cE '^\[       OK \]' "$OUT/sanitizer_${tool}_${kind}.log" || true) tests ok")
+    done
   done
 fi
 
@@ -78,6 +90,44 @@ if want bench || want bench-bwd || want quick-bench-bwd; then
   quick=(); want bench || want bench-bwd || quick=(--quick)
   python3 bench/bench_bwd.py --lib "$BUILD/libflashattn_c.so" --json "$OUT/bench_bwd.json" \
     --commit "$commit" "${quick[@]}" 2>&1 | tee "$OUT/bench_bwd.log" | tail -80
+fi
+
+if want python; then
+  # The device image has torch, nanobind, scikit-build-core and transformers, and no network: no
+  # build isolation, no dependencies fetched, the system python3 (no venv).
+  out_abs=$(cd "$OUT" && pwd)
+  start=$(date +%s)
+  pip_args=(--no-build-isolation --no-deps -v -C cmake.define.FLASHATTN_CUDA=ON
+            -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90a .)
+  set +e
+  CMAKE_BUILD_PARALLEL_LEVEL=16 python3 -m pip install "${pip_args[@]}" >"$OUT/python_install.log" 2>&1
+  rc=$?
+  if ((rc != 0)) && grep -q externally-managed-environment "$OUT/python_install.log"; then
+    CMAKE_BUILD_PARALLEL_LEVEL=16 python3 -m pip install --break-system-packages "${pip_args[@]}" \
+      >>"$OUT/python_install.log" 2>&1
+    rc=$?
+  fi
+  summary+=("python: pip install . (sm_90a) rc $rc in $(( $(date +%s) - start )) s")
+  # From tests/python, so that the installed package is imported and not python/flashattn.
+  (cd tests/python && python3 -m pytest -q -p no:cacheprovider -rs \
+    --junitxml="$out_abs/python_tests.xml" .) >"$OUT/python_tests.log" 2>&1
+  rc=$?
+  summary+=("python tests: $(grep -E '^[0-9]+ (passed|failed)' "$OUT/python_tests.log" | tail -1) (rc $rc)")
+  grep -E "^(FAILED|ERROR) " "$OUT/python_tests.log" | head -20
+  python3 examples/hf_llama.py --device cuda >"$OUT/hf_llama.log" 2>&1
+  rc=$?
+  summary+=("transformers example (GPU, bf16): rc $rc; $(grep -E '^(prefill|decode)' "$OUT/hf_llama.log" | tr -s ' ' | paste -sd ';')")
+  python3 bench/python_overhead.py --device cuda --out "$OUT/python_overhead.json" \
+    >"$OUT/python_overhead.log" 2>&1
+  rc=$?
+  overhead=$(python3 - "$OUT/python_overhead.json" 2>/dev/null <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results_us"]
+print(", ".join(f"{k} {v['throughput_us']:.1f} ({v['latency_us']:.1f} synced)" for k, v in r.items()))
+PY
+)
+  summary+=("python call overhead, µs per call (1×16×1×64 bf16): rc $rc; $overhead")
+  set -e
 fi
 
 printf '%s\n' "${summary[@]}"
