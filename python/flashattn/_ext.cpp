@@ -1,0 +1,214 @@
+// flashattn._ext: the C++ API for Python, through nanobind. Tensors cross as DLPack (nb::ndarray),
+// so this module needs no PyTorch headers: it takes torch tensors, NumPy arrays, or anything else
+// that implements __dlpack__, on the CPU or on a CUDA device. The torch layer (custom ops,
+// autograd, the drop-in API) is Python: see ops.py and interface.py.
+//
+// Every tensor argument is a strided view of the caller's memory: nothing is copied, outputs are
+// written in place. flashattn::Error becomes flashattn.FlashAttnError (a RuntimeError) carrying
+// the library's message.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include "flashattn/flashattn.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+// Any dtype, shape and device. Inputs are read-only views (the cheaper DLPack export); outputs are
+// written, so a read-only NumPy array is refused as an output.
+using Array = nb::ndarray<nb::ro>;
+using OutArray = nb::ndarray<>;
+
+std::string dlpack_dtype_name(const nb::dlpack::dtype& t) {
+  std::string code;
+  switch (static_cast<nb::dlpack::dtype_code>(t.code)) {
+    case nb::dlpack::dtype_code::Int: code = "int"; break;
+    case nb::dlpack::dtype_code::UInt: code = "uint"; break;
+    case nb::dlpack::dtype_code::Float: code = "float"; break;
+    case nb::dlpack::dtype_code::Bfloat: code = "bfloat"; break;
+    case nb::dlpack::dtype_code::Complex: code = "complex"; break;
+    case nb::dlpack::dtype_code::Bool: code = "bool"; break;
+    default: code = "code" + std::to_string(t.code) + "_"; break;
+  }
+  std::string name = code + std::to_string(t.bits);
+  if (t.lanes != 1) name += "x" + std::to_string(t.lanes);
+  return name;
+}
+
+flashattn::DType to_dtype(const nb::dlpack::dtype& t, const char* name) {
+  using C = nb::dlpack::dtype_code;
+  if (t.lanes == 1) {
+    const auto code = static_cast<C>(t.code);
+    if (code == C::Float && t.bits == 16) return flashattn::DType::f16;
+    if (code == C::Bfloat && t.bits == 16) return flashattn::DType::bf16;
+    if (code == C::Float && t.bits == 32) return flashattn::DType::f32;
+    if (code == C::Float && t.bits == 64) return flashattn::DType::f64;
+    if (code == C::Int && t.bits == 32) return flashattn::DType::i32;
+  }
+  throw flashattn::Error(std::string("flashattn: argument '") + name + "': dtype " +
+                         dlpack_dtype_name(t) +
+                         " is not supported (float16, bfloat16, float32, float64, int32)");
+}
+
+template <class A>
+flashattn::Device to_device(const A& a, const char* name) {
+  const int type = a.device_type();
+  if (type == nb::device::cpu::value) return {flashattn::DeviceType::cpu, 0};
+  if (type == nb::device::cuda::value) return {flashattn::DeviceType::cuda, a.device_id()};
+  throw flashattn::Error(std::string("flashattn: argument '") + name + "': DLPack device type " +
+                         std::to_string(type) + " is not supported (cpu or cuda)");
+}
+
+// A DLPack array as a flashattn::Tensor view (shape and strides in elements, as DLPack gives).
+template <class A>
+flashattn::Tensor to_tensor(const A& a, const char* name) {
+  flashattn::Tensor t;
+  const size_t rank = a.ndim();
+  if (rank < 1 || rank > static_cast<size_t>(flashattn::kMaxRank)) {
+    throw flashattn::Error(std::string("flashattn: argument '") + name + "': rank " +
+                           std::to_string(rank) + " is not supported (1.." +
+                           std::to_string(flashattn::kMaxRank) + ")");
+  }
+  t.data = const_cast<void*>(a.data());
+  t.dtype = to_dtype(a.dtype(), name);
+  t.rank = static_cast<int>(rank);
+  for (size_t d = 0; d < rank; ++d) {
+    t.shape[d] = static_cast<int64_t>(a.shape(d));
+    t.stride[d] = a.stride(d);
+  }
+  t.device = to_device(a, name);
+  return t;
+}
+
+std::optional<flashattn::Tensor> to_optional(const std::optional<Array>& a, const char* name) {
+  if (!a) return std::nullopt;
+  return to_tensor(*a, name);
+}
+
+// Everything but the attention tensors, as keyword arguments (the names of flashattn::Options).
+struct KwOptions {
+  std::optional<double> softmax_scale;
+  bool causal;
+  int window_left, window_right;
+  float softcap;
+  std::optional<Array> alibi_slopes;
+  float dropout_p;
+  uint64_t dropout_seed, dropout_offset;
+  std::optional<Array> cu_seqlens_q, cu_seqlens_k, seqused_k;
+  int64_t max_seqlen_q, max_seqlen_k;
+  bool deterministic;
+  int num_threads;
+  uintptr_t stream;
+
+  flashattn::Options to_options() const {
+    flashattn::Options o;
+    o.softmax_scale = softmax_scale;
+    o.causal = causal;
+    o.window_left = window_left;
+    o.window_right = window_right;
+    o.softcap = softcap;
+    o.alibi_slopes = to_optional(alibi_slopes, "alibi_slopes");
+    o.dropout_p = dropout_p;
+    o.dropout_seed = dropout_seed;
+    o.dropout_offset = dropout_offset;
+    o.cu_seqlens_q = to_optional(cu_seqlens_q, "cu_seqlens_q");
+    o.cu_seqlens_k = to_optional(cu_seqlens_k, "cu_seqlens_k");
+    o.seqused_k = to_optional(seqused_k, "seqused_k");
+    o.max_seqlen_q = max_seqlen_q;
+    o.max_seqlen_k = max_seqlen_k;
+    o.deterministic = deterministic;
+    o.num_threads = num_threads;
+    o.stream = reinterpret_cast<void*>(stream);
+    return o;
+  }
+};
+
+void forward(const Array& q, const Array& k, const Array& v, const OutArray& out,
+             const std::optional<OutArray>& lse, std::optional<double> softmax_scale, bool causal,
+             int window_left, int window_right, float softcap,
+             const std::optional<Array>& alibi_slopes, float dropout_p, uint64_t dropout_seed,
+             uint64_t dropout_offset, const std::optional<Array>& cu_seqlens_q,
+             const std::optional<Array>& cu_seqlens_k, const std::optional<Array>& seqused_k,
+             int64_t max_seqlen_q, int64_t max_seqlen_k, int num_threads, uintptr_t stream) {
+  const KwOptions kw{softmax_scale, causal,       window_left,  window_right,  softcap,
+                     alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
+                     cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  false,
+                     num_threads,   stream};
+  const flashattn::Options options = kw.to_options();
+  const flashattn::Tensor tq = to_tensor(q, "q"), tk = to_tensor(k, "k"), tv = to_tensor(v, "v"),
+                          to = to_tensor(out, "out");
+  const flashattn::Tensor tl = lse ? to_tensor(*lse, "lse") : flashattn::Tensor{};
+  nb::gil_scoped_release release;
+  flashattn::forward(tq, tk, tv, to, tl, options);
+}
+
+void backward(const Array& dout, const Array& q, const Array& k, const Array& v, const Array& out,
+              const Array& lse, const OutArray& dq, const OutArray& dk, const OutArray& dv,
+              std::optional<double> softmax_scale, bool causal, int window_left, int window_right,
+              float softcap, const std::optional<Array>& alibi_slopes, float dropout_p,
+              uint64_t dropout_seed, uint64_t dropout_offset,
+              const std::optional<Array>& cu_seqlens_q, const std::optional<Array>& cu_seqlens_k,
+              const std::optional<Array>& seqused_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
+              bool deterministic, int num_threads, uintptr_t stream) {
+  const KwOptions kw{softmax_scale, causal,       window_left,  window_right,  softcap,
+                     alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
+                     cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  deterministic,
+                     num_threads,   stream};
+  const flashattn::Options options = kw.to_options();
+  const flashattn::Tensor tdo = to_tensor(dout, "dout"), tq = to_tensor(q, "q"),
+                          tk = to_tensor(k, "k"), tv = to_tensor(v, "v"),
+                          to = to_tensor(out, "out"), tl = to_tensor(lse, "lse"),
+                          tdq = to_tensor(dq, "dq"), tdk = to_tensor(dk, "dk"),
+                          tdv = to_tensor(dv, "dv");
+  nb::gil_scoped_release release;
+  flashattn::backward(tdo, tq, tk, tv, to, tl, tdq, tdk, tdv, options);
+}
+
+}  // namespace
+
+NB_MODULE(_ext, m) {
+  m.doc() = "flashattn: exact attention (FlashAttention-2), the C++ API over DLPack tensors";
+  m.attr("__version__") = FLASHATTN_VERSION;
+
+  // flashattn::Error -> flashattn.FlashAttnError, a RuntimeError with the library's message.
+  static nb::exception<flashattn::Error> error(m, "FlashAttnError", PyExc_RuntimeError);
+
+  m.def("forward", &forward, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a.none() = nb::none(),
+        nb::kw_only(), "softmax_scale"_a.none() = nb::none(), "causal"_a = false,
+        "window_left"_a = -1, "window_right"_a = -1, "softcap"_a = 0.0f,
+        "alibi_slopes"_a.none() = nb::none(), "dropout_p"_a = 0.0f, "dropout_seed"_a = 0,
+        "dropout_offset"_a = 0, "cu_seqlens_q"_a.none() = nb::none(),
+        "cu_seqlens_k"_a.none() = nb::none(), "seqused_k"_a.none() = nb::none(),
+        "max_seqlen_q"_a = 0, "max_seqlen_k"_a = 0, "num_threads"_a = 0, "stream"_a = 0,
+        "Writes out (and lse, if given): attention of q over k, v. Shapes as in flashattn.h:\n"
+        "q (batch, seqlen_q, heads_q, d), k/v (batch, seqlen_k, heads_kv, d[_v]),\n"
+        "out (batch, seqlen_q, heads_q, d_v), lse fp32 (fp64 for fp64 inputs)\n"
+        "(batch, heads_q, seqlen_q); varlen\n"
+        "(cu_seqlens_q/k given): q (total_q, heads_q, d), ..., lse (heads_q, total_q).\n"
+        "stream: a cudaStream_t as an integer (0: the default stream).");
+  m.def("backward", &backward, "dout"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dq"_a, "dk"_a,
+        "dv"_a, nb::kw_only(), "softmax_scale"_a.none() = nb::none(), "causal"_a = false,
+        "window_left"_a = -1, "window_right"_a = -1, "softcap"_a = 0.0f,
+        "alibi_slopes"_a.none() = nb::none(), "dropout_p"_a = 0.0f, "dropout_seed"_a = 0,
+        "dropout_offset"_a = 0, "cu_seqlens_q"_a.none() = nb::none(),
+        "cu_seqlens_k"_a.none() = nb::none(), "seqused_k"_a.none() = nb::none(),
+        "max_seqlen_q"_a = 0, "max_seqlen_k"_a = 0, "deterministic"_a = false,
+        "num_threads"_a = 0, "stream"_a = 0,
+        "Writes dq, dk, dv: the gradients of forward() with the same options.");
+
+  m.def("dropout_keep", &flashattn::dropout_keep, "seed"_a, "offset"_a, "dropout_p"_a,
+        "batch_idx"_a, "head_idx"_a, "heads_q"_a, "row"_a, "col"_a,
+        "Whether dropout keeps element (batch_idx, head_idx, row, col) (docs/dropout.md).");
+  m.def("dropout_offset_increment", &flashattn::dropout_offset_increment, "batch"_a, "heads_q"_a);
+  m.def("cuda_compiled", &flashattn::cuda_compiled,
+        "Whether the library was built with its CUDA kernels.");
+  m.def("cuda_device_count", &flashattn::cuda_device_count);
+}
