@@ -1,0 +1,131 @@
+"""Call overhead of one tiny attention forward from Python: flashattn against PyTorch SDPA.
+
+    python bench/python_overhead.py [--device cuda|cpu] [--calls 200] [--repeats 30] [--out F]
+
+The problem is tiny (batch 1, 1 head, seqlen 16, head dim 64; bf16 on the GPU, fp32 on the CPU),
+so the time is the cost of getting from Python to the kernel, not the kernel. Two measures, each
+the median over `repeats` runs of `calls` calls, in µs per call:
+
+* throughput: `calls` calls back to back, one synchronisation at the end (the host-side cost per
+  call while the GPU keeps up: what a model's Python loop pays);
+* latency: a synchronisation after every call (host cost + launch + kernel + sync).
+
+flashattn is timed at its three layers, so that the note can say where the time goes: the
+compiled module alone (`_ext.forward` on preallocated outputs, DLPack in), the custom op
+(`torch.ops.flashattn.fwd`: allocation, seed, stream) and the drop-in `flash_attn_func`
+(autograd.Function on top). SDPA gets its own (batch, heads, seqlen, dim) layout, prepared outside
+the timed loop. Prints one JSON object (and writes it to --out if given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+import flashattn
+from flashattn import _ext, flash_attn_func
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(fn, device, calls, repeats):
+    for _ in range(max(10, calls // 10)):  # warm-up
+        fn()
+    _sync(device)
+    throughput, latency = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        _sync(device)
+        throughput.append((time.perf_counter() - start) / calls * 1e6)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+            _sync(device)
+        latency.append((time.perf_counter() - start) / calls * 1e6)
+    return {"throughput_us": statistics.median(throughput),
+            "latency_us": statistics.median(latency)}
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--seqlen", type=int, default=16)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() and flashattn.cuda_device_count() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    shape = (1, args.seqlen, 1, args.head_dim)  # (batch, seqlen, heads, head_dim)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(shape, generator=gen).to(device=device, dtype=dtype) for _ in range(3))
+    q_t, k_t, v_t = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # SDPA's layout
+    out = torch.empty_like(q)
+    lse = torch.empty((1, 1, args.seqlen), dtype=torch.float32, device=device)
+    stream = torch.cuda.current_stream().cuda_stream if device == "cuda" else 0
+    scale = args.head_dim ** -0.5
+
+    candidates = {
+        "sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q_t, k_t, v_t),
+        "flashattn.flash_attn_func": lambda: flash_attn_func(q, k, v),
+        "torch.ops.flashattn.fwd": lambda: torch.ops.flashattn.fwd(
+            q, k, v, scale, False, -1, -1, 0.0, 0.0, None, None, None, 0, 0, None),
+        "flashattn._ext.forward": lambda: _ext.forward(q, k, v, out, lse, softmax_scale=scale,
+                                                      stream=stream),
+    }
+    # Same answer before timing anything.
+    ref = candidates["sdpa"]().transpose(1, 2)
+    torch.testing.assert_close(candidates["flashattn.flash_attn_func"](), ref, rtol=2e-2,
+                               atol=2e-2)
+
+    with torch.inference_mode():
+        results = {name: measure(fn, device, args.calls, args.repeats)
+                   for name, fn in candidates.items()}
+    sdpa = results["sdpa"]
+    for r in results.values():
+        r["vs_sdpa_throughput"] = r["throughput_us"] / sdpa["throughput_us"]
+        r["vs_sdpa_latency"] = r["latency_us"] / sdpa["latency_us"]
+    report = {
+        "benchmark": "python_overhead",
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "dtype": str(dtype).split(".")[-1],
+        "shape_bshd": list(shape),
+        "calls": args.calls,
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+        "flashattn": flashattn.__version__,
+        "git_commit": git_commit(),
+        "results_us": results,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
