@@ -70,7 +70,7 @@ if want sanitize; then
         >"$OUT/sanitizer_${tool}_${kind}.log" 2>&1
       rc=$?
       set -e
-      summary+=("compute-sanitizer $tool ($kind): rc $rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_${kind}.log" | tail -1), $(grep -cE '^\[       OK \]' "$OUT/sanitizer_${tool}_${kind}.log" || true) tests ok")
+      summary+=("compute-sanitizer $tool ($kind): rc $rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_${kind}.log" | tail -1), $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/sanitizer_${tool}_${kind}.log" | head -1 || true)")
     done
   done
 fi
