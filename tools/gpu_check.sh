@@ -97,8 +97,9 @@ if want python; then
   # build isolation, no dependencies fetched, the system python3 (no venv).
   out_abs=$(cd "$OUT" && pwd)
   start=$(date +%s)
-  pip_args=(--no-build-isolation --no-deps -v -C cmake.define.FLASHATTN_CUDA=ON
-            -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90a .)
+  # --config-settings, not -C: pip before 23.1 knows only the long form.
+  pip_args=(--no-build-isolation --no-deps -v --config-settings=cmake.define.FLASHATTN_CUDA=ON
+            --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=90a .)
   set +e
   CMAKE_BUILD_PARALLEL_LEVEL=16 python3 -m pip install "${pip_args[@]}" >"$OUT/python_install.log" 2>&1
   rc=$?
