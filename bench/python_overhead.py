@@ -11,7 +11,7 @@ the median over `repeats` runs of `calls` calls, in µs per call:
 * latency: a synchronisation after every call (host cost + launch + kernel + sync).
 
 flashattn is timed at its three layers, so that the note can say where the time goes: the
-compiled module alone (`_ext.forward` on preallocated outputs, DLPack in), the custom op
+compiled module alone (`_ext.forward` on preallocated outputs, DLPack capsules in), the custom op
 (`torch.ops.flashattn.fwd`: allocation, seed, stream) and the drop-in `flash_attn_func`
 (autograd.Function on top). SDPA gets its own (batch, heads, seqlen, dim) layout, prepared outside
 the timed loop. Prints one JSON object (and writes it to --out if given).
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.dlpack import to_dlpack
 
 import flashattn
 from flashattn import _ext, flash_attn_func
@@ -94,8 +95,10 @@ def main():
         "flashattn.flash_attn_func": lambda: flash_attn_func(q, k, v),
         "torch.ops.flashattn.fwd": lambda: torch.ops.flashattn.fwd(
             q, k, v, scale, False, -1, -1, 0.0, 0.0, None, None, None, 0, 0, None),
-        "flashattn._ext.forward": lambda: _ext.forward(q, k, v, out, lse, softmax_scale=scale,
-                                                      stream=stream),
+        # As the op calls it: DLPack capsules from torch.utils.dlpack.to_dlpack.
+        "flashattn._ext.forward": lambda: _ext.forward(
+            to_dlpack(q), to_dlpack(k), to_dlpack(v), to_dlpack(out), to_dlpack(lse),
+            softmax_scale=scale, stream=stream),
     }
     # Same answer before timing anything.
     ref = candidates["sdpa"]().transpose(1, 2)
