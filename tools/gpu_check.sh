@@ -109,6 +109,16 @@ if want python; then
     rc=$?
   fi
   summary+=("python: pip install . (sm_90a) rc $rc in $(( $(date +%s) - start )) s")
+  # pytest, if the image lacks it, from wheels carried in .whl/ (pip download pytest -d .whl).
+  if ! python3 -c 'import pytest' 2>/dev/null; then
+    if [[ -d .whl ]]; then
+      python3 -m pip install --no-index --find-links .whl pytest >>"$OUT/python_install.log" 2>&1 ||
+        python3 -m pip install --break-system-packages --no-index --find-links .whl pytest \
+          >>"$OUT/python_install.log" 2>&1
+    else
+      summary+=("python: no pytest on this machine; carry .whl/ (pip download pytest -d .whl)")
+    fi
+  fi
   # From tests/python, so that the installed package is imported and not python/flashattn.
   (cd tests/python && python3 -m pytest -q -p no:cacheprovider -rs \
     --junitxml="$out_abs/python_tests.xml" .) >"$OUT/python_tests.log" 2>&1
