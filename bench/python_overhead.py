@@ -60,6 +60,10 @@ def measure(fn, device, calls, repeats):
 
 
 def git_commit():
+    # .commit is written before a copy of the tree goes to a GPU machine (the copy's .git may lag).
+    marker = Path(__file__).resolve().parent.parent / ".commit"
+    if marker.is_file():
+        return marker.read_text().strip()[:12]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
