@@ -29,10 +29,17 @@ from . import _ext
 _RNG_SEED_BOUND = 2**62
 
 
+# The current stream's handle of a device, as an int: torch's raw getter (what inductor's
+# generated code calls, ~0.3 µs) where it exists, torch.cuda.current_stream otherwise (~3 µs).
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
 def _stream(t: torch.Tensor) -> int:
-    if t.device.type == "cuda":
-        return torch.cuda.current_stream(t.device).cuda_stream
-    return 0
+    if t.device.type != "cuda":
+        return 0
+    if _raw_stream is not None:
+        return _raw_stream(t.device.index)
+    return torch.cuda.current_stream(t.device).cuda_stream
 
 
 def _dl(t: Optional[torch.Tensor]):
