@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 
 #include <string>
+#include <type_traits>
 
 #include "cuda/common/check.h"
 
@@ -76,30 +77,42 @@ bool needs_score_mods(const AttentionParams& p) {
   return p.softcap > 0.0f || p.alibi_slopes != nullptr || p.dropout_p > 0.0f || !(p.scale > 0.0f);
 }
 
-template <class T, int kHeadDim>
-void run_fwd_mods(const AttentionParams& p, cudaStream_t stream) {
-  if (needs_score_mods(p)) {
-    run_fwd<T, kHeadDim, /*kScoreMods=*/true>(p, stream);
-  } else {
-    run_fwd<T, kHeadDim, /*kScoreMods=*/false>(p, stream);
+// One dispatch over dtype × compiled head dim × score mods: calls
+// run(T{}, std::integral_constant<int, head dim>{}, std::bool_constant<score mods>{}).
+template <class Run>
+void dispatch_kernel(const char* fn, const AttentionParams& p, int head_dim, Run&& run) {
+  auto with_mods = [&](auto dtype, auto hd) {
+    if (needs_score_mods(p)) {
+      run(dtype, hd, std::true_type{});
+    } else {
+      run(dtype, hd, std::false_type{});
+    }
+  };
+  auto with_head_dim = [&](auto dtype) {
+    switch (head_dim) {
+      case 32: return with_mods(dtype, std::integral_constant<int, 32>{});
+      case 64: return with_mods(dtype, std::integral_constant<int, 64>{});
+      case 96: return with_mods(dtype, std::integral_constant<int, 96>{});
+      case 128: return with_mods(dtype, std::integral_constant<int, 128>{});
+      case 160: return with_mods(dtype, std::integral_constant<int, 160>{});
+      case 192: return with_mods(dtype, std::integral_constant<int, 192>{});
+      case 224: return with_mods(dtype, std::integral_constant<int, 224>{});
+      case 256: return with_mods(dtype, std::integral_constant<int, 256>{});
+      default: break;
+    }
+    throw Error(std::string(fn) + ": internal error: no kernel compiled for head dim " +
+                std::to_string(head_dim));
+  };
+  switch (p.dtype) {
+    case DType::f16: return with_head_dim(__half{});
+    case DType::bf16: return with_head_dim(__nv_bfloat16{});
+    case DType::f32:
+    case DType::f64:
+      fail(fn, "q", std::string("CUDA kernels take float16 or bfloat16, got ") +
+                        dtype_name(p.dtype) + " (the CPU takes float32 and float64)");
+    case DType::i32: break;
   }
-}
-
-template <class T>
-void run_fwd_head_dim(const AttentionParams& p, int head_dim, cudaStream_t stream) {
-  switch (head_dim) {
-    case 32: return run_fwd_mods<T, 32>(p, stream);
-    case 64: return run_fwd_mods<T, 64>(p, stream);
-    case 96: return run_fwd_mods<T, 96>(p, stream);
-    case 128: return run_fwd_mods<T, 128>(p, stream);
-    case 160: return run_fwd_mods<T, 160>(p, stream);
-    case 192: return run_fwd_mods<T, 192>(p, stream);
-    case 224: return run_fwd_mods<T, 224>(p, stream);
-    case 256: return run_fwd_mods<T, 256>(p, stream);
-    default: break;
-  }
-  throw Error("flashattn::forward: internal error: no kernel compiled for head dim " +
-              std::to_string(head_dim));
+  fail(fn, "q", std::string("unexpected dtype ") + dtype_name(p.dtype));
 }
 
 }  // namespace
@@ -112,46 +125,13 @@ void forward(const AttentionParams& p) {
 
   const DeviceGuard guard(p.device.index);
   const auto stream = static_cast<cudaStream_t>(p.stream);
-  switch (p.dtype) {
-    case DType::f16: return run_fwd_head_dim<__half>(p, head_dim, stream);
-    case DType::bf16: return run_fwd_head_dim<__nv_bfloat16>(p, head_dim, stream);
-    case DType::f32:
-    case DType::f64:
-      fail(fn, "q", std::string("CUDA kernels take float16 or bfloat16, got ") +
-                        dtype_name(p.dtype) + " (the CPU takes float32 and float64)");
-    case DType::i32: break;
-  }
-  fail(fn, "q", std::string("unexpected dtype ") + dtype_name(p.dtype));
+  dispatch_kernel(fn, p, head_dim, [&](auto dtype, auto hd, auto mods) {
+    run_fwd<decltype(dtype), decltype(hd)::value, decltype(mods)::value>(p, stream);
+  });
 }
+
 
 namespace {
-
-template <class T, int kHeadDim>
-void run_bwd_mods(const AttentionParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
-  if (needs_score_mods(p)) {
-    run_bwd<T, kHeadDim, /*kScoreMods=*/true>(p, ws, stream);
-  } else {
-    run_bwd<T, kHeadDim, /*kScoreMods=*/false>(p, ws, stream);
-  }
-}
-
-template <class T>
-void run_bwd_head_dim(const AttentionParams& p, int head_dim, const BwdWorkspace& ws,
-                      cudaStream_t stream) {
-  switch (head_dim) {
-    case 32: return run_bwd_mods<T, 32>(p, ws, stream);
-    case 64: return run_bwd_mods<T, 64>(p, ws, stream);
-    case 96: return run_bwd_mods<T, 96>(p, ws, stream);
-    case 128: return run_bwd_mods<T, 128>(p, ws, stream);
-    case 160: return run_bwd_mods<T, 160>(p, ws, stream);
-    case 192: return run_bwd_mods<T, 192>(p, ws, stream);
-    case 224: return run_bwd_mods<T, 224>(p, ws, stream);
-    case 256: return run_bwd_mods<T, 256>(p, ws, stream);
-    default: break;
-  }
-  throw Error("flashattn::backward: internal error: no kernel compiled for head dim " +
-              std::to_string(head_dim));
-}
 
 // Stream-ordered scratch: allocated and freed on the caller's stream (and so capturable).
 class StreamBuffer {
@@ -197,16 +177,10 @@ void backward(const AttentionParams& p) {
   ws.rows = p.seqlen_q;
   ws.dq_accum = dq_kernel ? nullptr : scratch.data();
   ws.dsum = scratch.data() + (dq_kernel ? 0 : rows * p.head_dim);
-  switch (p.dtype) {
-    case DType::f16: return run_bwd_head_dim<__half>(p, head_dim, ws, stream);
-    case DType::bf16: return run_bwd_head_dim<__nv_bfloat16>(p, head_dim, ws, stream);
-    case DType::f32:
-    case DType::f64:
-      fail(fn, "q", std::string("CUDA kernels take float16 or bfloat16, got ") +
-                        dtype_name(p.dtype) + " (the CPU takes float32 and float64)");
-    case DType::i32: break;
-  }
-  fail(fn, "q", std::string("unexpected dtype ") + dtype_name(p.dtype));
+  dispatch_kernel(fn, p, head_dim, [&](auto dtype, auto hd, auto mods) {
+    run_bwd<decltype(dtype), decltype(hd)::value, decltype(mods)::value>(p, ws, stream);
+  });
 }
+
 
 }  // namespace flashattn::detail::cuda
