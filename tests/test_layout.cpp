@@ -5,6 +5,7 @@
 
 #include "cases.h"
 #include "harness.h"
+#include "shared_cases.h"
 
 namespace fa_test {
 namespace {
@@ -12,27 +13,7 @@ namespace {
 std::vector<Case> layout_cases() {
   std::vector<Case> v;
   for (Layout l : {Layout::gappy, Layout::packed_qkv, Layout::head_major}) {
-    Case c;
-    c.label = "layout";
-    c.batch = 2;
-    c.seqlen_q = 70;
-    c.seqlen_k = 70;
-    c.heads_q = 8;
-    c.heads_kv = 2;
-    c.head_dim = 48;
-    c.layout = l;
-    c.causal = true;
-    c.alibi = Alibi::heads;
-    v.push_back(c);
-    c.label = "layoutvarlen";
-    c.lens_q = {30, 0, 41};
-    c.lens_k = {30, 0, 41};
-    c.causal = false;
-    c.window_left = 9;
-    c.window_right = 2;
-    c.alibi = Alibi::none;
-    c.dropout_p = 0.3f;
-    v.push_back(c);
+    for (const Case& c : layout_grid(l)) v.push_back(c);
   }
   return for_dtypes(v);
 }

@@ -21,6 +21,7 @@
 #include "cases.h"
 #include "gpu_harness.h"
 #include "harness.h"
+#include "shared_cases.h"
 
 namespace fa_test {
 namespace {
@@ -149,85 +150,15 @@ TEST_P(GpuForwardBackward, MatchesReference) {
 
 // test_varlen.cpp's cases, as the kernels take them (head_dim_v = head_dim), and a longer one.
 std::vector<Case> varlen_cases() {
-  std::vector<Case> v;
-  auto base = [](const std::string& label, std::vector<int64_t> lq, std::vector<int64_t> lk) {
-    Case c;
-    c.label = label;
-    c.lens_q = std::move(lq);
-    c.lens_k = std::move(lk);
-    c.heads_q = 4;
-    c.heads_kv = 2;
-    c.head_dim = 32;
-    return c;
-  };
-  Case c;
-  v.push_back(base("empty", {5, 0, 17, 64, 0}, {7, 3, 0, 64, 0}));
-  c = base("emptycausal", {0, 33, 9, 20}, {12, 0, 9, 50});
-  c.causal = true;
-  v.push_back(c);
-  c = base("causalgqa", {30, 1, 70, 16}, {50, 64, 33, 16});
-  c.causal = true;
-  c.heads_q = 8;
-  c.heads_kv = 2;
-  v.push_back(c);
-  c = base("mqa", {30, 45}, {61, 17});
-  c.heads_kv = 1;
-  c.head_dim = 64;
-  v.push_back(c);
-  c = base("window", {40, 0, 90}, {20, 60, 90});
-  c.window_left = 8;
-  c.window_right = 4;
-  v.push_back(c);
-  c = base("alibi", {40, 70, 3}, {40, 20, 100});
-  c.alibi = Alibi::batch_heads;
-  c.causal = true;
-  v.push_back(c);
-  c = base("softcap", {25, 50}, {80, 50});
-  c.softcap = 3.0f;
-  c.qk_scale = 1.5;
-  v.push_back(c);
-  c = base("dropout", {33, 0, 65}, {47, 10, 65});  // the mask's batch index is the sequence's
-  c.dropout_p = 0.3f;
-  c.causal = true;
-  v.push_back(c);
-  c = base("seqused", {30, 12, 8, 16}, {50, 64, 33, 16});
-  c.seqused_k = {20, 64, 0, 5};
-  c.causal = true;
-  v.push_back(c);
-  c = base("sequsedwindow", {64, 64}, {100, 90});
-  c.seqused_k = {77, 90};
-  c.window_left = 16;
-  c.window_right = 0;
-  c.alibi = Alibi::heads;
-  v.push_back(c);
-  c = base("extrarows", {20, 31}, {25, 40});
-  c.extra_q_rows = 3;
-  c.extra_k_rows = 5;
-  v.push_back(c);
-  c = base("maxseqlen", {20, 31}, {25, 40});
-  c.max_seqlen_q = 31;
-  c.max_seqlen_k = 100;
-  c.causal = true;
-  v.push_back(c);
-  c = base("gappy", {20, 0, 31}, {25, 7, 40});
-  c.layout = Layout::gappy;
-  c.causal = true;
-  v.push_back(c);
-  c = base("packedqkv", {20, 31, 1}, {20, 31, 1});
-  c.layout = Layout::packed_qkv;
-  c.causal = true;
-  v.push_back(c);
-  c = base("headmajor", {20, 31}, {44, 9});
-  c.layout = Layout::head_major;
-  c.window_left = 5;
-  v.push_back(c);
-  c = base("long", {1025, 3, 0}, {1025, 700, 5});
-  c.heads_q = 1;
-  c.heads_kv = 1;
-  c.causal = true;
-  v.push_back(c);
+  std::vector<Case> v = varlen_grid();
+  for (Case& c : v) {
+    if (c.label == "mqa") c.head_dim_v = 0;  // the CPU grid's head_dim_v = 40: not on the GPU
+  }
   // Several query and key blocks per sequence at d = 128, GQA, seqused_k on top.
-  c = base("blocks", {300, 0, 129, 1}, {257, 64, 129, 400});
+  Case c;
+  c.label = "blocks";
+  c.lens_q = {300, 0, 129, 1};
+  c.lens_k = {257, 64, 129, 400};
   c.heads_q = 4;
   c.heads_kv = 1;
   c.head_dim = 128;
@@ -363,28 +294,8 @@ INSTANTIATE_TEST_SUITE_P(Dropout, GpuForwardBackward, ::testing::ValuesIn(dropou
 std::vector<Case> layout_cases() {
   std::vector<Case> v;
   for (Layout l : {Layout::gappy, Layout::packed_qkv, Layout::head_major}) {
-    Case c;
-    c.label = "layout";
-    c.batch = 2;
-    c.seqlen_q = 70;
-    c.seqlen_k = 70;
-    c.heads_q = 8;
-    c.heads_kv = 2;
-    c.head_dim = 48;
-    c.layout = l;
-    c.causal = true;
-    c.alibi = Alibi::heads;
-    v.push_back(c);
-    c.label = "layoutvarlen";
-    c.lens_q = {30, 0, 41};
-    c.lens_k = {30, 0, 41};
-    c.causal = false;
-    c.window_left = 9;
-    c.window_right = 2;
-    c.alibi = Alibi::none;
-    c.dropout_p = 0.3f;
-    v.push_back(c);
-    c = Case();  // several blocks at d = 128
+    for (const Case& c : layout_grid(l)) v.push_back(c);
+    Case c;  // several blocks at d = 128
     c.label = "layoutblocks";
     c.batch = 2;
     c.seqlen_q = 160;

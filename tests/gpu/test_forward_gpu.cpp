@@ -6,122 +6,29 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
-#include <memory>
-#include <set>
+#include <functional>
+#include <string>
+#include <vector>
 
 #include "cases.h"
+#include "gpu_harness.h"
 #include "harness.h"
 
 namespace fa_test {
 namespace {
 
-#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
+using gpu::have_gpu;
+using gpu::run_forward_gpu;
 
-bool have_gpu() { return flashattn::cuda_compiled() && flashattn::cuda_device_count() > 0; }
-
-constexpr flashattn::Device kGpu{flashattn::DeviceType::cuda, 0};
-
-// Device copy of a host buffer's whole storage; the view keeps its offset and strides.
-class DeviceMirror {
- public:
-  explicit DeviceMirror(const Buf& host) : host_(host) {
-    bytes_ = static_cast<size_t>(host.storage_elems()) * host.elem_size();
-    if (bytes_ == 0) return;
-    EXPECT_EQ(cudaMalloc(&device_, bytes_), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(device_, host.base(), bytes_, cudaMemcpyHostToDevice), cudaSuccess);
-  }
-  ~DeviceMirror() {
-    if (device_) cudaFree(device_);
-  }
-  DeviceMirror(const DeviceMirror&) = delete;
-  DeviceMirror& operator=(const DeviceMirror&) = delete;
-
-  flashattn::Tensor tensor() const {
-    flashattn::Tensor t = host_.tensor(kGpu);
-    if (device_) {
-      t.data = static_cast<unsigned char*>(device_) +
-               (static_cast<unsigned char*>(t.data) - static_cast<unsigned char*>(host_.base()));
-    }
-    return t;
-  }
-  // Copies the device storage back over the host buffer's storage.
-  void copy_back(Buf& host) const {
-    if (bytes_ == 0) return;
-    EXPECT_EQ(cudaMemcpy(host.base(), device_, bytes_, cudaMemcpyDeviceToHost), cudaSuccess);
-  }
-
- private:
-  const Buf& host_;
-  void* device_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-// A host int32/float vector on the device, viewed as a rank-1 tensor.
-template <class T>
-class DeviceVector {
- public:
-  explicit DeviceVector(const std::optional<flashattn::Tensor>& host) {
-    if (!host) return;
-    tensor_ = *host;
-    const size_t bytes = static_cast<size_t>(host->numel()) * sizeof(T);
-    if (bytes > 0) {
-      EXPECT_EQ(cudaMalloc(&device_, bytes), cudaSuccess);
-      EXPECT_EQ(cudaMemcpy(device_, host->data, bytes, cudaMemcpyHostToDevice), cudaSuccess);
-    }
-    tensor_->data = device_;
-    tensor_->device = kGpu;
-  }
-  ~DeviceVector() {
-    if (device_) cudaFree(device_);
-  }
-  DeviceVector(const DeviceVector&) = delete;
-  DeviceVector& operator=(const DeviceVector&) = delete;
-  const std::optional<flashattn::Tensor>& tensor() const { return tensor_; }
-
- private:
-  void* device_ = nullptr;
-  std::optional<flashattn::Tensor> tensor_;
-};
-
-ForwardRun run_forward_gpu(Problem& p) {
-  ForwardRun f{p.make_out(), p.make_lse()};  // poisoned
-  const DeviceMirror q(p.q), k(p.k), v(p.v), out(f.out), lse(f.lse);
-  const DeviceVector<int32_t> cu_q(p.opts.cu_seqlens_q), cu_k(p.opts.cu_seqlens_k),
-      used(p.opts.seqused_k);
-  const DeviceVector<float> alibi(p.opts.alibi_slopes);
-  flashattn::Options o = p.opts;
-  o.cu_seqlens_q = cu_q.tensor();
-  o.cu_seqlens_k = cu_k.tensor();
-  o.seqused_k = used.tensor();
-  o.alibi_slopes = alibi.tensor();
-  flashattn::forward(q.tensor(), k.tensor(), v.tensor(), out.tensor(), lse.tensor(), o);
-  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  out.copy_back(f.out);
-  lse.copy_back(f.lse);
-  EXPECT_EQ(f.out.gaps_written(), 0) << "the kernel wrote outside the view of out";
-  EXPECT_EQ(f.lse.gaps_written(), 0) << "the kernel wrote outside the view of lse";
-  return f;
-}
-
-// The CPU cases that the CUDA kernels serve, in fp16 and bf16: head_dim a multiple of 8,
-// head_dim_v = head_dim, 16-byte aligned rows (the gappy and packed-qkv layouts pad by odd
-// amounts; that they are refused with a clear error is tested in GpuErrors).
+// The CPU cases that the CUDA kernels serve, in fp16 and bf16 (gpu::gpu_cases), less the gappy
+// and packed-qkv layouts: they pad by odd amounts, and that such rows are refused with a clear
+// error is tested in GpuErrors.
 std::vector<Case> gpu_cases(const std::vector<Case>& cpu) {
-  std::vector<Case> out;
-  std::set<std::string> seen;
-  for (Case c : cpu) {
-    if (c.head_dim % 8 != 0 || c.dv() != c.head_dim || c.layout == Layout::gappy ||
-        c.layout == Layout::packed_qkv) {
-      continue;
-    }
-    for (DType dt : {DType::f16, DType::bf16}) {
-      c.dtype = dt;
-      c.num_threads = 0;
-      if (seen.insert(CaseName()(::testing::TestParamInfo<Case>(c, 0))).second) out.push_back(c);
-    }
+  std::vector<Case> aligned;
+  for (const Case& c : cpu) {
+    if (c.layout != Layout::gappy && c.layout != Layout::packed_qkv) aligned.push_back(c);
   }
-  return out;
+  return gpu::gpu_cases(aligned);
 }
 
 class GpuForward : public ::testing::TestWithParam<Case> {
