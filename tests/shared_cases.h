@@ -3,6 +3,7 @@
 // the CPU, gpu::gpu_cases on the GPU).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -129,6 +130,128 @@ inline std::vector<Case> layout_grid(Layout l) {
   c.window_right = 2;
   c.alibi = Alibi::none;
   c.dropout_p = 0.3f;
+  v.push_back(c);
+  return v;
+}
+
+// Cases in which some query rows (or all) see no key (test_masking.cpp): causal with
+// seqlen_q > seqlen_k, windows and seqused_k that leave rows empty, seqlen_k = 0, varlen.
+inline std::vector<Case> masked_grid() {
+  std::vector<Case> v;
+  auto base = [](const std::string& label, int64_t sq, int64_t sk) {
+    Case c;
+    c.label = label;
+    c.batch = 2;
+    c.seqlen_q = sq;
+    c.seqlen_k = sk;
+    c.heads_q = 4;
+    c.heads_kv = 2;
+    c.head_dim = 32;
+    return c;
+  };
+  Case c = base("causalqlonger", 97, 64);  // rows 0..32 are above the bottom-right diagonal
+  c.causal = true;
+  v.push_back(c);
+  c = base("window00", 50, 30);  // window (0, 0): only the diagonal, which misses 20 rows
+  c.window_left = 0;
+  c.window_right = 0;
+  v.push_back(c);
+  c = base("windowright", 40, 10);  // j ≤ i − 30 + 2: rows 0..27 see nothing
+  c.window_right = 2;
+  c.alibi = Alibi::heads;
+  v.push_back(c);
+  c = base("windowused", 10, 40);
+  c.window_left = 3;
+  c.window_right = 1;
+  // Sequence 0 uses 5 keys: row i sees i − 8 ≤ j ≤ i − 4 (alignment on the used length), so
+  // rows 0..3 see nothing; sequence 1 (40 keys) sees i + 27 ≤ j ≤ i + 31.
+  c.seqused_k = {5, 40};
+  v.push_back(c);
+  c = base("sequsedzero", 33, 40);
+  c.seqused_k = {0, 25};
+  v.push_back(c);
+  c = base("seqlenkzero", 17, 0);
+  v.push_back(c);
+  c = base("seqlenkzerocausal", 17, 0);
+  c.causal = true;
+  c.dropout_p = 0.5f;
+  v.push_back(c);
+  c = base("causalsoftcapdrop", 70, 20);
+  c.causal = true;
+  c.softcap = 5.0f;
+  c.dropout_p = 0.25f;
+  v.push_back(c);
+  Case vl;
+  vl.label = "varlenkzero";
+  vl.lens_q = {9, 12, 4};
+  vl.lens_k = {0, 20, 3};
+  vl.heads_q = 2;
+  vl.heads_kv = 1;
+  vl.head_dim = 32;
+  vl.causal = true;
+  v.push_back(vl);
+  return v;
+}
+
+// Large logits (test_masking.cpp): q, k ~ normal(0, 100²) with head_dim 64 and qk_scale 100,
+// |scores| ~ 1e4 (the dtype sweeps lower qk_scale for fp16; see there).
+inline std::vector<Case> large_grid() {
+  std::vector<Case> v;
+  auto base = [](const std::string& label) {
+    Case c;
+    c.label = label;
+    c.batch = 1;
+    c.seqlen_q = 80;
+    c.seqlen_k = 97;
+    c.heads_q = 4;
+    c.heads_kv = 2;
+    c.head_dim = 64;
+    c.qk_scale = 100.0;
+    return c;
+  };
+  v.push_back(base("large"));
+  Case c = base("large");
+  c.causal = true;
+  v.push_back(c);
+  c = base("large");
+  c.softcap = 50.0f;
+  v.push_back(c);
+  c = base("large");
+  c.alibi = Alibi::heads;
+  c.dropout_p = 0.2f;
+  v.push_back(c);
+  return v;
+}
+
+// Dropout (test_dropout.cpp): several keep probabilities (the last drops every element), varlen
+// with causal, window with softcap.
+inline std::vector<Case> dropout_grid() {
+  std::vector<Case> v;
+  for (float p : {0.1f, 0.5f, 0.9f, 0.999999f}) {  // the last drops every element (threshold 0)
+    Case c;
+    c.label = "dropout";
+    c.batch = 2;
+    c.seqlen_q = 70;  // rows and columns cross several 16×16 blocks, with partial ones
+    c.seqlen_k = 83;
+    c.heads_q = 4;
+    c.heads_kv = 2;
+    c.head_dim = 32;
+    c.dropout_p = p;
+    c.dropout_seed = 0x0123456789abcdefull + static_cast<uint64_t>(p * 1000);
+    v.push_back(c);
+  }
+  Case c = v[1];
+  c.label = "dropoutvarlen";
+  c.lens_q = {17, 0, 33, 40};
+  c.lens_k = {50, 8, 33, 1};
+  c.causal = true;
+  v.push_back(c);
+  c = v[0];
+  c.label = "dropoutwindow";
+  c.window_left = 20;
+  c.window_right = 5;
+  c.softcap = 8.0f;
+  c.dropout_offset = 0;
   v.push_back(c);
   return v;
 }

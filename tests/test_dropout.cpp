@@ -8,6 +8,7 @@
 
 #include "cases.h"
 #include "harness.h"
+#include "shared_cases.h"
 
 namespace fa_test {
 namespace {
@@ -236,36 +237,8 @@ TEST(DropoutSeeds, ZeroProbabilityIsNoDropout) {
 
 // ---- (b), (c) Forward and backward against the reference given the same mask --------------------
 
-std::vector<Case> dropout_cases() {
-  std::vector<Case> v;
-  for (float p : {0.1f, 0.5f, 0.9f, 0.999999f}) {  // the last drops every element (threshold 0)
-    Case c;
-    c.label = "dropout";
-    c.batch = 2;
-    c.seqlen_q = 70;  // rows and columns cross several 16×16 blocks, with partial ones
-    c.seqlen_k = 83;
-    c.heads_q = 4;
-    c.heads_kv = 2;
-    c.head_dim = 32;
-    c.dropout_p = p;
-    c.dropout_seed = 0x0123456789abcdefull + static_cast<uint64_t>(p * 1000);
-    v.push_back(c);
-  }
-  Case c = v[1];
-  c.label = "dropoutvarlen";
-  c.lens_q = {17, 0, 33, 40};
-  c.lens_k = {50, 8, 33, 1};
-  c.causal = true;
-  v.push_back(c);
-  c = v[0];
-  c.label = "dropoutwindow";
-  c.window_left = 20;
-  c.window_right = 5;
-  c.softcap = 8.0f;
-  c.dropout_offset = 0;
-  v.push_back(c);
-  return for_dtypes(v);
-}
+// The grid: dropout_grid (tests/shared_cases.h), also run by the GPU tests.
+std::vector<Case> dropout_cases() { return for_dtypes(dropout_grid()); }
 
 class DropoutForward : public ::testing::TestWithParam<Case> {};
 TEST_P(DropoutForward, MatchesReferenceWithSameMask) { check_forward(GetParam()); }

@@ -22,6 +22,7 @@
 #include "gpu_harness.h"
 #include "harness.h"
 #include "shared_cases.h"
+#include "yardsticks.h"
 
 namespace fa_test {
 namespace {
@@ -172,61 +173,14 @@ INSTANTIATE_TEST_SUITE_P(Varlen, GpuForwardBackward, ::testing::ValuesIn(varlen_
 // test_masking.cpp's cases with fully masked rows: their dq is exactly 0, keys that no row sees
 // have dk = dv = 0 exactly, nothing is NaN (check_backward checks all three).
 std::vector<Case> masked_cases() {
-  std::vector<Case> v;
-  auto base = [](const std::string& label, int64_t sq, int64_t sk) {
-    Case c;
-    c.label = label;
-    c.batch = 2;
-    c.seqlen_q = sq;
-    c.seqlen_k = sk;
-    c.heads_q = 4;
-    c.heads_kv = 2;
-    c.head_dim = 32;
-    return c;
-  };
-  Case c = base("causalqlonger", 97, 64);
-  c.causal = true;
-  v.push_back(c);
-  c = base("window00", 50, 30);
-  c.window_left = 0;
-  c.window_right = 0;
-  v.push_back(c);
-  c = base("windowright", 40, 10);
-  c.window_right = 2;
-  c.alibi = Alibi::heads;
-  v.push_back(c);
-  c = base("windowused", 10, 40);
-  c.window_left = 3;
-  c.window_right = 1;
-  c.seqused_k = {5, 40};
-  v.push_back(c);
-  c = base("sequsedzero", 33, 40);
-  c.seqused_k = {0, 25};
-  v.push_back(c);
-  c = base("seqlenkzero", 17, 0);
-  v.push_back(c);
-  c = base("seqlenkzerocausal", 17, 0);
-  c.causal = true;
-  c.dropout_p = 0.5f;
-  v.push_back(c);
-  c = base("causalsoftcapdrop", 70, 20);
-  c.causal = true;
-  c.softcap = 5.0f;
-  c.dropout_p = 0.25f;
-  v.push_back(c);
-  Case vl;
-  vl.label = "varlenkzero";
-  vl.lens_q = {9, 12, 4};
-  vl.lens_k = {0, 20, 3};
-  vl.heads_q = 2;
-  vl.heads_kv = 1;
-  vl.head_dim = 32;
-  vl.causal = true;
-  v.push_back(vl);
+  std::vector<Case> v = masked_grid();
+  Case c;
   // Whole key blocks that no row sees (keys 0..489: their dk, dv must be written as zeros though
   // no query block visits them), at d = 128 and 256 (128 and 64 keys per block).
-  c = base("windowblocks", 100, 600);
+  c.label = "windowblocks";
   c.batch = 1;
+  c.seqlen_q = 100;
+  c.seqlen_k = 600;
   c.heads_q = 2;
   c.heads_kv = 1;
   c.head_dim = 128;
@@ -242,35 +196,9 @@ INSTANTIATE_TEST_SUITE_P(Masked, GpuForwardBackward, ::testing::ValuesIn(masked_
 // test_dropout.cpp's cases (the backward regenerates the forward's mask, which the reference
 // draws through flashattn::dropout_keep), and dropout across several blocks at d = 128 and 256.
 std::vector<Case> dropout_cases() {
-  std::vector<Case> v;
-  for (float p : {0.1f, 0.5f, 0.9f, 0.999999f}) {  // the last drops every element
-    Case c;
-    c.label = "dropout";
-    c.batch = 2;
-    c.seqlen_q = 70;
-    c.seqlen_k = 83;
-    c.heads_q = 4;
-    c.heads_kv = 2;
-    c.head_dim = 32;
-    c.dropout_p = p;
-    c.dropout_seed = 0x0123456789abcdefull + static_cast<uint64_t>(p * 1000);
-    v.push_back(c);
-  }
-  Case c = v[1];
-  c.label = "dropoutvarlen";
-  c.lens_q = {17, 0, 33, 40};
-  c.lens_k = {50, 8, 33, 1};
-  c.causal = true;
-  v.push_back(c);
-  c = v[0];
-  c.label = "dropoutwindow";
-  c.window_left = 20;
-  c.window_right = 5;
-  c.softcap = 8.0f;
-  c.dropout_offset = 0;
-  v.push_back(c);
+  std::vector<Case> v = dropout_grid();
   for (int64_t d : {128, 256}) {
-    c = Case();
+    Case c;
     c.label = "dropoutblocks";
     c.batch = 2;
     c.seqlen_q = 200;
@@ -312,106 +240,28 @@ std::vector<Case> layout_cases() {
 INSTANTIATE_TEST_SUITE_P(Layouts, GpuForwardBackward, ::testing::ValuesIn(layout_cases()), CaseName());
 
 // ---- Large logits -----------------------------------------------------------------------------
-// test_masking.cpp's cases and yardsticks (see its comments): |scores| ~ 1e4 (fp16: 400), where a
-// naive computation in the dtype is vacuous, so the yardstick is the naive computation in fp32
+// test_masking.cpp's cases and yardsticks, shared through tests/shared_cases.h (large_grid) and
+// tests/yardsticks.h (see its comments): |scores| ~ 1e4 (fp16: 400), where a naive computation in
+// the dtype is vacuous, so the yardstick is the naive computation in fp32
 // (backward: given the saved O in the dtype and LSE in fp32), plus the fp32 resolution of the
 // scores and the roundings to the dtype in eps.
 
 std::vector<Case> large_cases() {
-  std::vector<Case> v;
-  auto base = [](const std::string& label) {
-    Case c;
-    c.label = label;
-    c.batch = 1;
-    c.seqlen_q = 80;
-    c.seqlen_k = 97;
-    c.heads_q = 4;
-    c.heads_kv = 2;
-    c.head_dim = 64;
-    c.qk_scale = 100.0;
-    return c;
-  };
-  v.push_back(base("large"));
-  Case c = base("large");
-  c.causal = true;
-  v.push_back(c);
-  c = base("large");
-  c.softcap = 50.0f;
-  v.push_back(c);
-  c = base("large");
-  c.alibi = Alibi::heads;
-  c.dropout_p = 0.2f;
-  v.push_back(c);
-  std::vector<Case> out = gpu_cases(v);
+  std::vector<Case> out = gpu_cases(large_grid());
   for (Case& x : out) {
     if (x.dtype == DType::f16) x.qk_scale = 20.0;  // keep fp16 q·k products in range
   }
   return out;
 }
 
-void check_large_forward_gpu(const Case& c) {
-  Problem p(c);
-  const ForwardRun f = run_forward_gpu(p);
-  const RefSpec s = p.spec();
-  const auto qv = p.q_values(), kv = p.k_values(), vv = p.v_values();
-  const RefForward ref = reference_forward(s, qv, kv, vv);
-  const RefForward plain32 = plain_forward(s, Precision::f32, qv, kv, vv);
-  double m = 1;
-  for (double x : ref.out) m = std::max(m, std::fabs(x));
-  EXPECT_TRUE(within_rule("out", p.rows_values(f.out, s.total_q()), ref.out, plain32.out, 2.0,
-                          unit_roundoff(c.dtype) * m));
-  EXPECT_TRUE(within_rule("lse", p.lse_values(f.lse), ref.lse, plain32.lse, 2.0,
-                          rule_eps(DType::f32, ref.lse)));
-}
-
-void check_large_backward_gpu(const Case& c) {
-  Problem p(c);
-  const ForwardRun f = run_forward_gpu(p);
-  std::mt19937_64 rng(99);
-  const Buf dout = p.make_dout(rng);
-  const BackwardRun g = run_backward_gpu(p, f, dout);
-  const RefSpec s = p.spec();
-  RefSpec saved = s;
-  saved.saved_lse_f32 = true;
-  saved.saved_out = precision_of(c.dtype);
-  const auto qv = p.q_values(), kv = p.k_values(), vv = p.v_values();
-  const auto dov = p.rows_values(dout, s.total_q());
-  const RefGrads ref = reference_backward(s, qv, kv, vv, dov);
-  const RefGrads yard = plain_backward(saved, Precision::f32, qv, kv, vv, dov);
-  double max_score = 0;
-  for (int64_t i = 0; i < s.total_q(); ++i) {
-    for (int64_t h = 0; h < c.heads_q; ++h) {
-      const int64_t hk = h / (c.heads_q / c.heads_kv);
-      for (int64_t j = 0; j < s.total_k(); ++j) {
-        double dot = 0;
-        for (int64_t d = 0; d < c.head_dim; ++d) {
-          dot += qv[(i * c.heads_q + h) * c.head_dim + d] * kv[(j * c.heads_kv + hk) * c.head_dim + d];
-        }
-        max_score = std::max(max_score, std::fabs(dot * s.scale));
-      }
-    }
-  }
-  int e;
-  std::frexp(max_score, &e);
-  const double score_ulp = std::ldexp(1.0, e - 24);
-  auto eps = [&](const std::vector<double>& mag) {
-    double m = 1;
-    for (double x : mag) m = std::max(m, std::fabs(x));
-    return (2 * score_ulp + 2 * unit_roundoff(c.dtype)) * m + rule_eps(DType::f32, mag);
-  };
-  EXPECT_TRUE(within_rule("dq", p.rows_values(g.dq, s.total_q()), ref.dq, yard.dq, kGradFactor, eps(ref.dq_mag)));
-  EXPECT_TRUE(within_rule("dk", p.rows_values(g.dk, s.total_k()), ref.dk, yard.dk, kGradFactor, eps(ref.dk_mag)));
-  EXPECT_TRUE(within_rule("dv", p.rows_values(g.dv, s.total_k()), ref.dv, yard.dv, kGradFactor, eps(ref.dv_mag)));
-}
-
 class GpuLargeLogits : public GpuTest {};
 TEST_P(GpuLargeLogits, MatchesYardstick) {
   {
     SCOPED_TRACE("forward");
-    check_large_forward_gpu(GetParam());
+    check_large_forward(GetParam(), run_forward_gpu);
   }
   SCOPED_TRACE("backward");
-  check_large_backward_gpu(GetParam());
+  check_large_backward(GetParam(), run_backward_gpu, run_forward_gpu);
 }
 INSTANTIATE_TEST_SUITE_P(Large, GpuLargeLogits, ::testing::ValuesIn(large_cases()), CaseName());
 
