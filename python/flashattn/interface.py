@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from . import ops  # noqa: F401  (registers torch.ops.flashattn.fwd / bwd)
+from . import ops  # registers torch.ops.flashattn.fwd / bwd
 
 
 def _fwd_args(q, softmax_scale, causal, window_size, softcap, dropout_p, max_seqlen_q,
@@ -34,9 +34,10 @@ def _fwd_args(q, softmax_scale, causal, window_size, softcap, dropout_p, max_seq
 
 
 def _fwd(q, k, v, args, alibi_slopes, cu_seqlens_q, cu_seqlens_k):
-    scale, causal, left, right, softcap, dropout_p, max_q, max_k = args
-    return torch.ops.flashattn.fwd(q, k, v, scale, causal, left, right, softcap, dropout_p,
-                                   alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_q, max_k, None)
+    # The op's body directly in plain eager mode, the op itself otherwise (ops.eager).
+    op = ops.fwd_impl if ops.eager(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k) \
+        else torch.ops.flashattn.fwd
+    return op(q, k, v, *args[:6], alibi_slopes, cu_seqlens_q, cu_seqlens_k, *args[6:], None)
 
 
 class _FlashAttnFunc(torch.autograd.Function):
@@ -56,7 +57,9 @@ class _FlashAttnFunc(torch.autograd.Function):
     def backward(ctx, dout, dlse):
         q, k, v, out, lse, rng_state, alibi_slopes, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
         scale, causal, left, right, softcap, dropout_p, max_q, max_k = ctx.args
-        dq, dk, dv = torch.ops.flashattn.bwd(
+        op = ops.bwd_impl if ops.eager(dout, q, k, v, out, lse, alibi_slopes, cu_seqlens_q,
+                                       cu_seqlens_k) else torch.ops.flashattn.bwd
+        dq, dk, dv = op(
             dout, q, k, v, out, lse, rng_state, scale, causal, left, right, softcap, dropout_p,
             alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_q, max_k, None, ctx.deterministic)
         return dq, dk, dv, None, None, None, None, None

@@ -94,9 +94,28 @@ def _cut(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t if t.shape[-1] == dim else t[..., :dim].contiguous()
 
 
+# ---- Eager fast path -----------------------------------------------------------------------------
+# A call through torch.ops goes through PyTorch's dispatcher and the custom-op machinery: ~40 µs
+# of Python a call on an H100 host (bench/python_overhead.py), more than the kernel of a small
+# decode step. In plain eager mode nothing needs them, so the drop-in functions call the ops'
+# bodies (fwd_impl, bwd_impl) directly. Anything that traces or intercepts (torch.compile,
+# make_fx, fake or functional tensors, torch function or dispatch modes, tensor subclasses) gets
+# the registered ops, with their fake kernels.
+_dispatch_stack_len = getattr(torch._C, "_len_torch_dispatch_stack", None)
+_function_mode_on = getattr(torch._C, "_is_torch_function_mode_enabled", None)
+
+
+def eager(*tensors: Optional[torch.Tensor]) -> bool:
+    """True when the ops' bodies may be called directly: eager mode, plain tensors, no modes."""
+    if _dispatch_stack_len is None or _function_mode_on is None:
+        return False
+    if torch.compiler.is_compiling() or _dispatch_stack_len() != 0 or _function_mode_on():
+        return False
+    return all(t is None or type(t) is torch.Tensor for t in tensors)
+
+
 # ---- Forward -----------------------------------------------------------------------------------
-@torch.library.custom_op("flashattn::fwd", mutates_args=())
-def fwd(
+def fwd_impl(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -139,6 +158,9 @@ def fwd(
     return _cut(out, head_dim_v), lse, rng_state
 
 
+fwd = torch.library.custom_op("flashattn::fwd", mutates_args=())(fwd_impl)
+
+
 @fwd.register_fake
 def _fwd_fake(q, k, v, softmax_scale, causal, window_left, window_right, softcap, dropout_p,
               alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_k):
@@ -150,8 +172,7 @@ def _fwd_fake(q, k, v, softmax_scale, causal, window_left, window_right, softcap
 
 
 # ---- Backward ----------------------------------------------------------------------------------
-@torch.library.custom_op("flashattn::bwd", mutates_args=())
-def bwd(
+def bwd_impl(
     dout: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -194,6 +215,9 @@ def bwd(
         deterministic=deterministic, stream=_stream(q),
     )
     return _cut(dq, head_dim), _cut(dk, head_dim), _cut(dv, head_dim_v)
+
+
+bwd = torch.library.custom_op("flashattn::bwd", mutates_args=())(bwd_impl)
 
 
 @bwd.register_fake
