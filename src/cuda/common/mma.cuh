@@ -86,6 +86,9 @@ __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
+constexpr float kLog2e = 1.4426950408889634f;  // exp(x) = 2^(x · log2 e)
+constexpr float kLn2 = 0.6931471805599453f;
+
 // 2^x on the special-function unit; 2^-inf = 0.
 __device__ __forceinline__ float exp2_approx(float x) {
   float y;

@@ -28,8 +28,6 @@
 
 namespace flashattn::detail::cuda {
 
-constexpr float kBwdLog2e = 1.4426950408889634f;
-
 // ---- Step 1 ----------------------------------------------------------------------------------
 // One warp per row, 8 columns a lane (head_dim ≤ 256).
 constexpr int kPreprocessWarps = 4;
@@ -122,7 +120,7 @@ __device__ __forceinline__ void load_row_stats(int64_t rows_valid, const float* 
       const int r = mt * 16 + g + 8 * rh;
       const bool valid = row0 + r < rows_valid;
       const float l = valid ? lse[r] : -kInf;
-      lse2[mt][rh] = l == -kInf ? kInf : l * kBwdLog2e;
+      lse2[mt][rh] = l == -kInf ? kInf : l * kLog2e;
       dsum[mt][rh] = valid ? dsum_in[r] : 0.0f;
     }
   }
@@ -140,7 +138,7 @@ __device__ __forceinline__ void scores_to_grads(const AttentionParams& p, const 
                                                 uint64_t dropout_stream_id, int64_t m0, int64_t n0) {
   constexpr float kNegInf = -__builtin_huge_valf();
   const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, t = lane % 4;
-  const float mul = kScoreMods ? kBwdLog2e : p.scale_log2;
+  const float mul = kScoreMods ? kLog2e : p.scale_log2;
   const bool dropout = kScoreMods && p.dropout_p > 0.0f;
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {

@@ -22,9 +22,6 @@
 
 namespace flashattn::detail::cuda {
 
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
 // A (rows × kHeadDim) tile of a (rows, heads, dim) operand → shared memory; rows ≥ rows_valid
 // and columns ≥ head_dim are zero-filled.
 template <class Tile, int kRows, class T>
