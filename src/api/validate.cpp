@@ -52,45 +52,55 @@ class Checker {
   }
 
   // A tensor that must be there, with this rank, dtype and device; last dimension contiguous.
+  // (The checks below build their messages only on failure: a call runs some forty of them.)
   void tensor(const Tensor& t, const std::string& name, int rank, const char* dims,
               const Device& device) const {
-    require(t.defined(), name, std::string("required tensor is missing (expected rank ") +
-                                   std::to_string(rank) + " " + dims + ")");
-    require(t.rank == rank, name,
-            "expected rank " + std::to_string(rank) + " " + dims + ", got rank " +
-                std::to_string(t.rank) + " with shape " + shape_str(t));
-    for (int d = 0; d < t.rank; ++d) {
-      require(t.shape[d] >= 0, name, "negative size in shape " + shape_str(t));
+    if (!t.defined()) {
+      fail(name, std::string("required tensor is missing (expected rank ") +
+                     std::to_string(rank) + " " + dims + ")");
     }
-    require(t.device == device, name,
-            "expected device " + device_str(device) + " (that of q), got " + device_str(t.device));
-    require(t.shape[rank - 1] <= 1 || t.stride[rank - 1] == 1, name,
-            "the last dimension must be contiguous (stride 1), got stride " +
-                std::to_string(t.stride[rank - 1]));
-    require(t.data != nullptr || t.numel() == 0, name, "data pointer is null");
+    if (t.rank != rank) {
+      fail(name, "expected rank " + std::to_string(rank) + " " + dims + ", got rank " +
+                     std::to_string(t.rank) + " with shape " + shape_str(t));
+    }
+    for (int d = 0; d < t.rank; ++d) {
+      if (t.shape[d] < 0) fail(name, "negative size in shape " + shape_str(t));
+    }
+    if (!(t.device == device)) {
+      fail(name, "expected device " + device_str(device) + " (that of q), got " +
+                     device_str(t.device));
+    }
+    if (t.shape[rank - 1] > 1 && t.stride[rank - 1] != 1) {
+      fail(name, "the last dimension must be contiguous (stride 1), got stride " +
+                     std::to_string(t.stride[rank - 1]));
+    }
+    if (t.data == nullptr && t.numel() != 0) fail(name, "data pointer is null");
   }
 
   void dtype(const Tensor& t, const std::string& name, DType expected, const char* why) const {
-    require(t.dtype == expected, name,
-            std::string("expected dtype ") + dtype_name(expected) + " (" + why + "), got " +
-                dtype_name(t.dtype));
+    if (t.dtype != expected) {
+      fail(name, std::string("expected dtype ") + dtype_name(expected) + " (" + why + "), got " +
+                     dtype_name(t.dtype));
+    }
   }
 
   void shape(const Tensor& t, const std::string& name, const std::vector<int64_t>& expected,
              const char* dims) const {
     bool same = static_cast<size_t>(t.rank) == expected.size();
     for (int d = 0; same && d < t.rank; ++d) same = t.shape[d] == expected[d];
-    require(same, name,
-            "expected shape " + shape_str(expected) + " " + dims + ", got " + shape_str(t));
+    if (!same) {
+      fail(name, "expected shape " + shape_str(expected) + " " + dims + ", got " + shape_str(t));
+    }
   }
 
   // Outputs are written by many threads: no two elements may share an address.
   void writable(const Tensor& t, const std::string& name) const {
     if (t.numel() == 0) return;  // nothing to write, nothing to alias (NumPy gives such stride 0)
     for (int d = 0; d < t.rank; ++d) {
-      require(t.shape[d] <= 1 || t.stride[d] != 0, name,
-              "an output may not have stride 0 (dimension " + std::to_string(d) + " of shape " +
-                  shape_str(t) + ")");
+      if (t.shape[d] > 1 && t.stride[d] == 0) {
+        fail(name, "an output may not have stride 0 (dimension " + std::to_string(d) +
+                       " of shape " + shape_str(t) + ")");
+      }
     }
   }
 

@@ -356,11 +356,18 @@ void forward_block(const AttentionParams& p, int64_t b, int64_t h, int64_t m_blo
   }
 }
 
+// Multiply-adds of the two matmuls of a forward pass, masks ignored (an upper bound).
+double attention_work(const AttentionParams& p) {
+  return static_cast<double>(p.batch * p.heads_q) * static_cast<double>(p.seqlen_q) *
+         static_cast<double>(p.seqlen_k) * static_cast<double>(p.head_dim + p.head_dim_v);
+}
+
 template <class T>
 void forward_typed(const AttentionParams& p) {
   const int64_t m_blocks = ceil_div(p.seqlen_q, kBlockM);
   const int64_t tasks = p.batch * p.heads_q * m_blocks;
-  const int workers = static_cast<int>(std::min<int64_t>(resolve_threads(p.num_threads), tasks));
+  const int workers =
+      static_cast<int>(std::min<int64_t>(threads_for(p.num_threads, attention_work(p)), tasks));
   std::vector<ForwardScratch<Acc<T>>> scratch;
   for (int i = 0; i < std::max(workers, 1); ++i) scratch.emplace_back(p);
   parallel_for(tasks, workers, [&](int64_t t, int worker) {
@@ -551,7 +558,7 @@ void backward_dq_block(const AttentionParams& p, const std::vector<Acc<T>>& delt
 
 template <class T>
 void backward_typed(const AttentionParams& p) {
-  const int threads = resolve_threads(p.num_threads);
+  const int threads = threads_for(p.num_threads, 2 * attention_work(p));
   const std::vector<Acc<T>> delta = compute_delta<T>(p, threads);
 
   // The longest packed k sequence bounds the key blocks of a varlen batch.

@@ -11,7 +11,20 @@ namespace flashattn::detail::cpu {
 
 inline int resolve_threads(int requested) {
   if (requested > 0) return requested;
-  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  // Read once: glibc answers hardware_concurrency() by reading /sys, some µs a call.
+  static const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  return hardware;
+}
+
+// Threads for a call of `work` multiply-adds. An explicit request is honoured as given. Otherwise
+// every thread must get at least ~2^18 multiply-adds (some 20 µs), or starting it costs more than
+// it saves: a decode step's attention runs on the calling thread alone.
+inline int threads_for(int requested, double work) {
+  if (requested > 0) return requested;
+  constexpr double kMinWorkPerThread = 1 << 18;
+  const double useful = std::max(1.0, work / kMinWorkPerThread);
+  const int available = resolve_threads(0);
+  return useful >= available ? available : static_cast<int>(useful);
 }
 
 // Calls fn(task, worker) for every task in [0, n_tasks); worker is in [0, workers) and no two
