@@ -25,6 +25,7 @@
 #include "cuda/common/tile_io.cuh"
 #include "cuda/dispatch.h"
 #include "cuda/sm80/bwd_tile.h"
+#include "cuda/sm80/masking.cuh"
 
 namespace flashattn::detail::cuda {
 
@@ -72,37 +73,6 @@ __global__ void __launch_bounds__(32 * kPreprocessWarps)
 }
 
 // ---- Shared by steps 2 and the deterministic dQ kernel -----------------------------------------
-// Where a warp's S fragments sit in the (query block × key block) tile, and what the mask needs.
-struct ScoreGeometry {
-  int row0;        // first row of the warp's fragments, relative to m0
-  int col0;        // first column, relative to n0
-  int diag_local;  // column (relative to n0) of the diagonal of row m0
-  int keys_local;  // seqlen_k − n0, clamped
-  int left, right; // window bounds, "unbounded" clamped out of reach
-  bool need_mask;
-};
-
-__device__ __forceinline__ ScoreGeometry score_geometry(const AttentionParams& p,
-                                                        const SequenceInfo& seq, int64_t m0,
-                                                        int64_t n0, int block_m, int block_n,
-                                                        int row0, int col0) {
-  constexpr int64_t kFar = int64_t{1} << 30;
-  auto clamp32 = [](int64_t x) { return static_cast<int>(max(-kFar, min(kFar, x))); };
-  const int64_t diag = seq.seqlen_k - seq.seqlen_q;
-  const int64_t m_last = min(m0 + block_m, seq.seqlen_q) - 1;
-  ScoreGeometry g;
-  g.row0 = row0;
-  g.col0 = col0;
-  g.diag_local = clamp32(m0 + diag - n0);
-  g.keys_local = clamp32(seq.seqlen_k - n0);
-  g.right = p.window_right >= 0 ? clamp32(p.window_right) : static_cast<int>(kFar);
-  g.left = p.window_left >= 0 ? clamp32(p.window_left) : static_cast<int>(kFar);
-  g.need_mask = n0 + block_n > seq.seqlen_k ||
-                (p.window_right >= 0 && n0 + block_n - 1 > m0 + diag + p.window_right) ||
-                (p.window_left >= 0 && n0 < m_last + diag - p.window_left);
-  return g;
-}
-
 // LSE (in log2 units) and D of the rows this thread holds, from arrays of the warp's rows
 // (row0 = the warp's first row, relative to the block; rows_valid = rows of the block in the
 // sequence). Rows past the sequence get LSE = +inf, and so P = 0, as do rows without any visible
@@ -458,16 +428,10 @@ __global__ void __launch_bounds__(Tile::kThreads)
   const int g = lane / 4, t = lane % 4;
   const int64_t hk = h / p.group;
   const int head_dim = static_cast<int>(p.head_dim);
-  const int64_t diag = seq.seqlen_k - seq.seqlen_q;
-  const int64_t m_last = min(m0 + kBlockM, seq.seqlen_q) - 1;
   const int warp_row0 = warp * Tile::kWarpRows;
 
-  int64_t n_end = seq.seqlen_k, n_begin = 0;
-  if (p.window_right >= 0) n_end = min(n_end, m_last + diag + p.window_right + 1);
-  if (p.window_left >= 0) n_begin = max(int64_t{0}, m0 + diag - p.window_left);
-  const int n_block_min = static_cast<int>(n_begin / kBlockN);
-  const int n_block_max =
-      n_end > n_begin ? static_cast<int>((n_end + kBlockN - 1) / kBlockN) : n_block_min;
+  const BlockRange key_blocks = visible_key_blocks(p, seq, m0, kBlockM, kBlockN);
+  const int n_block_min = key_blocks.first, n_block_max = key_blocks.end;
 
   const T* q = static_cast<const T*>(p.q) + b * p.q_stride.batch +
                (seq.q_start + m0) * p.q_stride.row + h * p.q_stride.head;

@@ -19,6 +19,7 @@
 #include "cuda/common/mma.cuh"
 #include "cuda/common/tile_io.cuh"
 #include "cuda/sm80/fwd_tile.h"
+#include "cuda/sm80/masking.cuh"
 
 namespace flashattn::detail::cuda {
 
@@ -57,13 +58,9 @@ __global__ void __launch_bounds__(Tile::kThreads)
   const int64_t diag = seq.seqlen_k - seq.seqlen_q;  // key j is on row i's diagonal at i + diag
   const int64_t m_last = min(m0 + kBlockM, seq.seqlen_q) - 1;
 
-  // Keys any row of this block can see: [n_begin, n_end).
-  int64_t n_end = seq.seqlen_k, n_begin = 0;
-  if (p.window_right >= 0) n_end = min(n_end, m_last + diag + p.window_right + 1);
-  if (p.window_left >= 0) n_begin = max(int64_t{0}, m0 + diag - p.window_left);
-  const int n_block_min = static_cast<int>(n_begin / kBlockN);
-  const int n_block_max = n_end > n_begin ? static_cast<int>((n_end + kBlockN - 1) / kBlockN)
-                                          : n_block_min;  // exclusive
+  // Key blocks any row of this block can see: [n_block_min, n_block_max).
+  const BlockRange key_blocks = visible_key_blocks(p, seq, m0, kBlockM, kBlockN);
+  const int n_block_min = key_blocks.first, n_block_max = key_blocks.end;
 
   const T* q = static_cast<const T*>(p.q) + b * p.q_stride.batch +
                (seq.q_start + m0) * p.q_stride.row + h * p.q_stride.head;
