@@ -1,5 +1,6 @@
 // CUDA dispatch: the checks only the kernels need, then one switch over dtype × head dim × score
-// mods. Includes no kernel: the run_fwd it calls are defined in src/cuda/instantiations/.
+// mods. Includes no kernel: the run_fwd / run_bwd it calls are defined in
+// src/cuda/instantiations/.
 #include "cuda/dispatch.h"
 
 #include <cuda_bf16.h>
@@ -131,28 +132,6 @@ void forward(const AttentionParams& p) {
 }
 
 
-namespace {
-
-// Stream-ordered scratch: allocated and freed on the caller's stream (and so capturable).
-class StreamBuffer {
- public:
-  StreamBuffer(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    if (bytes > 0) FLASHATTN_CUDA_CHECK(cudaMallocAsync(&data_, bytes, stream));
-  }
-  ~StreamBuffer() {
-    if (data_ != nullptr) cudaFreeAsync(data_, stream_);
-  }
-  StreamBuffer(const StreamBuffer&) = delete;
-  StreamBuffer& operator=(const StreamBuffer&) = delete;
-  float* data() const { return static_cast<float*>(data_); }
-
- private:
-  void* data_ = nullptr;
-  cudaStream_t stream_;
-};
-
-}  // namespace
-
 void backward(const AttentionParams& p) {
   constexpr const char* fn = "flashattn::backward";
   const int head_dim = check_kernel_params(fn, p);
@@ -165,22 +144,9 @@ void backward(const AttentionParams& p) {
 
   const DeviceGuard guard(p.device.index);
   const auto stream = static_cast<cudaStream_t>(p.stream);
-  // dQ by atomics into an fp32 accumulator, or by its own kernel (no atomics, deterministic).
-  // At d = 256 the own kernel is also the faster one (1.17–1.26× over the sweep on an H100,
-  // bench/results/bwd_h100_4ae7941.json), so it is used there in both modes.
-  const bool dq_kernel = p.deterministic || head_dim == 256;
-  // Scratch: D for every row, and the accumulator where dQ is summed with atomics.
-  const int64_t rows = p.batch * p.heads_q * p.seqlen_q;
-  const int64_t floats = rows * (dq_kernel ? 1 : 1 + p.head_dim);
-  const StreamBuffer scratch(static_cast<size_t>(floats) * sizeof(float), stream);
-  BwdWorkspace ws;
-  ws.rows = p.seqlen_q;
-  ws.dq_accum = dq_kernel ? nullptr : scratch.data();
-  ws.dsum = scratch.data() + (dq_kernel ? 0 : rows * p.head_dim);
   dispatch_kernel(fn, p, head_dim, [&](auto dtype, auto hd, auto mods) {
-    run_bwd<decltype(dtype), decltype(hd)::value, decltype(mods)::value>(p, ws, stream);
+    run_bwd<decltype(dtype), decltype(hd)::value, decltype(mods)::value>(p, stream);
   });
 }
-
 
 }  // namespace flashattn::detail::cuda

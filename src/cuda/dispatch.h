@@ -16,15 +16,7 @@ inline constexpr int kCompiledHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256}
 template <class T, int kHeadDim, bool kScoreMods>
 void run_fwd(const AttentionParams& p, cudaStream_t stream);
 
-// Scratch of one backward call, (batch, heads_q, rows) with rows = p.seqlen_q (the longest
-// sequence of a varlen batch): row i of sequence b, head h is at (b · heads_q + h) · rows + i.
-struct BwdWorkspace {
-  float* dsum = nullptr;      // D = rowsum(dO ∘ O)
-  float* dq_accum = nullptr;  // (…, head_dim) fp32 sums of dQ; null in the deterministic mode
-  int64_t rows = 0;
-};
-
 template <class T, int kHeadDim, bool kScoreMods>
-void run_bwd(const AttentionParams& p, const BwdWorkspace& ws, cudaStream_t stream);
+void run_bwd(const AttentionParams& p, cudaStream_t stream);
 
 }  // namespace flashattn::detail::cuda

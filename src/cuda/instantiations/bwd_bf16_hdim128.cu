@@ -3,7 +3,7 @@
 
 namespace flashattn::detail::cuda {
 
-template void run_bwd<__nv_bfloat16, 128, /*kScoreMods=*/false>(const AttentionParams&, const BwdWorkspace&, cudaStream_t);
-template void run_bwd<__nv_bfloat16, 128, /*kScoreMods=*/true>(const AttentionParams&, const BwdWorkspace&, cudaStream_t);
+template void run_bwd<__nv_bfloat16, 128, /*kScoreMods=*/false>(const AttentionParams&, cudaStream_t);
+template void run_bwd<__nv_bfloat16, 128, /*kScoreMods=*/true>(const AttentionParams&, cudaStream_t);
 
 }  // namespace flashattn::detail::cuda

@@ -84,8 +84,15 @@ struct BwdTileFor<224> : BwdTile<224, 64, 64, 8, 4, 4, 4> {};
 template <>
 struct BwdTileFor<256> : BwdTile<256, 64, 64, 8, 4, 2, 2, 2> {};
 
-// The dQ kernel of the deterministic mode: one thread block per (query block, head, batch), each
-// warp owns 16 whole rows (as in the forward), dQ stays in registers and is written once.
+// dQ by fp32 atomics from the dK/dV kernel, or by the dQ kernel below (no atomics; always so in
+// the deterministic mode). At d = 256 the dQ kernel is also the faster: 1.17–1.26× over the
+// sweep on an H100 (bench/results/bwd_h100_4ae7941.json); at 64 and 128 the two are level.
+template <int kHeadDim>
+inline constexpr bool kBwdAtomicDq = kHeadDim != 256;
+
+// The dQ kernel of the deterministic mode (and of d = 256): one thread block per (query block,
+// head, batch), each warp owns 16 whole rows (as in the forward), dQ stays in registers and is
+// written once.
 template <int kHeadDim_>
 struct DqTile {
   static constexpr int kHeadDim = kHeadDim_;

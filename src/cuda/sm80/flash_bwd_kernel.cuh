@@ -23,11 +23,18 @@
 #include "common/philox.h"
 #include "cuda/common/mma.cuh"
 #include "cuda/common/tile_io.cuh"
-#include "cuda/dispatch.h"
 #include "cuda/sm80/bwd_tile.h"
 #include "cuda/sm80/masking.cuh"
 
 namespace flashattn::detail::cuda {
+
+// Scratch of one backward call, (batch, heads_q, rows) with rows = p.seqlen_q (the longest
+// sequence of a varlen batch): row i of sequence b, head h is at (b · heads_q + h) · rows + i.
+struct BwdWorkspace {
+  float* dsum = nullptr;      // D = rowsum(dO ∘ O)
+  float* dq_accum = nullptr;  // (…, head_dim) fp32 sums of dQ; null when the dQ kernel runs
+  int64_t rows = 0;
+};
 
 // ---- Step 1 ----------------------------------------------------------------------------------
 // One warp per row, 8 columns a lane (head_dim ≤ 256).

@@ -8,16 +8,36 @@
 
 namespace flashattn::detail::cuda {
 
-template <class Kernel>
-void allow_smem(Kernel kernel, size_t bytes) {
-  if (bytes > 48 * 1024) {
-    FLASHATTN_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+// Stream-ordered scratch: allocated and freed on the caller's stream (and so capturable).
+class StreamBuffer {
+ public:
+  StreamBuffer(size_t bytes, cudaStream_t stream) : stream_(stream) {
+    if (bytes > 0) FLASHATTN_CUDA_CHECK(cudaMallocAsync(&data_, bytes, stream));
   }
-}
+  ~StreamBuffer() {
+    if (data_ != nullptr) cudaFreeAsync(data_, stream_);
+  }
+  StreamBuffer(const StreamBuffer&) = delete;
+  StreamBuffer& operator=(const StreamBuffer&) = delete;
+  float* data() const { return static_cast<float*>(data_); }
+
+ private:
+  void* data_ = nullptr;
+  cudaStream_t stream_;
+};
 
 template <class T, int kHeadDim, bool kScoreMods>
-void run_bwd(const AttentionParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
+void run_bwd(const AttentionParams& p, cudaStream_t stream) {
+  // Scratch: D for every row, and the fp32 accumulator where dQ is summed with atomics.
+  const bool atomic_dq = kBwdAtomicDq<kHeadDim> && !p.deterministic;
+  const int64_t rows = p.batch * p.heads_q * p.seqlen_q;
+  const StreamBuffer scratch(
+      static_cast<size_t>(rows * (atomic_dq ? 1 + p.head_dim : 1)) * sizeof(float), stream);
+  BwdWorkspace ws;
+  ws.rows = p.seqlen_q;
+  ws.dq_accum = atomic_dq ? scratch.data() : nullptr;
+  ws.dsum = scratch.data() + (atomic_dq ? rows * p.head_dim : 0);
+
   const unsigned heads_q = static_cast<unsigned>(p.heads_q), batch = static_cast<unsigned>(p.batch);
   const unsigned row_blocks = static_cast<unsigned>(
       (p.seqlen_q + kPreprocessWarps * kPreprocessRowsPerWarp - 1) /
@@ -36,7 +56,7 @@ void run_bwd(const AttentionParams& p, const BwdWorkspace& ws, cudaStream_t stre
   {
     constexpr size_t kSmemBytes = Tile::template smem_bytes<T>();
     auto kernel = flash_bwd_dkdv_kernel<T, Tile, kScoreMods>;
-    allow_smem(kernel, kSmemBytes);
+    allow_dynamic_smem(kernel, kSmemBytes);
     const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tile::kBlockN - 1) / Tile::kBlockN),
                     static_cast<unsigned>(p.heads_kv), batch);
     if (grid.x > 0) {
@@ -53,7 +73,7 @@ void run_bwd(const AttentionParams& p, const BwdWorkspace& ws, cudaStream_t stre
     using Dq = DqTile<kHeadDim>;
     constexpr size_t kSmemBytes = Dq::kSmemElems * sizeof(T);
     auto kernel = flash_bwd_dq_kernel<T, Dq, kScoreMods>;
-    allow_smem(kernel, kSmemBytes);
+    allow_dynamic_smem(kernel, kSmemBytes);
     const dim3 grid(static_cast<unsigned>((p.seqlen_q + Dq::kBlockM - 1) / Dq::kBlockM), heads_q, batch);
     kernel<<<grid, Dq::kThreads, kSmemBytes, stream>>>(p, ws);
     FLASHATTN_CUDA_CHECK(cudaGetLastError());

@@ -13,10 +13,7 @@ void run_fwd(const AttentionParams& p, cudaStream_t stream) {
   using Tile = FwdTileFor<kHeadDim, kScoreMods>;
   constexpr size_t kSmemBytes = Tile::kSmemElems * sizeof(T);
   auto kernel = flash_fwd_kernel<T, Tile, kScoreMods>;
-  if constexpr (kSmemBytes > 48 * 1024) {
-    FLASHATTN_CUDA_CHECK(cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes)));
-  }
+  allow_dynamic_smem(kernel, kSmemBytes);
   const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM),
                   static_cast<unsigned>(p.heads_q), static_cast<unsigned>(p.batch));
   kernel<<<grid, Tile::kThreads, kSmemBytes, stream>>>(p);
