@@ -71,7 +71,7 @@ def main():
     head_dims = [64, 128, 256]
     dtypes = [torch.bfloat16, torch.float16]
     if args.quick:
-        seqlens, head_dims, dtypes = [1024, 4096], [64, 128], [torch.bfloat16]
+        seqlens, head_dims, dtypes = [1024, 4096], [64, 128, 256], [torch.bfloat16]
 
     rows = []
     mem_note = None

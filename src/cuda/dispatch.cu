@@ -6,6 +6,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
 #include <string>
 #include <type_traits>
 
@@ -117,6 +120,24 @@ void dispatch_kernel(const char* fn, const AttentionParams& p, int head_dim, Run
 }
 
 }  // namespace
+
+bool use_sm90(int device) {
+  constexpr int kMaxDevices = 64;
+  static const bool disabled = [] {
+    const char* env = std::getenv("FLASHATTN_DISABLE_SM90");
+    return env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0;
+  }();
+  static std::once_flag once[kMaxDevices];
+  static bool hopper[kMaxDevices] = {};
+  if (disabled || device < 0 || device >= kMaxDevices) return false;
+  std::call_once(once[device], [device] {
+    int major = 0, minor = 0;
+    FLASHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    FLASHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    hopper[device] = major == 9 && minor == 0;  // sm_90a code runs on compute capability 9.0 only
+  });
+  return hopper[device];
+}
 
 void forward(const AttentionParams& p) {
   constexpr const char* fn = "flashattn::forward";

@@ -13,6 +13,10 @@ namespace flashattn::detail::cuda {
 // Head dims compiled; any other head dim ≤ 256 that is a multiple of 8 runs on the next one up.
 inline constexpr int kCompiledHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256};
 
+// Whether the Hopper (sm_90a) kernels serve this device: a compute capability 9.0 GPU, unless the
+// environment sets FLASHATTN_DISABLE_SM90=1 (then every call takes the sm80 kernels).
+bool use_sm90(int device);
+
 template <class T, int kHeadDim, bool kScoreMods>
 void run_fwd(const AttentionParams& p, cudaStream_t stream);
 

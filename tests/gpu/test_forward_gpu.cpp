@@ -13,6 +13,7 @@
 #include "cases.h"
 #include "gpu_harness.h"
 #include "harness.h"
+#include "shared_cases.h"
 
 namespace fa_test {
 namespace {
@@ -61,6 +62,30 @@ std::vector<Case> every_head_dim() {
   return gpu_cases(out);
 }
 INSTANTIATE_TEST_SUITE_P(AllHeadDims, GpuForward, ::testing::ValuesIn(every_head_dim()), CaseName());
+
+// The option, varlen, masking, dropout and layout grids again at the head dims that the Hopper
+// kernels serve (128, 256, 64, in turn over the cases; the grids mostly use 32, which only the
+// sm80 kernels take): on an H100 these run the sm90 kernels (FLASHATTN_DISABLE_SM90=1 runs them
+// on the sm80 ones).
+std::vector<Case> hopper_head_dim_cases() {
+  std::vector<Case> grid = option_cases();
+  for (const auto& g :
+       {varlen_grid(), masked_grid(), dropout_grid(), layout_grid(Layout::head_major)}) {
+    grid.insert(grid.end(), g.begin(), g.end());
+  }
+  constexpr int64_t kDims[] = {128, 256, 64};
+  std::vector<Case> out;
+  for (size_t i = 0; i < grid.size(); ++i) {
+    Case c = grid[i];
+    c.label = "hopper_" + c.label;
+    c.head_dim = kDims[i % 3];
+    c.head_dim_v = 0;  // = head_dim
+    out.push_back(c);
+  }
+  return gpu_cases(out);
+}
+INSTANTIATE_TEST_SUITE_P(HopperHeadDims, GpuForward, ::testing::ValuesIn(hopper_head_dim_cases()),
+                         CaseName());
 
 // The dropout mask of the kernel, bit for bit: with V the identity (seqlen_k = head_dim), out[i][j]
 // is P[i][j]·keep/(1 − p) with P > 0, so out is zero exactly where the kernel dropped (i, j).

@@ -1,5 +1,5 @@
-// Launch of the sm80 forward kernel: grid, shared-memory opt-in, stream. Included only by the
-// generated instantiation files (src/cuda/instantiations/).
+// Launch of the sm80 forward kernel: grid, shared-memory opt-in, stream. Included by
+// cuda/fwd_launch.cuh, which picks the kernel for the device.
 #pragma once
 
 #include "cuda/common/check.h"
@@ -9,7 +9,7 @@
 namespace flashattn::detail::cuda {
 
 template <class T, int kHeadDim, bool kScoreMods>
-void run_fwd(const AttentionParams& p, cudaStream_t stream) {
+void run_fwd_sm80(const AttentionParams& p, cudaStream_t stream) {
   using Tile = FwdTileFor<kHeadDim, kScoreMods>;
   constexpr size_t kSmemBytes = Tile::kSmemElems * sizeof(T);
   auto kernel = flash_fwd_kernel<T, Tile, kScoreMods>;
