@@ -65,7 +65,9 @@ if want sanitize; then
   # Forward: every compiled head dim (plain variant) and the score-mods variant (softcap, ALiBi,
   # dropout, window). Backward: every compiled head dim, the score-mods variant, fully masked
   # rows and a deterministic case (its own dQ kernel). fp16 and bf16.
-  fwd_filter='AllHeadDims/*d*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Long/*'
+  # The HopperHeadDims grids (bf16) put the sm90 kernel through every option, varlen batch and
+  # layout on a Hopper GPU.
+  fwd_filter='AllHeadDims/*d*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Long/*:HopperHeadDims/*bf16*'
   bwd_filter='HeadDims/*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Masked/*:Det/*_d64_det'
   for tool in memcheck racecheck synccheck; do
     for kind in forward backward; do

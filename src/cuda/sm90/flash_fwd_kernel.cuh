@@ -19,6 +19,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/params.h"
 #include "common/philox.h"
@@ -28,13 +29,17 @@
 
 namespace flashattn::detail::cuda::sm90 {
 
-template <int kHeadDim_, int kBlockN_>
+template <int kHeadDim_, int kBlockN_, int kWarpgroups_ = 2, int kMinBlocks_ = 1,
+          bool kOverlap_ = true>
 struct FwdTile {
   static constexpr int kHeadDim = kHeadDim_;  // compiled (padded) head dim, a multiple of 64
-  static constexpr int kBlockM = 128;         // query rows of one thread block
-  static constexpr int kBlockN = kBlockN_;    // keys of one main-loop step
-  static constexpr int kWarpgroups = kBlockM / 64;
+  static constexpr int kWarpgroups = kWarpgroups_;
+  static constexpr int kBlockM = 64 * kWarpgroups;  // query rows of one thread block
+  static constexpr int kBlockN = kBlockN_;          // keys of one main-loop step
+  static constexpr int kMinBlocks = kMinBlocks_;    // thread blocks an SM (bounds the registers)
   static constexpr int kThreads = kWarpgroups * kWarpgroupThreads;
+  // S(i + 1) = Q K(i + 1)ᵀ issued with P V(i), the softmax between: two S accumulators live.
+  static constexpr bool kOverlap = kOverlap_;
   static constexpr int kSRegs = kBlockN / 2;   // S accumulator registers a thread (m64 × kBlockN)
   static constexpr int kORegs = kHeadDim / 2;  // O accumulator registers a thread (m64 × kHeadDim)
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
@@ -46,23 +51,32 @@ struct FwdTile {
   static_assert(kKvBytes % 1024 == 0, "stages start on swizzle atoms");
 };
 
-// Tiles per head dim (docs/tuning.md): 128 query rows (two warpgroups) always; 128 keys a step
-// while the S and O accumulators fit (d ≤ 128: 64 + 64 registers), 64 keys at d = 256 (O alone
-// takes 128 registers a thread).
-template <int kHeadDim>
+// Tiles per head dim, chosen with bench/tune_fwd_sm90.cu on an H100 (docs/tuning.md, bf16, 16k
+// tokens). Always two warpgroups (128 rows) a thread block.
+// - d ≤ 128: two thread blocks an SM (≤ 128 registers a thread), each running S, softmax and P V
+//   one after the other; the two blocks fill each other's gaps. At d = 64 this beat one block an
+//   SM with S and P V overlapped inside it by 7–25% (403 vs 300 TFLOP/s at seqlen 4k, 128 keys a
+//   step); at d = 128 by 2–14% with 64 keys a step (444 vs 413 at 4k), except causal 16k (−4%).
+// - d = 256: the O accumulator alone takes 128 registers: one block an SM, S(i + 1) and P V(i)
+//   overlapped inside it, 64 keys a step (436 vs 288 TFLOP/s for the sm80 kernel at 4k).
+// - The score-mods variant keeps one block an SM with S and P V overlapped at every head dim:
+//   under the 128-register cap of two blocks it spills 170–290 bytes.
+template <int kHeadDim, bool kScoreMods>
 struct FwdTileFor;
-template <>
-struct FwdTileFor<64> : FwdTile<64, 128> {};
-template <>
-struct FwdTileFor<128> : FwdTile<128, 128> {};
-template <>
-struct FwdTileFor<256> : FwdTile<256, 64> {};
+template <bool kScoreMods>
+struct FwdTileFor<64, kScoreMods>
+    : std::conditional_t<kScoreMods, FwdTile<64, 128, 2, 1, true>, FwdTile<64, 128, 2, 2, false>> {};
+template <bool kScoreMods>
+struct FwdTileFor<128, kScoreMods>
+    : std::conditional_t<kScoreMods, FwdTile<128, 128, 2, 1, true>, FwdTile<128, 64, 2, 2, false>> {};
+template <bool kScoreMods>
+struct FwdTileFor<256, kScoreMods> : FwdTile<256, 64, 2, 1, true> {};
 
 template <int kHeadDim>
 inline constexpr bool kHasFwdTile = kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256;
 
 template <class T, class Tile, bool kScoreMods>
-__global__ void __launch_bounds__(Tile::kThreads, 1)
+__global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     flash_fwd_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kHeadDim = Tile::kHeadDim;
@@ -247,52 +261,80 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     if (n_blocks > 1) load_v(1);
     cp_async_commit();
 
-    cp_async_wait<3>();
-    fence_async_shared();
-    __syncthreads();
-    {
-      float s[kSRegs];
-      wgmma_fence();
-      issue_s(s, 0);
-      wgmma_wait<0>();
-      fence_registers(s);
-      float correction[2];
-      softmax(s, 0, correction);
-      make_p_fragments(s);  // O is still zero: no rescale
-    }
-
-    // ---- Main loop: S(i + 1) and P V(i) in flight together; the last P V(i) after it ----
-    // (No wgmma is issued under a condition: ptxas then keeps the pipeline asynchronous.)
-    for (int i = 0; i + 1 < n_blocks; ++i) {
-      cp_async_wait<1>();  // V(i) and K(i + 1) landed
+    if constexpr (Tile::kOverlap) {
+      cp_async_wait<3>();
       fence_async_shared();
       __syncthreads();
-      float s[kSRegs];
+      {
+        float s[kSRegs];
+        wgmma_fence();
+        issue_s(s, 0);
+        wgmma_wait<0>();
+        fence_registers(s);
+        float correction[2];
+        softmax(s, 0, correction);
+        make_p_fragments(s);  // O is still zero: no rescale
+      }
+
+      // ---- Main loop: S(i + 1) and P V(i) in flight together; the last P V(i) after it ----
+      // (No wgmma is issued under a condition: ptxas then keeps the pipeline asynchronous.)
+      for (int i = 0; i + 1 < n_blocks; ++i) {
+        cp_async_wait<1>();  // V(i) and K(i + 1) landed
+        fence_async_shared();
+        __syncthreads();
+        float s[kSRegs];
+        wgmma_fence();
+        issue_s(s, i + 1);
+        issue_pv(i);
+        wgmma_wait<1>();  // S(i + 1) done; P V(i) may still run
+        fence_registers(s);
+        float correction[2];
+        softmax(s, i + 1, correction);
+        wgmma_wait<0>();
+        fence_registers(acc_o);
+        fence_registers(pf);
+        rescale_o(correction);
+        make_p_fragments(s);
+        __syncthreads();  // every warpgroup is done with K(i) and V(i): refill their stage
+        if (i + 2 < n_blocks) load_k(i + 2);
+        cp_async_commit();
+        if (i + 2 < n_blocks) load_v(i + 2);
+        cp_async_commit();
+      }
+      cp_async_wait<1>();  // V(last) landed
+      fence_async_shared();
+      __syncthreads();
       wgmma_fence();
-      issue_s(s, i + 1);
-      issue_pv(i);
-      wgmma_wait<1>();  // S(i + 1) done; P V(i) may still run
-      fence_registers(s);
-      float correction[2];
-      softmax(s, i + 1, correction);
+      issue_pv(n_blocks - 1);
       wgmma_wait<0>();
       fence_registers(acc_o);
-      fence_registers(pf);
-      rescale_o(correction);
-      make_p_fragments(s);
-      __syncthreads();  // every warpgroup is done with K(i) and V(i): refill their stage
-      if (i + 2 < n_blocks) load_k(i + 2);
-      cp_async_commit();
-      if (i + 2 < n_blocks) load_v(i + 2);
-      cp_async_commit();
+    } else {
+      // ---- Main loop, one block at a time: S(i), softmax, P V(i). Registers for one S only;
+      // a second thread block on the SM fills the tensor cores meanwhile. ----
+      for (int i = 0; i < n_blocks; ++i) {
+        cp_async_wait<2>();  // K(i) and V(i) landed
+        fence_async_shared();
+        __syncthreads();
+        float s[kSRegs];
+        wgmma_fence();
+        issue_s(s, i);
+        wgmma_wait<0>();
+        fence_registers(s);
+        float correction[2];
+        softmax(s, i, correction);
+        rescale_o(correction);
+        make_p_fragments(s);
+        wgmma_fence();
+        issue_pv(i);
+        wgmma_wait<0>();
+        fence_registers(acc_o);
+        __syncthreads();  // every warpgroup is done with K(i) and V(i): refill their stage
+        if (i + 2 < n_blocks) load_k(i + 2);
+        cp_async_commit();
+        if (i + 2 < n_blocks) load_v(i + 2);
+        cp_async_commit();
+      }
     }
-    cp_async_wait<1>();  // V(last) landed
-    fence_async_shared();
-    __syncthreads();
-    wgmma_fence();
-    issue_pv(n_blocks - 1);
-    wgmma_wait<0>();
-    fence_registers(acc_o);
   }
 
   // ---- Epilogue: the one rescale by 1/l, O and LSE out ----

@@ -9,7 +9,7 @@ namespace flashattn::detail::cuda {
 
 template <class T, int kHeadDim, bool kScoreMods>
 void run_fwd_sm90(const AttentionParams& p, cudaStream_t stream) {
-  using Tile = sm90::FwdTileFor<kHeadDim>;
+  using Tile = sm90::FwdTileFor<kHeadDim, kScoreMods>;
   constexpr size_t kSmemBytes = Tile::kSmemBytes;
   auto kernel = sm90::flash_fwd_kernel<T, Tile, kScoreMods>;
   allow_dynamic_smem(kernel, kSmemBytes);

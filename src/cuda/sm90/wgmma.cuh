@@ -37,14 +37,15 @@ __device__ __forceinline__ void load_swizzled_async(T* smem, const T* gmem, int6
   constexpr int kChunksPerRow = kCols / 8;
   static_assert(kCols % 64 == 0 && kThreads % kChunksPerRow == 0, "whole rows per step");
   constexpr int kRowStep = kThreads / kChunksPerRow;
-  static_assert(kRowStep % 8 == 0 && kRows % kRowStep == 0, "a thread keeps its swizzle phase");
+  static_assert(kRowStep % 8 == 0, "a thread keeps its swizzle phase");
   const int row0 = static_cast<int>(threadIdx.x) / kChunksPerRow;
   const int col = (static_cast<int>(threadIdx.x) % kChunksPerRow) * 8;
   unsigned char* dst = reinterpret_cast<unsigned char*>(smem) + swizzled_offset<kRows>(row0, col);
   const T* src = gmem + row0 * row_stride + col;
 #pragma unroll
-  for (int i = 0; i < kRows / kRowStep; ++i) {
+  for (int i = 0; i < (kRows + kRowStep - 1) / kRowStep; ++i) {
     const int row = row0 + i * kRowStep;
+    if (kRows % kRowStep != 0 && row >= kRows) break;
     const bool valid = row < rows_valid && col < cols_valid;
     cp_async_16(dst + i * kRowStep * 128, valid ? src : gmem, valid);
     src += kRowStep * row_stride;

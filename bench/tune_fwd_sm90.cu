@@ -1,0 +1,158 @@
+// Tile tuning harness for the sm90 forward kernel, as bench/tune_fwd.cu is for the sm80 one:
+// instantiates the production kernels (src/cuda/sm90/flash_fwd_kernel.cuh and, as the yardstick,
+// the sm80 production tile) with several tile shapes, checks each against the first variant's
+// output on the same random inputs, and times them with CUDA events (median of 9 trials of 5
+// calls; inputs ≥ 64 MiB, larger than L2). Needs an sm_90 GPU.
+//
+// Versions and what they measured live in docs/tuning.md.
+// build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Iinclude -Isrc \
+//          bench/tune_fwd_sm90.cu -o tune_fwd_sm90
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cuda/sm80/flash_fwd_kernel.cuh"
+#include "cuda/sm90/flash_fwd_kernel.cuh"
+
+using namespace flashattn;
+using namespace flashattn::detail;
+using namespace flashattn::detail::cuda;
+
+#define CHECK(x)                                                                   \
+  do {                                                                             \
+    cudaError_t e = (x);                                                           \
+    if (e != cudaSuccess) {                                                        \
+      std::printf("%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
+      std::exit(1);                                                                \
+    }                                                                              \
+  } while (0)
+
+__global__ void fill_random(__nv_bfloat16* x, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 0x9E3779B1u ^ seed;
+    h ^= h >> 15; h *= 0x2C1B3C6Du; h ^= h >> 12; h *= 0x297A2D39u; h ^= h >> 15;
+    x[i] = __float2bfloat16((float(h & 0xffffff) / 16777216.0f - 0.5f) * 3.4f);
+  }
+}
+
+template <class Tile>
+void launch(const AttentionParams& p) {
+  auto kernel = flash_fwd_kernel<__nv_bfloat16, Tile, false>;
+  const size_t smem = Tile::kSmemElems * 2;
+  CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  dim3 grid(unsigned((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM), unsigned(p.heads_q), unsigned(p.batch));
+  kernel<<<grid, Tile::kThreads, smem>>>(p);
+  CHECK(cudaGetLastError());
+}
+
+struct Variant {
+  const char* name;
+  void (*run)(const AttentionParams&);
+};
+
+template <class Tile>
+void launch_sm90(const AttentionParams& p) {
+  auto kernel = sm90::flash_fwd_kernel<__nv_bfloat16, Tile, false>;
+  const size_t smem = Tile::kSmemBytes;
+  CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  dim3 grid(unsigned((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM), unsigned(p.heads_q), unsigned(p.batch));
+  kernel<<<grid, Tile::kThreads, smem>>>(p);
+  CHECK(cudaGetLastError());
+}
+
+// The sm80 production tile of head dim D.
+template <int D>
+Variant sm80(const char* name) {
+  return Variant{name, &launch<FwdTileFor<D, false>>};
+}
+// sm90: N keys a step, W warpgroups (64·W rows), B blocks an SM.
+template <int D, int N, int W, int B, bool O = true>
+Variant sm90v(const char* name) {
+  return Variant{name, &launch_sm90<sm90::FwdTile<D, N, W, B, O>>};
+}
+
+double time_ms(const Variant& v, const AttentionParams& p) {
+  cudaEvent_t a, b;
+  CHECK(cudaEventCreate(&a));
+  CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) v.run(p);
+  std::vector<float> t;
+  for (int trial = 0; trial < 9; ++trial) {
+    CHECK(cudaEventRecord(a));
+    for (int i = 0; i < 5; ++i) v.run(p);
+    CHECK(cudaEventRecord(b));
+    CHECK(cudaEventSynchronize(b));
+    float ms;
+    CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms / 5);
+  }
+  std::sort(t.begin(), t.end());
+  return t[4];
+}
+
+template <int D>
+void sweep(const std::vector<Variant>& variants) {
+  for (int causal = 0; causal < 2; ++causal) {
+    for (int s : {1024, 4096, 16384}) {
+      const int b = 16384 / s, h = 2048 / D;
+      const size_t n = size_t(b) * s * h * D;
+      __nv_bfloat16 *q, *k, *v, *o, *o_ref;
+      CHECK(cudaMalloc(&q, n * 2)); CHECK(cudaMalloc(&k, n * 2)); CHECK(cudaMalloc(&v, n * 2));
+      CHECK(cudaMalloc(&o, n * 2)); CHECK(cudaMalloc(&o_ref, n * 2));
+      fill_random<<<1024, 256>>>(q, n, 1); fill_random<<<1024, 256>>>(k, n, 2); fill_random<<<1024, 256>>>(v, n, 3);
+      AttentionParams p;
+      p.dtype = DType::bf16;
+      p.q = q; p.k = k; p.v = v;
+      OperandStrides st{int64_t(s) * h * D, int64_t(h) * D, D};
+      p.q_stride = p.k_stride = p.v_stride = p.out_stride = st;
+      p.batch = b; p.seqlen_q = p.seqlen_k = s; p.heads_q = p.heads_kv = h; p.group = 1;
+      p.head_dim = p.head_dim_v = D;
+      p.scale = 1.0f / std::sqrt(float(D)); p.scale_log2 = p.scale * 1.4426950408889634f;
+      p.window_right = causal ? 0 : -1; p.is_causal = causal;
+      const double flops = 4.0 * b * h * double(s) * s * D / (causal ? 2 : 1);
+      std::vector<__nv_bfloat16> ref(n), got(n);
+      for (size_t i = 0; i < variants.size(); ++i) {
+        p.out = i == 0 ? o_ref : o;
+        const double ms = time_ms(variants[i], p);
+        double diff = 0;
+        if (i > 0) {
+          CHECK(cudaMemcpy(got.data(), o, n * 2, cudaMemcpyDeviceToHost));
+          for (size_t x = 0; x < n; x += 97) diff = std::max(diff, double(std::fabs(__bfloat162float(got[x]) - __bfloat162float(ref[x]))));
+        } else {
+          CHECK(cudaMemcpy(ref.data(), o_ref, n * 2, cudaMemcpyDeviceToHost));
+        }
+        std::printf("d=%3d causal=%d s=%5d %-22s %7.1f TFLOP/s  maxdiff %.2e\n", D, causal, s, variants[i].name,
+                    flops / ms / 1e9, diff);
+      }
+      CHECK(cudaFree(q)); CHECK(cudaFree(k)); CHECK(cudaFree(v)); CHECK(cudaFree(o)); CHECK(cudaFree(o_ref));
+    }
+  }
+}
+
+// tune_fwd_sm90 [all|prod]: every variant, or only the production tile of each head dim.
+int main(int argc, char** argv) {
+  const bool prod_only = argc > 1 && std::string(argv[1]) == "prod";
+  auto pick = [&](std::vector<Variant> v) {
+    if (prod_only) v.resize(1);
+    return v;
+  };
+  // The first variant of each head dim is the production tile (sm90::FwdTileFor); the rest are
+  // the shapes docs/tuning.md compares it with.
+  sweep<64>(pick({sm90v<64, 128, 2, 2, false>("n128 wg2 2/SM serial (prod)"), sm80<64>("sm80 prod"),
+                  sm90v<64, 64, 2, 2, true>("n64 wg2 2/SM"),
+                  sm90v<64, 64, 2, 2, false>("n64 wg2 2/SM serial"),
+                  sm90v<64, 128, 2, 1, true>("n128 wg2"), sm90v<64, 64, 1, 3, true>("n64 wg1 3/SM")}));
+  sweep<128>(pick({sm90v<128, 64, 2, 2, false>("n64 wg2 2/SM serial (prod)"), sm80<128>("sm80 prod"),
+                   sm90v<128, 128, 2, 1, true>("n128 wg2"), sm90v<128, 64, 2, 2, true>("n64 wg2 2/SM"),
+                   sm90v<128, 64, 1, 2, true>("n64 wg1 2/SM"),
+                   sm90v<128, 128, 2, 1, false>("n128 wg2 serial")}));
+  sweep<256>(pick({sm90v<256, 64, 2, 1, true>("n64 wg2 (prod)"), sm80<256>("sm80 prod"),
+                   sm90v<256, 64, 2, 1, false>("n64 wg2 serial")}));
+  return 0;
+}
