@@ -49,14 +49,16 @@ if want test; then
   rc_gpu=$?
   ctest --test-dir "$BUILD" -LE gpu -j "$JOBS" >"$OUT/cpu_tests.log" 2>&1
   rc_cpu=$?
-  # On a Hopper GPU the run above took the sm90 forward where it has a tile; the sm80 forward
-  # serves every other GPU, so its tests run here too.
-  FLASHATTN_DISABLE_SM90=1 "$BUILD/tests/gpu/test_forward_gpu" --gtest_brief=1 \
-    >"$OUT/gpu_tests_sm80_forward.log" 2>&1
-  rc_sm80=$?
+  # On a Hopper GPU the run above took the sm90 kernels where they have a tile; the sm80 kernels
+  # serve every other GPU, so their tests run here too.
+  rc_sm80=0
+  for kind in forward backward; do
+    FLASHATTN_DISABLE_SM90=1 "$BUILD/tests/gpu/test_${kind}_gpu" --gtest_brief=1 \
+      >"$OUT/gpu_tests_sm80_${kind}.log" 2>&1 || rc_sm80=$?
+  done
   set -e
   summary+=("gpu tests: $(grep -E 'tests passed|tests failed' "$OUT/gpu_tests.log" | tail -1) (rc $rc_gpu)")
-  summary+=("gpu forward tests, sm80 kernels forced: $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/gpu_tests_sm80_forward.log" | tr '\n' ' ') (rc $rc_sm80)")
+  summary+=("gpu tests, sm80 kernels forced: forward $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/gpu_tests_sm80_forward.log" | tr '\n' ' ')backward $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/gpu_tests_sm80_backward.log" | tr '\n' ' ')(rc $rc_sm80)")
   summary+=("cpu tests: $(grep -E 'tests passed|tests failed' "$OUT/cpu_tests.log" | tail -1) (rc $rc_cpu)")
   grep -E "^\s+[0-9]+ - .*(Failed|Exception)" "$OUT/gpu_tests.log" | head -20 || true
 fi
@@ -68,7 +70,7 @@ if want sanitize; then
   # The HopperHeadDims grids (bf16) put the sm90 kernel through every option, varlen batch and
   # layout on a Hopper GPU.
   fwd_filter='AllHeadDims/*d*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Long/*:HopperHeadDims/*bf16*'
-  bwd_filter='HeadDims/*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Masked/*:Det/*_d64_det'
+  bwd_filter='HeadDims/*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Masked/*:Det/*_d64_det:HopperHeadDims/*bf16*'
   for tool in memcheck racecheck synccheck; do
     for kind in forward backward; do
       filter=$fwd_filter; [[ $kind == backward ]] && filter=$bwd_filter

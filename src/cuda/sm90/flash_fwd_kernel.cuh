@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
                                         block * kBlockM * 128 + wg * 64 * 128 + within, 16);
       const uint64_t db = make_desc(reinterpret_cast<const unsigned char*>(sK(i)) +
                                         block * kBlockN * 128 + within, 16);
-      Mma::template ss<0>(s, da, db, kk > 0);
+      Mma::template ss<0, 0>(s, da, db, kk > 0);
     }
     wgmma_commit();
   };

@@ -1,10 +1,14 @@
-// Launch of the sm80 backward kernels (flash_bwd_kernel.cuh). Included only by the generated
-// instantiation files (src/cuda/instantiations/).
+// The backward of one (dtype, head dim, score mods): D, then dK/dV with the dQ sums, then dQ.
+// Step 2 runs the Hopper kernel (sm90/flash_bwd_kernel.cuh) where the device is an sm_90 GPU,
+// the head dim has a Hopper tile, the variant is the plain one and dQ is summed with atomics;
+// everything else runs the sm80 kernels (sm80/flash_bwd_kernel.cuh). Included only by the
+// generated instantiation files (src/cuda/instantiations/).
 #pragma once
 
 #include "cuda/common/check.h"
 #include "cuda/dispatch.h"
 #include "cuda/sm80/flash_bwd_kernel.cuh"
+#include "cuda/sm90/flash_bwd_kernel.cuh"
 
 namespace flashattn::detail::cuda {
 
@@ -52,8 +56,23 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
 
   // Key blocks: p.seqlen_k bounds every sequence's k rows (varlen: the longest packed one), and
   // the rows past seqused_k get their zero gradients from this kernel too.
-  using Tile = BwdTileFor<kHeadDim>;
-  {
+  bool dkdv_done = false;
+  if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
+    if (atomic_dq && use_sm90(p.device.index)) {
+      using Tile = sm90::BwdTile<kHeadDim>;
+      auto kernel = sm90::flash_bwd_dkdv_kernel<T, Tile>;
+      allow_dynamic_smem(kernel, Tile::kSmemBytes);
+      const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tile::kBlockN - 1) / Tile::kBlockN),
+                      static_cast<unsigned>(p.heads_kv), batch);
+      if (grid.x > 0) {
+        kernel<<<grid, Tile::kThreads, Tile::kSmemBytes, stream>>>(p, ws);
+        FLASHATTN_CUDA_CHECK(cudaGetLastError());
+      }
+      dkdv_done = true;
+    }
+  }
+  if (!dkdv_done) {
+    using Tile = BwdTileFor<kHeadDim>;
     constexpr size_t kSmemBytes = Tile::template smem_bytes<T>();
     auto kernel = flash_bwd_dkdv_kernel<T, Tile, kScoreMods>;
     allow_dynamic_smem(kernel, kSmemBytes);

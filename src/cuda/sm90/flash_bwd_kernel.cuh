@@ -1,0 +1,304 @@
+// FlashAttention backward, step 2 (dK, dV and the dQ sums) on Hopper tensor cores (wgmma;
+// sm_90a). Steps 1 and 3 (D = rowsum(dO ∘ O), the dQ conversion) are the sm80 kernels'.
+//
+// One thread block per (key block of 128 keys, kv head, batch): two warpgroups, each owning 64
+// keys and their dK, dV accumulators, walking every query head of the GQA group and every query
+// block of 64 rows that sees its keys (as the sm80 kernel). Per query block, each warpgroup
+// computes the transposed scores so that its keys are the rows of every fragment:
+//   Sᵀ = K Qᵀ and dPᵀ = V dOᵀ            (SS: K, V, Q, dO from swizzled shared memory)
+//   Pᵀ = exp2(Sᵀ·scale·log2e − LSE), dSᵀ = Pᵀ ∘ (dPᵀ − D)   (registers; LSE, D per column)
+//   dV += Pᵀ dO and dK += dSᵀ Q            (RS: Pᵀ, dSᵀ straight from the registers)
+//   dQ += dS K                            (dSᵀ through shared memory, read M-major), added to
+//                                          the fp32 accumulator with 16-byte atomics.
+// The plain variant only (no softcap, ALiBi or dropout: their elementwise terms and dropout's
+// Philox mapping are laid out for the untransposed fragments); the score-mods variant and the
+// deterministic mode run the sm80 kernels.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/params.h"
+#include "cuda/common/mma.cuh"
+#include "cuda/sm80/flash_bwd_kernel.cuh"
+#include "cuda/sm80/masking.cuh"
+#include "cuda/sm90/wgmma.cuh"
+
+namespace flashattn::detail::cuda::sm90 {
+
+template <int kHeadDim_>
+struct BwdTile {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockN = 128;  // keys of a thread block, 64 a warpgroup
+  static constexpr int kBlockM = 64;   // query rows of one step
+  static constexpr int kThreads = 2 * kWarpgroupThreads;
+  static constexpr int kKvBytes = kBlockN * kHeadDim * 2;  // sK, sV
+  static constexpr int kQBytes = kBlockM * kHeadDim * 2;   // sQ[2], sdO[2]
+  static constexpr int kDsBytes = kBlockN * kBlockM * 2;   // sdS: [key][query]
+  static constexpr int kStatsBytes = 2 * 2 * kBlockM * 4;  // LSE and D, two buffers
+  static constexpr int kSmemBytes = 2 * kKvBytes + 4 * kQBytes + kDsBytes + kStatsBytes + 1024;
+  static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle blocks");
+};
+
+template <int kHeadDim>
+inline constexpr bool kHasBwdTile = kHeadDim == 64 || kHeadDim == 128;
+
+template <class T, class Tile>
+__global__ void __launch_bounds__(Tile::kThreads, 1)
+    flash_bwd_dkdv_kernel(const __grid_constant__ AttentionParams p,
+                          const __grid_constant__ BwdWorkspace ws) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kHeadDim = Tile::kHeadDim;
+  constexpr float kInf = __builtin_huge_valf();
+  using MmaS = Wgmma<T, kBlockM>;     // m64 n64: Sᵀ, dPᵀ
+  using MmaKv = Wgmma<T, kHeadDim>;   // m64 n(d): dV, dK, dQ
+
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - (smem_address(smem_raw) & 1023)) & 1023);
+  T* sK = reinterpret_cast<T*>(smem);
+  T* sV = reinterpret_cast<T*>(smem + Tile::kKvBytes);
+  auto sQ = [&](int buf) {
+    return reinterpret_cast<T*>(smem + 2 * Tile::kKvBytes + buf * Tile::kQBytes);
+  };
+  auto sdO = [&](int buf) {
+    return reinterpret_cast<T*>(smem + 2 * Tile::kKvBytes + (2 + buf) * Tile::kQBytes);
+  };
+  unsigned char* sdS = smem + 2 * Tile::kKvBytes + 4 * Tile::kQBytes;
+  float* sLse0 = reinterpret_cast<float*>(sdS + Tile::kDsBytes);  // [2][kBlockM]
+  float* sDsum0 = sLse0 + 2 * kBlockM;                             // [2][kBlockM]
+
+  const int64_t b = blockIdx.z, hk = blockIdx.y;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBlockN;
+  const SequenceInfo seq = sequence_info(p, b);
+  const int64_t k_rows =
+      p.is_varlen ? int64_t{p.cu_seqlens_k[b + 1]} - p.cu_seqlens_k[b] : p.seqlen_k;
+  if (n0 >= k_rows) return;
+
+  const int wg = static_cast<int>(threadIdx.x) / kWarpgroupThreads;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int key0 = wg * 64 + (static_cast<int>(threadIdx.x) / 32 % 4) * 16;  // warp's first key
+  const int head_dim = static_cast<int>(p.head_dim);
+  const int64_t diag = seq.seqlen_k - seq.seqlen_q;
+
+  // Query blocks that see at least one key of this block.
+  int m_block_min = 0, m_block_max = 0;
+  if (n0 < seq.seqlen_k && seq.seqlen_q > 0) {
+    const int64_t n_last = min(n0 + kBlockN, seq.seqlen_k) - 1;
+    const int64_t i_min = p.window_right >= 0 ? max(int64_t{0}, n0 - diag - p.window_right) : 0;
+    const int64_t i_max = p.window_left >= 0 ? min(seq.seqlen_q - 1, n_last - diag + p.window_left)
+                                             : seq.seqlen_q - 1;
+    if (i_min <= i_max) {
+      m_block_min = static_cast<int>(i_min / kBlockM);
+      m_block_max = static_cast<int>(i_max / kBlockM) + 1;
+    }
+  }
+  const int m_blocks = m_block_max - m_block_min;
+  const int steps = m_blocks * static_cast<int>(p.group);
+
+  const T* k = static_cast<const T*>(p.k) + b * p.k_stride.batch +
+               (seq.k_start + n0) * p.k_stride.row + hk * p.k_stride.head;
+  const T* v = static_cast<const T*>(p.v) + b * p.v_stride.batch +
+               (seq.k_start + n0) * p.v_stride.row + hk * p.v_stride.head;
+
+  auto step_head = [&](int it) { return hk * p.group + it / m_blocks; };
+  auto step_m0 = [&](int it) { return static_cast<int64_t>(m_block_min + it % m_blocks) * kBlockM; };
+  auto load_query_side = [&](int it, int buf) {
+    const int64_t h = step_head(it), m0 = step_m0(it);
+    const T* q = static_cast<const T*>(p.q) + b * p.q_stride.batch +
+                 (seq.q_start + m0) * p.q_stride.row + h * p.q_stride.head;
+    const T* d = static_cast<const T*>(p.dout) + b * p.dout_stride.batch +
+                 (seq.q_start + m0) * p.dout_stride.row + h * p.dout_stride.head;
+    load_swizzled_async<Tile::kThreads, kBlockM, kHeadDim>(sQ(buf), q, p.q_stride.row,
+                                                           seq.seqlen_q - m0, head_dim);
+    load_swizzled_async<Tile::kThreads, kBlockM, kHeadDim>(sdO(buf), d, p.dout_stride.row,
+                                                           seq.seqlen_q - m0, head_dim);
+    const int r = static_cast<int>(threadIdx.x);
+    if (r < kBlockM) {
+      const bool valid = m0 + r < seq.seqlen_q;
+      cp_async_4(sLse0 + buf * kBlockM + r,
+                 valid ? p.lse + b * p.lse_batch_stride + h * p.lse_head_stride + seq.q_start + m0 + r
+                       : p.lse,
+                 valid);
+      cp_async_4(sDsum0 + buf * kBlockM + r,
+                 valid ? ws.dsum + (b * p.heads_q + h) * ws.rows + m0 + r : ws.dsum, valid);
+    }
+  };
+
+  constexpr int kORegs = kHeadDim / 2;
+  constexpr int kDqCols = kHeadDim / 2;  // dQ columns of a warpgroup
+  using MmaDq = Wgmma<T, kDqCols>;
+  float acc_dk[kORegs], acc_dv[kORegs];
+#pragma unroll
+  for (int i = 0; i < kORegs; ++i) acc_dk[i] = acc_dv[i] = 0.0f;
+
+  if (steps > 0) {
+    load_swizzled_async<Tile::kThreads, kBlockN, kHeadDim>(sK, k, p.k_stride.row,
+                                                           seq.seqlen_k - n0, head_dim);
+    load_swizzled_async<Tile::kThreads, kBlockN, kHeadDim>(sV, v, p.v_stride.row,
+                                                           seq.seqlen_k - n0, head_dim);
+    load_query_side(0, 0);
+    cp_async_commit();
+  }
+
+  const unsigned char* sK_wg = reinterpret_cast<const unsigned char*>(sK) + wg * 64 * 128;
+  const unsigned char* sV_wg = reinterpret_cast<const unsigned char*>(sV) + wg * 64 * 128;
+  unsigned char* sdS_wg = sdS + wg * 64 * 128;  // this warpgroup's keys' rows
+
+  for (int it = 0; it < steps; ++it) {
+    const int buf = it & 1;
+    const int64_t h = step_head(it), m0 = step_m0(it);
+    cp_async_wait<0>();  // Q, dO, LSE, D of this step (and K, V) landed
+    fence_async_shared();
+    __syncthreads();  // … for every thread; everyone is done with the previous step
+    if (it + 1 < steps) {
+      load_query_side(it + 1, buf ^ 1);
+      cp_async_commit();
+    }
+    const unsigned char* q_tile = reinterpret_cast<const unsigned char*>(sQ(buf));
+    const unsigned char* do_tile = reinterpret_cast<const unsigned char*>(sdO(buf));
+
+    // Sᵀ = K Qᵀ, dPᵀ = V dOᵀ: (64 keys × 64 queries) a warpgroup.
+    float s[kBlockM / 2], dp[kBlockM / 2];
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      const int off = (kk / 4) * kBlockN * 128 + (kk % 4) * 32;  // column block, k16 step
+      const int off_q = (kk / 4) * kBlockM * 128 + (kk % 4) * 32;
+      MmaS::template ss<0, 0>(s, make_desc(sK_wg + off, 16), make_desc(q_tile + off_q, 16), kk > 0);
+    }
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      const int off = (kk / 4) * kBlockN * 128 + (kk % 4) * 32;
+      const int off_q = (kk / 4) * kBlockM * 128 + (kk % 4) * 32;
+      MmaS::template ss<0, 0>(dp, make_desc(sV_wg + off, 16), make_desc(do_tile + off_q, 16),
+                              kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_registers(s);
+    fence_registers(dp);
+
+    // Pᵀ and dSᵀ. Column c (query m0 + c) takes LSE and D from shared memory; queries past the
+    // sequence, or without any visible key, get P = 0.
+    const ScoreGeometry geo = score_geometry(p, seq, m0, n0, kBlockM, kBlockN, 0, 0);
+    const float* lse = sLse0 + buf * kBlockM;
+    const float* dsum = sDsum0 + buf * kBlockM;
+    uint32_t pf[kBlockM / 16][4], dsf[kBlockM / 16][4];
+#pragma unroll
+    for (int nt = 0; nt < kBlockM / 8; ++nt) {
+      const int c = nt * 8 + 2 * t;
+      const float2 l2 = *reinterpret_cast<const float2*>(lse + c);
+      const float2 d2 = *reinterpret_cast<const float2*>(dsum + c);
+      float prob[4], ds[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = c + (e & 1);
+        const float l = (e & 1) ? l2.y : l2.x;
+        const bool valid_q = m0 + col < seq.seqlen_q;
+        const float lse2 = (!valid_q || l == -kInf) ? kInf : l * kLog2e;
+        const int j = key0 + g + 8 * (e >> 1);  // key, relative to n0
+        const int row_diag = geo.diag_local + col;
+        float x = s[4 * nt + e];
+        if (geo.need_mask &&
+            (j < row_diag - geo.left || j > min(row_diag + geo.right, geo.keys_local - 1))) {
+          x = -kInf;
+        }
+        prob[e] = exp2_approx(fmaf(x, p.scale_log2, -lse2));
+        ds[e] = prob[e] * (dp[4 * nt + e] - (valid_q ? ((e & 1) ? d2.y : d2.x) : 0.0f));
+      }
+      // Accumulator (key rows, query columns) → A fragments of the k16 step nt / 2.
+      const int kk = nt / 2, half = (nt % 2) * 2;
+      pf[kk][half] = pack2<T>(prob[0], prob[1]);
+      pf[kk][half + 1] = pack2<T>(prob[2], prob[3]);
+      dsf[kk][half] = pack2<T>(ds[0], ds[1]);
+      dsf[kk][half + 1] = pack2<T>(ds[2], ds[3]);
+      // dSᵀ → shared memory [key][query] (one 128-byte line a key) for dQ.
+      const int r0 = key0 - wg * 64 + g;
+      *reinterpret_cast<uint32_t*>(sdS_wg + swizzled_offset<64>(r0, nt * 8) + 4 * t) = dsf[kk][half];
+      *reinterpret_cast<uint32_t*>(sdS_wg + swizzled_offset<64>(r0 + 8, nt * 8) + 4 * t) =
+          dsf[kk][half + 1];
+    }
+
+    // dV += Pᵀ dO, dK += dSᵀ Q (B read N-major: [query][dim]).
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBlockM / 16; ++kk) {
+      MmaKv::template rs<1>(acc_dv, pf[kk], make_desc(do_tile + kk * 16 * 128, kBlockM * 128), true);
+    }
+#pragma unroll
+    for (int kk = 0; kk < kBlockM / 16; ++kk) {
+      MmaKv::template rs<1>(acc_dk, dsf[kk], make_desc(q_tile + kk * 16 * 128, kBlockM * 128), true);
+    }
+    wgmma_commit();
+
+    // dQ (64 queries × d) += dS (read M-major from [key][query]) · K (read N-major). Each
+    // warpgroup takes half the columns over all 128 keys (after a block-wide barrier: both halves
+    // of dS), so every dQ element gets one atomic a block. (Each taking all columns over its own
+    // keys, both adding with 8-byte atomics, ran d = 128 at 0.74–0.80× of this on an H100.)
+    fence_async_shared();
+    __syncthreads();
+    float acc_dq[kDqCols / 2];
+    {
+      // Columns [wg · kDqCols, +kDqCols) of K: a 64-column block, or half of one (d = 64: the
+      // descriptor starts 64 bytes into the swizzled line).
+      const int col0 = wg * kDqCols;
+      const unsigned char* bk = reinterpret_cast<const unsigned char*>(sK) +
+                                (col0 / 64) * kBlockN * 128 + (col0 % 64) * 2;
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) {
+        MmaDq::template ss<1, 1>(acc_dq, make_desc(sdS + kk * 16 * 128, 64 * 128),
+                                 make_desc(bk + kk * 16 * 128, kBlockN * 128), kk > 0);
+      }
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_registers(acc_dv);
+    fence_registers(acc_dk);
+    fence_registers(acc_dq);
+
+    // Four consecutive columns a thread, one 16-byte atomic: lanes t and t ^ 1 swap halves, so
+    // that even lanes hold row g and odd lanes row g + 8 of their pair's four columns.
+    float* dq_rows = ws.dq_accum + ((b * p.heads_q + h) * ws.rows + m0) * head_dim;
+    const int q_row = (static_cast<int>(threadIdx.x) / 32 % 4) * 16 + g + 8 * (t & 1);
+    const bool row_ok = m0 + q_row < seq.seqlen_q;
+#pragma unroll
+    for (int nt = 0; nt < kDqCols / 8; ++nt) {
+      const float* f = acc_dq + 4 * nt;
+      const float give_x = (t & 1) ? f[0] : f[2], give_y = (t & 1) ? f[1] : f[3];
+      const float got_x = __shfl_xor_sync(0xffffffffu, give_x, 1);
+      const float got_y = __shfl_xor_sync(0xffffffffu, give_y, 1);
+      const int col = wg * kDqCols + nt * 8 + 2 * (t & 2);
+      const float4 add = (t & 1) ? make_float4(got_x, got_y, f[2], f[3])
+                                 : make_float4(f[0], f[1], got_x, got_y);
+      if (row_ok && col < head_dim) {
+        atomicAdd(reinterpret_cast<float4*>(dq_rows + q_row * head_dim + col), add);
+      }
+    }
+  }
+
+  // ---- Epilogue: dK = scale · Σ dSᵀ Q, dV = Σ Pᵀ dO ----
+  T* dk = static_cast<T*>(p.dk) + b * p.dk_stride.batch + (seq.k_start + n0) * p.dk_stride.row +
+          hk * p.dk_stride.head;
+  T* dv = static_cast<T*>(p.dv) + b * p.dv_stride.batch + (seq.k_start + n0) * p.dv_stride.row +
+          hk * p.dv_stride.head;
+#pragma unroll
+  for (int rh = 0; rh < 2; ++rh) {
+    const int row = key0 + g + 8 * rh;
+    if (n0 + row >= k_rows) continue;
+#pragma unroll
+    for (int nt = 0; nt < kHeadDim / 8; ++nt) {
+      const int col = nt * 8 + 2 * t;
+      if (col < head_dim) {
+        *reinterpret_cast<uint32_t*>(dk + row * p.dk_stride.row + col) =
+            pack2<T>(acc_dk[4 * nt + 2 * rh] * p.scale, acc_dk[4 * nt + 2 * rh + 1] * p.scale);
+        *reinterpret_cast<uint32_t*>(dv + row * p.dv_stride.row + col) =
+            pack2<T>(acc_dv[4 * nt + 2 * rh], acc_dv[4 * nt + 2 * rh + 1]);
+      }
+    }
+  }
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+}
+
+}  // namespace flashattn::detail::cuda::sm90
