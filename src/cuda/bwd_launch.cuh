@@ -1,6 +1,7 @@
 // The backward of one (dtype, head dim, score mods): D, then dK/dV with the dQ sums, then dQ.
 // Step 2 runs the Hopper kernel (sm90/flash_bwd_kernel.cuh) where the device is an sm_90 GPU,
-// the head dim has a Hopper tile, the variant is the plain one and dQ is summed with atomics;
+// the head dim has a Hopper tile, the variant is the plain one and the mode is not the
+// deterministic one (the Hopper kernel sums dQ with atomics, at d = 256 too);
 // everything else runs the sm80 kernels (sm80/flash_bwd_kernel.cuh). Included only by the
 // generated instantiation files (src/cuda/instantiations/).
 #pragma once
@@ -32,8 +33,13 @@ class StreamBuffer {
 
 template <class T, int kHeadDim, bool kScoreMods>
 void run_bwd(const AttentionParams& p, cudaStream_t stream) {
+  // The Hopper dK/dV kernel (plain variant, atomic dQ) where the device and head dim have one.
+  bool hopper = false;
+  if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
+    hopper = !p.deterministic && use_sm90(p.device.index);
+  }
   // Scratch: D for every row, and the fp32 accumulator where dQ is summed with atomics.
-  const bool atomic_dq = kBwdAtomicDq<kHeadDim> && !p.deterministic;
+  const bool atomic_dq = hopper || (kBwdAtomicDq<kHeadDim> && !p.deterministic);
   const int64_t rows = p.batch * p.heads_q * p.seqlen_q;
   const StreamBuffer scratch(
       static_cast<size_t>(rows * (atomic_dq ? 1 + p.head_dim : 1)) * sizeof(float), stream);
@@ -58,7 +64,7 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
   // the rows past seqused_k get their zero gradients from this kernel too.
   bool dkdv_done = false;
   if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
-    if (atomic_dq && use_sm90(p.device.index)) {
+    if (hopper) {
       using Tile = sm90::BwdTile<kHeadDim>;
       auto kernel = sm90::flash_bwd_dkdv_kernel<T, Tile>;
       allow_dynamic_smem(kernel, Tile::kSmemBytes);

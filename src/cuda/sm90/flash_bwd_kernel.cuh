@@ -1,15 +1,21 @@
 // FlashAttention backward, step 2 (dK, dV and the dQ sums) on Hopper tensor cores (wgmma;
 // sm_90a). Steps 1 and 3 (D = rowsum(dO ∘ O), the dQ conversion) are the sm80 kernels'.
 //
-// One thread block per (key block of 128 keys, kv head, batch): two warpgroups, each owning 64
-// keys and their dK, dV accumulators, walking every query head of the GQA group and every query
-// block of 64 rows that sees its keys (as the sm80 kernel). Per query block, each warpgroup
-// computes the transposed scores so that its keys are the rows of every fragment:
+// One thread block per (key block, kv head, batch), two warpgroups, walking every query head of
+// the GQA group and every query block of 64 rows that sees its keys (as the sm80 kernel). The
+// scores are computed transposed, so that keys are the rows of every fragment:
 //   Sᵀ = K Qᵀ and dPᵀ = V dOᵀ            (SS: K, V, Q, dO from swizzled shared memory)
 //   Pᵀ = exp2(Sᵀ·scale·log2e − LSE), dSᵀ = Pᵀ ∘ (dPᵀ − D)   (registers; LSE, D per column)
-//   dV += Pᵀ dO and dK += dSᵀ Q            (RS: Pᵀ, dSᵀ straight from the registers)
+//   dV += Pᵀ dO and dK += dSᵀ Q
 //   dQ += dS K                            (dSᵀ through shared memory, read M-major), added to
 //                                          the fp32 accumulator with 16-byte atomics.
+// Two shapes, by what the registers hold:
+//   d ≤ 128: 128 keys a block, 64 a warpgroup, each holding dK and dV for all d columns of its
+//            keys; Pᵀ and dSᵀ are the A operands of dV/dK straight from the registers (RS).
+//   d = 256: 64 keys a block (dK + dV for 64 keys × 256 columns is 256 floats a thread, twice
+//            what a warpgroup can hold next to the rest). The warpgroups split Sᵀ and dPᵀ by
+//            query columns (32 each), meet through shared memory (Pᵀ and dSᵀ), and split dV, dK
+//            and dQ by head-dim columns (128 each), all SS.
 // The plain variant only (no softcap, ALiBi or dropout: their elementwise terms and dropout's
 // Philox mapping are laid out for the untransposed fragments); the score-mods variant and the
 // deterministic mode run the sm80 kernels.
@@ -30,19 +36,23 @@ namespace flashattn::detail::cuda::sm90 {
 template <int kHeadDim_>
 struct BwdTile {
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockN = 128;  // keys of a thread block, 64 a warpgroup
-  static constexpr int kBlockM = 64;   // query rows of one step
+  // Split by queries and head-dim columns (d = 256), or by keys (d ≤ 128); see above.
+  static constexpr bool kSplitQuery = kHeadDim > 128;
+  static constexpr int kBlockN = kSplitQuery ? 64 : 128;  // keys of a thread block
+  static constexpr int kBlockM = 64;                      // query rows of one step
   static constexpr int kThreads = 2 * kWarpgroupThreads;
   static constexpr int kKvBytes = kBlockN * kHeadDim * 2;  // sK, sV
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;   // sQ[2], sdO[2]
-  static constexpr int kDsBytes = kBlockN * kBlockM * 2;   // sdS: [key][query]
+  static constexpr int kDsBytes = kBlockN * kBlockM * 2;   // sdS (and sP when split): [key][query]
   static constexpr int kStatsBytes = 2 * 2 * kBlockM * 4;  // LSE and D, two buffers
-  static constexpr int kSmemBytes = 2 * kKvBytes + 4 * kQBytes + kDsBytes + kStatsBytes + 1024;
+  static constexpr int kSmemBytes =
+      2 * kKvBytes + 4 * kQBytes + (kSplitQuery ? 2 : 1) * kDsBytes + kStatsBytes + 1024;
   static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle blocks");
+  static_assert(kSmemBytes <= 227 * 1024, "fits an SM");
 };
 
 template <int kHeadDim>
-inline constexpr bool kHasBwdTile = kHeadDim == 64 || kHeadDim == 128;
+inline constexpr bool kHasBwdTile = kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256;
 
 template <class T, class Tile>
 __global__ void __launch_bounds__(Tile::kThreads, 1)
@@ -50,9 +60,12 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
                           const __grid_constant__ BwdWorkspace ws) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kHeadDim = Tile::kHeadDim;
+  constexpr bool kSplit = Tile::kSplitQuery;
   constexpr float kInf = __builtin_huge_valf();
-  using MmaS = Wgmma<T, kBlockM>;     // m64 n64: Sᵀ, dPᵀ
-  using MmaKv = Wgmma<T, kHeadDim>;   // m64 n(d): dV, dK, dQ
+  constexpr int kSCols = kSplit ? kBlockM / 2 : kBlockM;  // query columns of Sᵀ a warpgroup
+  constexpr int kKvCols = kSplit ? kHeadDim / 2 : kHeadDim;  // dK, dV columns a warpgroup
+  using MmaS = Wgmma<T, kSCols>;      // m64 n(kSCols): Sᵀ, dPᵀ
+  using MmaKv = Wgmma<T, kKvCols>;    // m64 n(kKvCols): dV, dK
 
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_address(smem_raw) & 1023)) & 1023);
@@ -65,7 +78,8 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     return reinterpret_cast<T*>(smem + 2 * Tile::kKvBytes + (2 + buf) * Tile::kQBytes);
   };
   unsigned char* sdS = smem + 2 * Tile::kKvBytes + 4 * Tile::kQBytes;
-  float* sLse0 = reinterpret_cast<float*>(sdS + Tile::kDsBytes);  // [2][kBlockM]
+  unsigned char* sP = sdS + Tile::kDsBytes;  // split shape only
+  float* sLse0 = reinterpret_cast<float*>(sdS + (kSplit ? 2 : 1) * Tile::kDsBytes);  // [2][kBlockM]
   float* sDsum0 = sLse0 + 2 * kBlockM;                             // [2][kBlockM]
 
   const int64_t b = blockIdx.z, hk = blockIdx.y;
@@ -78,7 +92,9 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   const int wg = static_cast<int>(threadIdx.x) / kWarpgroupThreads;
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane / 4, t = lane % 4;
-  const int key0 = wg * 64 + (static_cast<int>(threadIdx.x) / 32 % 4) * 16;  // warp's first key
+  // The warp's first key (fragment rows), and the warpgroup's first query (fragment columns).
+  const int key0 = (kSplit ? 0 : wg * 64) + (static_cast<int>(threadIdx.x) / 32 % 4) * 16;
+  const int qcol0 = kSplit ? wg * kSCols : 0;
   const int head_dim = static_cast<int>(p.head_dim);
   const int64_t diag = seq.seqlen_k - seq.seqlen_q;
 
@@ -126,7 +142,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     }
   };
 
-  constexpr int kORegs = kHeadDim / 2;
+  constexpr int kORegs = kKvCols / 2;
   constexpr int kDqCols = kHeadDim / 2;  // dQ columns of a warpgroup
   using MmaDq = Wgmma<T, kDqCols>;
   float acc_dk[kORegs], acc_dv[kORegs];
@@ -142,9 +158,11 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     cp_async_commit();
   }
 
-  const unsigned char* sK_wg = reinterpret_cast<const unsigned char*>(sK) + wg * 64 * 128;
-  const unsigned char* sV_wg = reinterpret_cast<const unsigned char*>(sV) + wg * 64 * 128;
-  unsigned char* sdS_wg = sdS + wg * 64 * 128;  // this warpgroup's keys' rows
+  // Rows of K and V (and of sdS) of this warpgroup's keys.
+  const int wg_key_bytes = kSplit ? 0 : wg * 64 * 128;
+  const unsigned char* sK_wg = reinterpret_cast<const unsigned char*>(sK) + wg_key_bytes;
+  const unsigned char* sV_wg = reinterpret_cast<const unsigned char*>(sV) + wg_key_bytes;
+  unsigned char* sdS_wg = sdS + wg_key_bytes;
 
   for (int it = 0; it < steps; ++it) {
     const int buf = it & 1;
@@ -159,19 +177,19 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     const unsigned char* q_tile = reinterpret_cast<const unsigned char*>(sQ(buf));
     const unsigned char* do_tile = reinterpret_cast<const unsigned char*>(sdO(buf));
 
-    // Sᵀ = K Qᵀ, dPᵀ = V dOᵀ: (64 keys × 64 queries) a warpgroup.
-    float s[kBlockM / 2], dp[kBlockM / 2];
+    // Sᵀ = K Qᵀ, dPᵀ = V dOᵀ: (64 keys × kSCols queries) a warpgroup.
+    float s[kSCols / 2], dp[kSCols / 2];
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
       const int off = (kk / 4) * kBlockN * 128 + (kk % 4) * 32;  // column block, k16 step
-      const int off_q = (kk / 4) * kBlockM * 128 + (kk % 4) * 32;
+      const int off_q = (kk / 4) * kBlockM * 128 + qcol0 * 128 + (kk % 4) * 32;
       MmaS::template ss<0, 0>(s, make_desc(sK_wg + off, 16), make_desc(q_tile + off_q, 16), kk > 0);
     }
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
       const int off = (kk / 4) * kBlockN * 128 + (kk % 4) * 32;
-      const int off_q = (kk / 4) * kBlockM * 128 + (kk % 4) * 32;
+      const int off_q = (kk / 4) * kBlockM * 128 + qcol0 * 128 + (kk % 4) * 32;
       MmaS::template ss<0, 0>(dp, make_desc(sV_wg + off, 16), make_desc(do_tile + off_q, 16),
                               kk > 0);
     }
@@ -185,10 +203,10 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     const ScoreGeometry geo = score_geometry(p, seq, m0, n0, kBlockM, kBlockN, 0, 0);
     const float* lse = sLse0 + buf * kBlockM;
     const float* dsum = sDsum0 + buf * kBlockM;
-    uint32_t pf[kBlockM / 16][4], dsf[kBlockM / 16][4];
+    uint32_t pf[kSCols / 16][4], dsf[kSCols / 16][4];
 #pragma unroll
-    for (int nt = 0; nt < kBlockM / 8; ++nt) {
-      const int c = nt * 8 + 2 * t;
+    for (int nt = 0; nt < kSCols / 8; ++nt) {
+      const int c = qcol0 + nt * 8 + 2 * t;
       const float2 l2 = *reinterpret_cast<const float2*>(lse + c);
       const float2 d2 = *reinterpret_cast<const float2*>(dsum + c);
       float prob[4], ds[4];
@@ -214,31 +232,60 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       pf[kk][half + 1] = pack2<T>(prob[2], prob[3]);
       dsf[kk][half] = pack2<T>(ds[0], ds[1]);
       dsf[kk][half + 1] = pack2<T>(ds[2], ds[3]);
-      // dSᵀ → shared memory [key][query] (one 128-byte line a key) for dQ.
-      const int r0 = key0 - wg * 64 + g;
-      *reinterpret_cast<uint32_t*>(sdS_wg + swizzled_offset<64>(r0, nt * 8) + 4 * t) = dsf[kk][half];
-      *reinterpret_cast<uint32_t*>(sdS_wg + swizzled_offset<64>(r0 + 8, nt * 8) + 4 * t) =
-          dsf[kk][half + 1];
+      // dSᵀ (and, split, Pᵀ) → shared memory [key][query] (one 128-byte line a key).
+      const int r0 = key0 - (kSplit ? 0 : wg * 64) + g;
+      const uint32_t at0 = swizzled_offset<64>(r0, qcol0 + nt * 8) + 4 * t;
+      const uint32_t at8 = swizzled_offset<64>(r0 + 8, qcol0 + nt * 8) + 4 * t;
+      *reinterpret_cast<uint32_t*>(sdS_wg + at0) = dsf[kk][half];
+      *reinterpret_cast<uint32_t*>(sdS_wg + at8) = dsf[kk][half + 1];
+      if constexpr (kSplit) {
+        *reinterpret_cast<uint32_t*>(sP + at0) = pf[kk][half];
+        *reinterpret_cast<uint32_t*>(sP + at8) = pf[kk][half + 1];
+      }
     }
 
     // dV += Pᵀ dO, dK += dSᵀ Q (B read N-major: [query][dim]).
-    wgmma_fence();
+    if constexpr (kSplit) {
+      // Both warpgroups' query columns of Pᵀ and dSᵀ (A, K-major [key][query]), this
+      // warpgroup's 128 columns of dO and Q (two 64-column blocks).
+      fence_async_shared();
+      __syncthreads();
+      const int cb = wg * (kKvCols / 64) * kBlockM * 128;
+      wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kBlockM / 16; ++kk) {
-      MmaKv::template rs<1>(acc_dv, pf[kk], make_desc(do_tile + kk * 16 * 128, kBlockM * 128), true);
-    }
+      for (int kk = 0; kk < kBlockM / 16; ++kk) {
+        MmaKv::template ss<0, 1>(acc_dv, make_desc(sP + kk * 32, 16),
+                                 make_desc(do_tile + cb + kk * 16 * 128, kBlockM * 128), true);
+      }
 #pragma unroll
-    for (int kk = 0; kk < kBlockM / 16; ++kk) {
-      MmaKv::template rs<1>(acc_dk, dsf[kk], make_desc(q_tile + kk * 16 * 128, kBlockM * 128), true);
+      for (int kk = 0; kk < kBlockM / 16; ++kk) {
+        MmaKv::template ss<0, 1>(acc_dk, make_desc(sdS + kk * 32, 16),
+                                 make_desc(q_tile + cb + kk * 16 * 128, kBlockM * 128), true);
+      }
+      wgmma_commit();
+    } else {
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBlockM / 16; ++kk) {
+        MmaKv::template rs<1>(acc_dv, pf[kk], make_desc(do_tile + kk * 16 * 128, kBlockM * 128),
+                              true);
+      }
+#pragma unroll
+      for (int kk = 0; kk < kBlockM / 16; ++kk) {
+        MmaKv::template rs<1>(acc_dk, dsf[kk], make_desc(q_tile + kk * 16 * 128, kBlockM * 128),
+                              true);
+      }
+      wgmma_commit();
     }
-    wgmma_commit();
 
     // dQ (64 queries × d) += dS (read M-major from [key][query]) · K (read N-major). Each
     // warpgroup takes half the columns over all 128 keys (after a block-wide barrier: both halves
     // of dS), so every dQ element gets one atomic a block. (Each taking all columns over its own
     // keys, both adding with 8-byte atomics, ran d = 128 at 0.74–0.80× of this on an H100.)
-    fence_async_shared();
-    __syncthreads();
+    if constexpr (!kSplit) {
+      fence_async_shared();
+      __syncthreads();
+    }
     float acc_dq[kDqCols / 2];
     {
       // Columns [wg · kDqCols, +kDqCols) of K: a 64-column block, or half of one (d = 64: the
@@ -283,13 +330,14 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
           hk * p.dk_stride.head;
   T* dv = static_cast<T*>(p.dv) + b * p.dv_stride.batch + (seq.k_start + n0) * p.dv_stride.row +
           hk * p.dv_stride.head;
+  const int kv_col0 = kSplit ? wg * kKvCols : 0;
 #pragma unroll
   for (int rh = 0; rh < 2; ++rh) {
     const int row = key0 + g + 8 * rh;
     if (n0 + row >= k_rows) continue;
 #pragma unroll
-    for (int nt = 0; nt < kHeadDim / 8; ++nt) {
-      const int col = nt * 8 + 2 * t;
+    for (int nt = 0; nt < kKvCols / 8; ++nt) {
+      const int col = kv_col0 + nt * 8 + 2 * t;
       if (col < head_dim) {
         *reinterpret_cast<uint32_t*>(dk + row * p.dk_stride.row + col) =
             pack2<T>(acc_dk[4 * nt + 2 * rh] * p.scale, acc_dk[4 * nt + 2 * rh + 1] * p.scale);
