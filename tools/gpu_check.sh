@@ -56,8 +56,13 @@ if want test; then
     FLASHATTN_DISABLE_SM90=1 "$BUILD/tests/gpu/test_${kind}_gpu" --gtest_brief=1 \
       >"$OUT/gpu_tests_sm80_${kind}.log" 2>&1 || rc_sm80=$?
   done
+  # The Hopper deterministic backward (opt-in: FLASHATTN_SM90_DETERMINISTIC=1).
+  FLASHATTN_SM90_DETERMINISTIC=1 timeout 300 "$BUILD/tests/gpu/test_backward_gpu" --gtest_brief=1 \
+    --gtest_filter='Det/*:GpuBackwardStream*' >"$OUT/gpu_tests_sm90_det.log" 2>&1
+  rc_det=$?
   set -e
   summary+=("gpu tests: $(grep -E 'tests passed|tests failed' "$OUT/gpu_tests.log" | tail -1) (rc $rc_gpu)")
+  summary+=("gpu tests, Hopper deterministic backward (opt-in): $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/gpu_tests_sm90_det.log" | tr '\n' ' ')(rc $rc_det)")
   summary+=("gpu tests, sm80 kernels forced: forward $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/gpu_tests_sm80_forward.log" | tr '\n' ' ')backward $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/gpu_tests_sm80_backward.log" | tr '\n' ' ')(rc $rc_sm80)")
   summary+=("cpu tests: $(grep -E 'tests passed|tests failed' "$OUT/cpu_tests.log" | tail -1) (rc $rc_cpu)")
   grep -E "^\s+[0-9]+ - .*(Failed|Exception)" "$OUT/gpu_tests.log" | head -20 || true

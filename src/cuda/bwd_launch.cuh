@@ -1,8 +1,8 @@
 // The backward of one (dtype, head dim, score mods): D, then dK/dV with the dQ sums, then dQ.
 // Step 2 runs the Hopper kernel (sm90/flash_bwd_kernel.cuh) where the device is an sm_90 GPU,
-// the head dim has a Hopper tile, the variant is the plain one and the mode is not the
-// deterministic one (the Hopper kernel sums dQ with atomics, at d = 256 too);
-// everything else runs the sm80 kernels (sm80/flash_bwd_kernel.cuh). Included only by the
+// the head dim has a Hopper tile and the variant is the plain one (it sums dQ with atomics, at
+// d = 256 too; the deterministic mode, where they go in a fixed order, is opt-in for now: see
+// use_sm90_deterministic_bwd); everything else runs the sm80 kernels (sm80/flash_bwd_kernel.cuh). Included only by the
 // generated instantiation files (src/cuda/instantiations/).
 #pragma once
 
@@ -36,17 +36,26 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
   // The Hopper dK/dV kernel (plain variant, atomic dQ) where the device and head dim have one.
   bool hopper = false;
   if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
-    hopper = !p.deterministic && use_sm90(p.device.index);
+    hopper = use_sm90(p.device.index) && (!p.deterministic || use_sm90_deterministic_bwd());
   }
-  // Scratch: D for every row, and the fp32 accumulator where dQ is summed with atomics.
+  // Scratch: D for every row, the fp32 accumulator where dQ is summed with atomics, and in the
+  // Hopper deterministic mode the turn counters (zeroed).
   const bool atomic_dq = hopper || (kBwdAtomicDq<kHeadDim> && !p.deterministic);
   const int64_t rows = p.batch * p.heads_q * p.seqlen_q;
+  const int64_t turn_blocks = (p.seqlen_q + sm90::kBwdBlockM - 1) / sm90::kBwdBlockM;
+  const int64_t turns = hopper && p.deterministic ? p.batch * p.heads_q * turn_blocks : 0;
   const StreamBuffer scratch(
-      static_cast<size_t>(rows * (atomic_dq ? 1 + p.head_dim : 1)) * sizeof(float), stream);
+      static_cast<size_t>(rows * (atomic_dq ? 1 + p.head_dim : 1) + turns) * sizeof(float),
+      stream);
   BwdWorkspace ws;
   ws.rows = p.seqlen_q;
   ws.dq_accum = atomic_dq ? scratch.data() : nullptr;
   ws.dsum = scratch.data() + (atomic_dq ? rows * p.head_dim : 0);
+  if (turns > 0) {
+    ws.dq_turn = reinterpret_cast<int*>(ws.dsum + rows);
+    ws.turn_blocks = turn_blocks;
+    FLASHATTN_CUDA_CHECK(cudaMemsetAsync(ws.dq_turn, 0, static_cast<size_t>(turns) * sizeof(int), stream));
+  }
 
   const unsigned heads_q = static_cast<unsigned>(p.heads_q), batch = static_cast<unsigned>(p.batch);
   const unsigned row_blocks = static_cast<unsigned>(

@@ -121,6 +121,14 @@ void dispatch_kernel(const char* fn, const AttentionParams& p, int head_dim, Run
 
 }  // namespace
 
+bool use_sm90_deterministic_bwd() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("FLASHATTN_SM90_DETERMINISTIC");
+    return env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0;
+  }();
+  return enabled;
+}
+
 bool use_sm90(int device) {
   constexpr int kMaxDevices = 64;
   static const bool disabled = [] {

@@ -394,6 +394,27 @@ std::vector<Case> deterministic_cases() {
   c.heads_kv = 2;
   c.window_left = 100;
   v.push_back(c);
+  // On Hopper the plain cases at d 64/128/256 run the sm90 kernel, whose dQ atomics take turns
+  // by key block: windows on both sides (the first key block of a query block is not 0), varlen
+  // with a window at d = 256, GQA with causal.
+  c = base("detwindow", 128);
+  c.window_left = 70;
+  c.window_right = 30;
+  v.push_back(c);
+  c = base("detvarlenwindow", 256);
+  c.lens_q = {200, 0, 130};
+  c.lens_k = {260, 40, 300};
+  c.heads_q = 4;
+  c.heads_kv = 2;
+  c.window_left = 100;
+  v.push_back(c);
+  c = base("detgqacausal", 64);
+  c.heads_q = 8;
+  c.heads_kv = 2;
+  c.seqlen_q = 300;
+  c.seqlen_k = 700;
+  c.causal = true;
+  v.push_back(c);
   return gpu_cases(v);
 }
 

@@ -34,6 +34,10 @@ struct BwdWorkspace {
   float* dsum = nullptr;      // D = rowsum(dO ∘ O)
   float* dq_accum = nullptr;  // (…, head_dim) fp32 sums of dQ; null when the dQ kernel runs
   int64_t rows = 0;
+  // The Hopper kernel's deterministic mode: one counter a (batch, query head, query block) that
+  // orders the key blocks' dQ atomics (zeroed before the launch); null otherwise.
+  int* dq_turn = nullptr;
+  int64_t turn_blocks = 0;  // query blocks a (batch, head)
 };
 
 // ---- Step 1 ----------------------------------------------------------------------------------

@@ -17,8 +17,16 @@
 //            query columns (32 each), meet through shared memory (Pᵀ and dSᵀ), and split dV, dK
 //            and dQ by head-dim columns (128 each), all SS.
 // The plain variant only (no softcap, ALiBi or dropout: their elementwise terms and dropout's
-// Philox mapping are laid out for the untransposed fragments); the score-mods variant and the
-// deterministic mode run the sm80 kernels.
+// Philox mapping are laid out for the untransposed fragments); the score-mods variant runs the
+// sm80 kernels.
+//
+// Deterministic mode (ws.dq_turn set): the key blocks that see a query block add their dQ to it
+// in a fixed order, lowest key block first. A counter per (batch, query head, query block) says
+// whose turn it is; a block waits for its turn (its rank among the key blocks that see the query
+// block), adds, and passes the turn on. A block waits only on blocks of lower blockIdx.x of the
+// same (kv head, batch), which are launched before it, so the wait ends; a counter that never
+// comes round (a bug) traps after about ten seconds instead of hanging. Opt-in
+// (FLASHATTN_SM90_DETERMINISTIC=1) until it has been run on a GPU.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -33,13 +41,16 @@
 
 namespace flashattn::detail::cuda::sm90 {
 
+// Query rows of one step (every head dim): also the granularity of the deterministic turns.
+constexpr int kBwdBlockM = 64;
+
 template <int kHeadDim_>
 struct BwdTile {
   static constexpr int kHeadDim = kHeadDim_;
   // Split by queries and head-dim columns (d = 256), or by keys (d ≤ 128); see above.
   static constexpr bool kSplitQuery = kHeadDim > 128;
   static constexpr int kBlockN = kSplitQuery ? 64 : 128;  // keys of a thread block
-  static constexpr int kBlockM = 64;                      // query rows of one step
+  static constexpr int kBlockM = kBwdBlockM;
   static constexpr int kThreads = 2 * kWarpgroupThreads;
   static constexpr int kKvBytes = kBlockN * kHeadDim * 2;  // sK, sV
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;   // sQ[2], sdO[2]
@@ -53,6 +64,42 @@ struct BwdTile {
 
 template <int kHeadDim>
 inline constexpr bool kHasBwdTile = kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256;
+
+__device__ __forceinline__ int load_acquire(const int* ptr) {
+  int v = 0;
+#if defined(__CUDA_ARCH__)
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(ptr) : "memory");
+#endif
+  return v;
+}
+
+__device__ __forceinline__ void store_release(int* ptr, int v) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(ptr), "r"(v) : "memory");
+#endif
+}
+
+// Thread 0 waits until *turn == mine (then the whole block goes on).
+__device__ __forceinline__ void wait_for_turn(const int* turn, int mine) {
+  if (threadIdx.x == 0) {
+    for (long long spins = 0; load_acquire(turn) != mine; ++spins) {
+#if defined(__CUDA_ARCH__)
+      __nanosleep(64);
+      if (spins > (1LL << 24)) __trap();  // ~10 s of L2 round trips
+#endif
+    }
+  }
+  __syncthreads();
+}
+
+// After every thread's atomics: hand the turn to the next key block.
+__device__ __forceinline__ void pass_turn(int* turn, int next) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    store_release(turn, next);
+  }
+}
 
 template <class T, class Tile>
 __global__ void __launch_bounds__(Tile::kThreads, 1)
@@ -305,6 +352,21 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     fence_registers(acc_dk);
     fence_registers(acc_dq);
 
+    // Deterministic mode: this block's turn is its rank among the key blocks that see query
+    // block m0 (a contiguous run: the first is the lowest whose last key a row of the block sees).
+    int* turn = nullptr;
+    int my_turn = 0;
+    if (ws.dq_turn != nullptr) {
+      int64_t first = 0;
+      if (p.window_left >= 0) {
+        const int64_t lowest_n0 = m0 - (kBlockN - 1) + diag - p.window_left;
+        if (lowest_n0 > 0) first = (lowest_n0 + kBlockN - 1) / kBlockN;
+      }
+      my_turn = static_cast<int>(blockIdx.x - first);
+      turn = ws.dq_turn + (b * p.heads_q + h) * ws.turn_blocks + m0 / kBlockM;
+      wait_for_turn(turn, my_turn);
+    }
+
     // Four consecutive columns a thread, one 16-byte atomic: lanes t and t ^ 1 swap halves, so
     // that even lanes hold row g and odd lanes row g + 8 of their pair's four columns.
     float* dq_rows = ws.dq_accum + ((b * p.heads_q + h) * ws.rows + m0) * head_dim;
@@ -323,6 +385,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
         atomicAdd(reinterpret_cast<float4*>(dq_rows + q_row * head_dim + col), add);
       }
     }
+    if (turn != nullptr) pass_turn(turn, my_turn + 1);
   }
 
   // ---- Epilogue: dK = scale · Σ dSᵀ Q, dV = Σ Pᵀ dO ----
