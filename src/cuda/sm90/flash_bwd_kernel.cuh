@@ -33,6 +33,7 @@
 
 #include <cstdint>
 
+#include "common/block_schedule.h"
 #include "common/params.h"
 #include "cuda/common/mma.cuh"
 #include "cuda/sm80/flash_bwd_kernel.cuh"
@@ -143,20 +144,12 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   const int key0 = (kSplit ? 0 : wg * 64) + (static_cast<int>(threadIdx.x) / 32 % 4) * 16;
   const int qcol0 = kSplit ? wg * kSCols : 0;
   const int head_dim = static_cast<int>(p.head_dim);
-  const int64_t diag = seq.seqlen_k - seq.seqlen_q;
 
   // Query blocks that see at least one key of this block.
-  int m_block_min = 0, m_block_max = 0;
-  if (n0 < seq.seqlen_k && seq.seqlen_q > 0) {
-    const int64_t n_last = min(n0 + kBlockN, seq.seqlen_k) - 1;
-    const int64_t i_min = p.window_right >= 0 ? max(int64_t{0}, n0 - diag - p.window_right) : 0;
-    const int64_t i_max = p.window_left >= 0 ? min(seq.seqlen_q - 1, n_last - diag + p.window_left)
-                                             : seq.seqlen_q - 1;
-    if (i_min <= i_max) {
-      m_block_min = static_cast<int>(i_min / kBlockM);
-      m_block_max = static_cast<int>(i_max / kBlockM) + 1;
-    }
-  }
+  const BlockSpan m_span = query_blocks_seeing(seq.seqlen_q, seq.seqlen_k, p.window_left,
+                                               p.window_right, n0, kBlockM, kBlockN);
+  const int m_block_min = static_cast<int>(m_span.begin);
+  const int m_block_max = static_cast<int>(m_span.end);
   const int m_blocks = m_block_max - m_block_min;
   const int steps = m_blocks * static_cast<int>(p.group);
 
@@ -353,16 +346,12 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     fence_registers(acc_dq);
 
     // Deterministic mode: this block's turn is its rank among the key blocks that see query
-    // block m0 (a contiguous run: the first is the lowest whose last key a row of the block sees).
+    // block m0 (a contiguous run, common/block_schedule.h).
     int* turn = nullptr;
     int my_turn = 0;
     if (ws.dq_turn != nullptr) {
-      int64_t first = 0;
-      if (p.window_left >= 0) {
-        const int64_t lowest_n0 = m0 - (kBlockN - 1) + diag - p.window_left;
-        if (lowest_n0 > 0) first = (lowest_n0 + kBlockN - 1) / kBlockN;
-      }
-      my_turn = static_cast<int>(blockIdx.x - first);
+      my_turn = static_cast<int>(
+          blockIdx.x - first_key_block_seen(seq.seqlen_q, seq.seqlen_k, p.window_left, m0, kBlockN));
       turn = ws.dq_turn + (b * p.heads_q + h) * ws.turn_blocks + m0 / kBlockM;
       wait_for_turn(turn, my_turn);
     }

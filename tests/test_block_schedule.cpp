@@ -1,0 +1,108 @@
+// common/block_schedule.h against brute force over small shapes, every window kind and the
+// Hopper backward's block sizes. The GPU kernels lean on two properties that a GPU test only
+// samples:
+//   - query_blocks_seeing(n) is exactly the set of query blocks with a (row, key) pair that the
+//     window lets through, with a key of block n (fewer would drop gradient terms);
+//   - the key blocks whose span holds a query block are a contiguous run that starts at
+//     first_key_block_seen (the deterministic dQ turns: a key block waits for the ones before it
+//     in that run; a gap or a wrong start would leave a turn that never comes, and a hang).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/block_schedule.h"
+
+namespace flashattn::detail {
+namespace {
+
+bool visible(int64_t i, int64_t j, int64_t seqlen_q, int64_t seqlen_k, int64_t left,
+             int64_t right) {
+  const int64_t diag_j = i + seqlen_k - seqlen_q;
+  return (left < 0 || j >= diag_j - left) && (right < 0 || j <= diag_j + right);
+}
+
+struct Shape {
+  int64_t seqlen_q, seqlen_k, left, right;
+  int block_m, block_n;
+  std::string name() const {
+    return "q" + std::to_string(seqlen_q) + "_k" + std::to_string(seqlen_k) + "_wl" +
+           std::to_string(left) + "_wr" + std::to_string(right) + "_m" + std::to_string(block_m) +
+           "_n" + std::to_string(block_n);
+  }
+};
+
+std::vector<Shape> shapes() {
+  std::vector<Shape> v;
+  const int64_t lens[] = {1, 5, 63, 64, 65, 97, 128, 129, 200, 385};
+  const int64_t windows[] = {-1, 0, 1, 7, 63, 64, 100, 300};
+  const int blocks[][2] = {{64, 128}, {64, 64}};
+  for (int64_t sq : lens) {
+    for (int64_t sk : lens) {
+      for (int64_t wl : windows) {
+        for (int64_t wr : windows) {
+          for (const auto& bl : blocks) v.push_back({sq, sk, wl, wr, bl[0], bl[1]});
+        }
+      }
+    }
+  }
+  return v;
+}
+
+TEST(BlockSchedule, SpansAreExactAndTurnsContiguous) {
+  int checked = 0;
+  for (const Shape& s : shapes()) {
+    SCOPED_TRACE(s.name());
+    const int64_t m_blocks = (s.seqlen_q + s.block_m - 1) / s.block_m;
+    const int64_t n_blocks = (s.seqlen_k + s.block_n - 1) / s.block_n;
+    // holders[m]: the key blocks whose span holds query block m.
+    std::vector<std::vector<int64_t>> holders(static_cast<size_t>(m_blocks));
+    for (int64_t n = 0; n < n_blocks; ++n) {
+      std::set<int64_t> expected;
+      for (int64_t i = 0; i < s.seqlen_q; ++i) {
+        for (int64_t j = n * s.block_n; j < std::min(s.seqlen_k, (n + 1) * s.block_n); ++j) {
+          if (visible(i, j, s.seqlen_q, s.seqlen_k, s.left, s.right)) expected.insert(i / s.block_m);
+        }
+      }
+      const BlockSpan span = query_blocks_seeing(s.seqlen_q, s.seqlen_k, s.left, s.right,
+                                                 n * s.block_n, s.block_m, s.block_n);
+      std::set<int64_t> got;
+      for (int64_t m = span.begin; m < span.end; ++m) {
+        got.insert(m);
+        ASSERT_GE(m, 0);
+        ASSERT_LT(m, m_blocks);
+        holders[static_cast<size_t>(m)].push_back(n);
+      }
+      ASSERT_EQ(got, expected) << "key block " << n;
+    }
+    for (int64_t m = 0; m < m_blocks; ++m) {
+      const auto& h = holders[static_cast<size_t>(m)];
+      if (h.empty()) continue;
+      const int64_t first = first_key_block_seen(s.seqlen_q, s.seqlen_k, s.left, m * s.block_m,
+                                                 s.block_n);
+      ASSERT_EQ(h.front(), first) << "query block " << m;
+      for (size_t r = 0; r < h.size(); ++r) {
+        ASSERT_EQ(h[r], first + static_cast<int64_t>(r)) << "query block " << m << ", rank " << r;
+      }
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 10000);  // the grid is not vacuous
+}
+
+// Past the end of the keys, or with no query rows, a key block visits nothing.
+TEST(BlockSchedule, EmptyOutsideTheSequences) {
+  BlockSpan s = query_blocks_seeing(100, 64, -1, -1, 64, 64, 64);
+  EXPECT_EQ(s.begin, s.end);
+  s = query_blocks_seeing(0, 64, -1, 0, 0, 64, 64);
+  EXPECT_EQ(s.begin, s.end);
+  // Causal with more queries than keys: the first rows see no key at all.
+  s = query_blocks_seeing(300, 100, -1, 0, 0, 64, 128);
+  EXPECT_EQ(s.begin, 200 / 64);
+  EXPECT_EQ(s.end, (300 + 63) / 64);
+}
+
+}  // namespace
+}  // namespace flashattn::detail
