@@ -63,7 +63,8 @@ TEST(BlockSchedule, SpansAreExactAndTurnsContiguous) {
       std::set<int64_t> expected;
       for (int64_t i = 0; i < s.seqlen_q; ++i) {
         for (int64_t j = n * s.block_n; j < std::min(s.seqlen_k, (n + 1) * s.block_n); ++j) {
-          if (visible(i, j, s.seqlen_q, s.seqlen_k, s.left, s.right)) expected.insert(i / s.block_m);
+          if (visible(i, j, s.seqlen_q, s.seqlen_k, s.left, s.right))
+            expected.insert(i / s.block_m);
         }
       }
       const BlockSpan span = query_blocks_seeing(s.seqlen_q, s.seqlen_k, s.left, s.right,
@@ -80,8 +81,8 @@ TEST(BlockSchedule, SpansAreExactAndTurnsContiguous) {
     for (int64_t m = 0; m < m_blocks; ++m) {
       const auto& h = holders[static_cast<size_t>(m)];
       if (h.empty()) continue;
-      const int64_t first = first_key_block_seen(s.seqlen_q, s.seqlen_k, s.left, m * s.block_m,
-                                                 s.block_n);
+      const int64_t first =
+          first_key_block_seen(s.seqlen_q, s.seqlen_k, s.left, m * s.block_m, s.block_n);
       ASSERT_EQ(h.front(), first) << "query block " << m;
       for (size_t r = 0; r < h.size(); ++r) {
         ASSERT_EQ(h[r], first + static_cast<int64_t>(r)) << "query block " << m << ", rank " << r;

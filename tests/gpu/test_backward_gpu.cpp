@@ -239,24 +239,11 @@ std::vector<Case> layout_cases() {
 }
 INSTANTIATE_TEST_SUITE_P(Layouts, GpuForwardBackward, ::testing::ValuesIn(layout_cases()), CaseName());
 
-// The option, varlen, masking and layout grids again at the head dims of the Hopper backward
-// (128, 64 and 256, in turn over the cases; the grids mostly use 32): on an H100 their plain
-// cases run the sm90 dK/dV kernel (FLASHATTN_DISABLE_SM90=1 runs them on the sm80 one).
+// The option, varlen, masking and layout grids at the Hopper kernels' head dims (the plain
+// cases run the sm90 dK/dV kernel).
 std::vector<Case> hopper_head_dim_cases() {
-  std::vector<Case> grid = option_cases();
-  for (const auto& g : {varlen_grid(), masked_grid(), layout_grid(Layout::head_major)}) {
-    grid.insert(grid.end(), g.begin(), g.end());
-  }
-  constexpr int64_t kDims[] = {128, 64, 256};
-  std::vector<Case> out;
-  for (size_t i = 0; i < grid.size(); ++i) {
-    Case c = grid[i];
-    c.label = "hopper_" + c.label;
-    c.head_dim = kDims[i % 3];
-    c.head_dim_v = 0;  // = head_dim
-    out.push_back(c);
-  }
-  return gpu_cases(out);
+  return gpu_cases(gpu::at_hopper_head_dims(
+      {option_cases(), varlen_grid(), masked_grid(), layout_grid(Layout::head_major)}));
 }
 INSTANTIATE_TEST_SUITE_P(HopperHeadDims, GpuForwardBackward,
                          ::testing::ValuesIn(hopper_head_dim_cases()), CaseName());

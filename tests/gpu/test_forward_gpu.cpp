@@ -63,26 +63,10 @@ std::vector<Case> every_head_dim() {
 }
 INSTANTIATE_TEST_SUITE_P(AllHeadDims, GpuForward, ::testing::ValuesIn(every_head_dim()), CaseName());
 
-// The option, varlen, masking, dropout and layout grids again at the head dims that the Hopper
-// kernels serve (128, 256, 64, in turn over the cases; the grids mostly use 32, which only the
-// sm80 kernels take): on an H100 these run the sm90 kernels (FLASHATTN_DISABLE_SM90=1 runs them
-// on the sm80 ones).
+// The option, varlen, masking, dropout and layout grids at the Hopper kernels' head dims.
 std::vector<Case> hopper_head_dim_cases() {
-  std::vector<Case> grid = option_cases();
-  for (const auto& g :
-       {varlen_grid(), masked_grid(), dropout_grid(), layout_grid(Layout::head_major)}) {
-    grid.insert(grid.end(), g.begin(), g.end());
-  }
-  constexpr int64_t kDims[] = {128, 256, 64};
-  std::vector<Case> out;
-  for (size_t i = 0; i < grid.size(); ++i) {
-    Case c = grid[i];
-    c.label = "hopper_" + c.label;
-    c.head_dim = kDims[i % 3];
-    c.head_dim_v = 0;  // = head_dim
-    out.push_back(c);
-  }
-  return gpu_cases(out);
+  return gpu_cases(gpu::at_hopper_head_dims({option_cases(), varlen_grid(), masked_grid(),
+                                             dropout_grid(), layout_grid(Layout::head_major)}));
 }
 INSTANTIATE_TEST_SUITE_P(HopperHeadDims, GpuForward, ::testing::ValuesIn(hopper_head_dim_cases()),
                          CaseName());

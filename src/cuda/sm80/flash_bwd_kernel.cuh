@@ -19,6 +19,7 @@
 
 #include <cstdint>
 
+#include "common/block_schedule.h"
 #include "common/params.h"
 #include "common/philox.h"
 #include "cuda/common/mma.cuh"
@@ -215,20 +216,12 @@ __global__ void __launch_bounds__(Tile::kThreads)
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane / 4, t = lane % 4;
   const int head_dim = static_cast<int>(p.head_dim);
-  const int64_t diag = seq.seqlen_k - seq.seqlen_q;
 
-  // Query blocks that see at least one key of this block.
-  int m_block_min = 0, m_block_max = 0;
-  if (n0 < seq.seqlen_k && seq.seqlen_q > 0) {
-    const int64_t n_last = min(n0 + kBlockN, seq.seqlen_k) - 1;
-    const int64_t i_min = p.window_right >= 0 ? max(int64_t{0}, n0 - diag - p.window_right) : 0;
-    const int64_t i_max = p.window_left >= 0 ? min(seq.seqlen_q - 1, n_last - diag + p.window_left)
-                                             : seq.seqlen_q - 1;
-    if (i_min <= i_max) {
-      m_block_min = static_cast<int>(i_min / kBlockM);
-      m_block_max = static_cast<int>(i_max / kBlockM) + 1;
-    }
-  }
+  // Query blocks that see at least one key of this block (common/block_schedule.h).
+  const BlockSpan m_span = query_blocks_seeing(seq.seqlen_q, seq.seqlen_k, p.window_left,
+                                               p.window_right, n0, kBlockM, kBlockN);
+  const int m_block_min = static_cast<int>(m_span.begin);
+  const int m_block_max = static_cast<int>(m_span.end);
   const int m_blocks = m_block_max - m_block_min;
   const int steps = m_blocks * static_cast<int>(p.group);
 
