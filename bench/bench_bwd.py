@@ -14,6 +14,7 @@ usage: bench_bwd.py --lib build/libflashattn_c.so [--json out.json] [--quick]
 import argparse
 import ctypes
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -210,6 +211,9 @@ def main():
         "cuda": torch.version.cuda,
         "git_commit": args.commit or git_commit(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # The kernel switches read from the environment (they change which kernels ran).
+        "env": {k: os.environ[k] for k in ("FLASHATTN_DISABLE_SM90", "FLASHATTN_SM90_DETERMINISTIC")
+                if k in os.environ},
         "flops_formula": "fwd 4*b*h*sq*sk*d (/2 if causal); bwd 2.5x fwd; fwd+bwd 3.5x fwd",
         "gqa_memory": memory,
         "rows": rows,

@@ -9,6 +9,7 @@ usage: bench_fwd.py --lib build/libflashattn_c.so [--json out.json] [--quick]
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -140,6 +141,9 @@ def main():
         "cuda": torch.version.cuda,
         "git_commit": args.commit or git_commit(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # The kernel switches read from the environment (they change which kernels ran).
+        "env": {k: os.environ[k] for k in ("FLASHATTN_DISABLE_SM90", "FLASHATTN_SM90_DETERMINISTIC")
+                if k in os.environ},
         "flops_formula": "4*b*h*sq*sk*d, /2 if causal",
         "memory": mem_note,
         "rows": rows,
