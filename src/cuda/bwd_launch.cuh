@@ -2,8 +2,8 @@
 // Step 2 runs the Hopper kernel (sm90/flash_bwd_kernel.cuh) where the device is an sm_90 GPU,
 // the head dim has a Hopper tile and the variant is the plain one (it sums dQ with atomics, at
 // d = 256 too; the deterministic mode, where they go in a fixed order, is opt-in for now: see
-// use_sm90_deterministic_bwd); everything else runs the sm80 kernels (sm80/flash_bwd_kernel.cuh). Included only by the
-// generated instantiation files (src/cuda/instantiations/).
+// use_sm90_deterministic_bwd); everything else runs the sm80 kernels (sm80/flash_bwd_kernel.cuh).
+// Included only by the generated instantiation files (src/cuda/instantiations/).
 #pragma once
 
 #include "cuda/common/check.h"
@@ -42,8 +42,9 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
   // Hopper deterministic mode the turn counters (zeroed).
   const bool atomic_dq = hopper || (kBwdAtomicDq<kHeadDim> && !p.deterministic);
   const int64_t rows = p.batch * p.heads_q * p.seqlen_q;
-  const int64_t turn_blocks = (p.seqlen_q + sm90::kBwdBlockM - 1) / sm90::kBwdBlockM;
-  const int64_t turns = hopper && p.deterministic ? p.batch * p.heads_q * turn_blocks : 0;
+  const int64_t turns = hopper && p.deterministic
+                            ? p.batch * p.heads_q * sm90::turn_blocks(p.seqlen_q)
+                            : 0;
   const StreamBuffer scratch(
       static_cast<size_t>(rows * (atomic_dq ? 1 + p.head_dim : 1) + turns) * sizeof(float),
       stream);
@@ -53,8 +54,8 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
   ws.dsum = scratch.data() + (atomic_dq ? rows * p.head_dim : 0);
   if (turns > 0) {
     ws.dq_turn = reinterpret_cast<int*>(ws.dsum + rows);
-    ws.turn_blocks = turn_blocks;
-    FLASHATTN_CUDA_CHECK(cudaMemsetAsync(ws.dq_turn, 0, static_cast<size_t>(turns) * sizeof(int), stream));
+    FLASHATTN_CUDA_CHECK(
+        cudaMemsetAsync(ws.dq_turn, 0, static_cast<size_t>(turns) * sizeof(int), stream));
   }
 
   const unsigned heads_q = static_cast<unsigned>(p.heads_q), batch = static_cast<unsigned>(p.batch);
@@ -71,32 +72,29 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
 
   // Key blocks: p.seqlen_k bounds every sequence's k rows (varlen: the longest packed one), and
   // the rows past seqused_k get their zero gradients from this kernel too.
-  bool dkdv_done = false;
-  if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
-    if (hopper) {
-      using Tile = sm90::BwdTile<kHeadDim>;
-      auto kernel = sm90::flash_bwd_dkdv_kernel<T, Tile>;
-      allow_dynamic_smem(kernel, Tile::kSmemBytes);
-      const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tile::kBlockN - 1) / Tile::kBlockN),
-                      static_cast<unsigned>(p.heads_kv), batch);
-      if (grid.x > 0) {
-        kernel<<<grid, Tile::kThreads, Tile::kSmemBytes, stream>>>(p, ws);
-        FLASHATTN_CUDA_CHECK(cudaGetLastError());
-      }
-      dkdv_done = true;
-    }
-  }
-  if (!dkdv_done) {
-    using Tile = BwdTileFor<kHeadDim>;
-    constexpr size_t kSmemBytes = Tile::template smem_bytes<T>();
-    auto kernel = flash_bwd_dkdv_kernel<T, Tile, kScoreMods>;
-    allow_dynamic_smem(kernel, kSmemBytes);
-    const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tile::kBlockN - 1) / Tile::kBlockN),
+  auto launch_dkdv = [&](auto kernel, int block_n, int threads, size_t smem_bytes) {
+    allow_dynamic_smem(kernel, smem_bytes);
+    const dim3 grid(static_cast<unsigned>((p.seqlen_k + block_n - 1) / block_n),
                     static_cast<unsigned>(p.heads_kv), batch);
-    if (grid.x > 0) {
-      kernel<<<grid, Tile::kThreads, kSmemBytes, stream>>>(p, ws);
-      FLASHATTN_CUDA_CHECK(cudaGetLastError());
+    if (grid.x == 0) return;
+    kernel<<<grid, threads, smem_bytes, stream>>>(p, ws);
+    FLASHATTN_CUDA_CHECK(cudaGetLastError());
+  };
+  auto launch_dkdv_sm80 = [&] {
+    using Tile = BwdTileFor<kHeadDim>;
+    launch_dkdv(flash_bwd_dkdv_kernel<T, Tile, kScoreMods>, Tile::kBlockN, Tile::kThreads,
+                Tile::template smem_bytes<T>());
+  };
+  if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
+    using Tile = sm90::BwdTile<kHeadDim>;
+    if (hopper) {
+      launch_dkdv(sm90::flash_bwd_dkdv_kernel<T, Tile>, Tile::kBlockN, Tile::kThreads,
+                  Tile::kSmemBytes);
+    } else {
+      launch_dkdv_sm80();
     }
+  } else {
+    launch_dkdv_sm80();
   }
 
   if (row_blocks == 0) return;

@@ -119,22 +119,22 @@ void dispatch_kernel(const char* fn, const AttentionParams& p, int head_dim, Run
   fail(fn, "q", std::string("unexpected dtype ") + dtype_name(p.dtype));
 }
 
+// A switch from the environment: set, and neither empty nor "0".
+bool env_flag(const char* name) {
+  const char* env = std::getenv(name);
+  return env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0;
+}
+
 }  // namespace
 
 bool use_sm90_deterministic_bwd() {
-  static const bool enabled = [] {
-    const char* env = std::getenv("FLASHATTN_SM90_DETERMINISTIC");
-    return env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0;
-  }();
+  static const bool enabled = env_flag("FLASHATTN_SM90_DETERMINISTIC");
   return enabled;
 }
 
 bool use_sm90(int device) {
   constexpr int kMaxDevices = 64;
-  static const bool disabled = [] {
-    const char* env = std::getenv("FLASHATTN_DISABLE_SM90");
-    return env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0;
-  }();
+  static const bool disabled = env_flag("FLASHATTN_DISABLE_SM90");
   static std::once_flag once[kMaxDevices];
   static bool hopper[kMaxDevices] = {};
   if (disabled || device < 0 || device >= kMaxDevices) return false;

@@ -37,8 +37,7 @@ struct BwdWorkspace {
   int64_t rows = 0;
   // The Hopper kernel's deterministic mode: one counter a (batch, query head, query block) that
   // orders the key blocks' dQ atomics (zeroed before the launch); null otherwise.
-  int* dq_turn = nullptr;
-  int64_t turn_blocks = 0;  // query blocks a (batch, head)
+  int* dq_turn = nullptr;  // (batch, query head, sm90::turn_blocks(rows))
 };
 
 // ---- Step 1 ----------------------------------------------------------------------------------

@@ -45,6 +45,11 @@ namespace flashattn::detail::cuda::sm90 {
 // Query rows of one step (every head dim): also the granularity of the deterministic turns.
 constexpr int kBwdBlockM = 64;
 
+// Turn counters a (batch, query head) in the deterministic mode: one a query block.
+FLASHATTN_HOST_DEVICE int64_t turn_blocks(int64_t seqlen_q) {
+  return (seqlen_q + kBwdBlockM - 1) / kBwdBlockM;
+}
+
 template <int kHeadDim_>
 struct BwdTile {
   static constexpr int kHeadDim = kHeadDim_;
@@ -319,8 +324,8 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     }
 
     // dQ (64 queries × d) += dS (read M-major from [key][query]) · K (read N-major). Each
-    // warpgroup takes half the columns over all 128 keys (after a block-wide barrier: both halves
-    // of dS), so every dQ element gets one atomic a block. (Each taking all columns over its own
+    // warpgroup takes half the columns over all the block's keys (after a block-wide barrier:
+    // all of dS), so every dQ element gets one atomic a block. (Each taking all columns over its own
     // keys, both adding with 8-byte atomics, ran d = 128 at 0.74–0.80× of this on an H100.)
     if constexpr (!kSplit) {
       fence_async_shared();
@@ -352,7 +357,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     if (ws.dq_turn != nullptr) {
       my_turn = static_cast<int>(
           blockIdx.x - first_key_block_seen(seq.seqlen_q, seq.seqlen_k, p.window_left, m0, kBlockN));
-      turn = ws.dq_turn + (b * p.heads_q + h) * ws.turn_blocks + m0 / kBlockM;
+      turn = ws.dq_turn + (b * p.heads_q + h) * turn_blocks(ws.rows) + m0 / kBlockM;
       wait_for_turn(turn, my_turn);
     }
 
