@@ -3,9 +3,9 @@
 // samples:
 //   - query_blocks_seeing(n) is exactly the set of query blocks with a (row, key) pair that the
 //     window lets through, with a key of block n (fewer would drop gradient terms);
-//   - the key blocks whose span holds a query block are a contiguous run that starts at
-//     first_key_block_seen (the deterministic dQ turns: a key block waits for the ones before it
-//     in that run; a gap or a wrong start would leave a turn that never comes, and a hang).
+//   - the key blocks whose span holds a query block are a contiguous run that ends at
+//     last_key_block_seen (the deterministic dQ turns: a key block waits for the ones above it
+//     in that run; a gap or a wrong end would leave a turn that never comes, and a hang).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -81,11 +81,12 @@ TEST(BlockSchedule, SpansAreExactAndTurnsContiguous) {
     for (int64_t m = 0; m < m_blocks; ++m) {
       const auto& h = holders[static_cast<size_t>(m)];
       if (h.empty()) continue;
-      const int64_t first =
-          first_key_block_seen(s.seqlen_q, s.seqlen_k, s.left, m * s.block_m, s.block_n);
-      ASSERT_EQ(h.front(), first) << "query block " << m;
+      const int64_t last = last_key_block_seen(s.seqlen_q, s.seqlen_k, s.right, m * s.block_m,
+                                               s.block_m, s.block_n);
+      ASSERT_EQ(h.back(), last) << "query block " << m;
       for (size_t r = 0; r < h.size(); ++r) {
-        ASSERT_EQ(h[r], first + static_cast<int64_t>(r)) << "query block " << m << ", rank " << r;
+        ASSERT_EQ(h[h.size() - 1 - r], last - static_cast<int64_t>(r))
+            << "query block " << m << ", rank " << r;
       }
       ++checked;
     }

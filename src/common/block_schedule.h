@@ -1,8 +1,8 @@
 // The backward's walk in block terms, shared by the CUDA kernels and the CPU tests
 // (tests/test_block_schedule.cpp checks it against brute force): which query blocks a key block
 // visits under the causal/local window, and, for the Hopper deterministic mode, which key block
-// is the first of those that visit a query block (the key blocks add their dQ in turn, from
-// that one up). Windows are bottom-right aligned: key j is on row i's diagonal at
+// is the last of those that visit a query block (the key blocks add their dQ in turn, from that
+// one down). Windows are bottom-right aligned: key j is on row i's diagonal at
 // j = i + seqlen_k − seqlen_q; a window bound < 0 is unbounded (causal is window_right = 0).
 #pragma once
 
@@ -36,16 +36,21 @@ FLASHATTN_HOST_DEVICE BlockSpan query_blocks_seeing(int64_t seqlen_q, int64_t se
   return span;
 }
 
-// The lowest key block (of block_n keys) whose query_blocks_seeing holds the query block that
-// starts at row m0, when any does. The key blocks that hold it are a contiguous run from this one
-// (the span's bounds never decrease with n0), so a key block's rank among them is its index
-// minus this.
-FLASHATTN_HOST_DEVICE int64_t first_key_block_seen(int64_t seqlen_q, int64_t seqlen_k,
-                                                   int64_t window_left, int64_t m0, int block_n) {
-  if (window_left < 0) return 0;
-  // The lowest n0 whose last key row m0 sees: n0 + block_n − 1 ≥ m0 + diag − window_left.
-  const int64_t lowest_n0 = m0 + (seqlen_k - seqlen_q) - window_left - (block_n - 1);
-  return lowest_n0 > 0 ? (lowest_n0 + block_n - 1) / block_n : 0;
+// The highest key block (of block_n keys) whose query_blocks_seeing holds the query block that
+// starts at row m0 (rows [m0, m0 + block_m) ∩ [0, seqlen_q)), when any does; −1 when no key is
+// that low. The key blocks that hold it are a contiguous run down from this one (the span's bounds
+// never decrease with n0), so a key block's rank among them, counted from the top, is this
+// minus its index.
+FLASHATTN_HOST_DEVICE int64_t last_key_block_seen(int64_t seqlen_q, int64_t seqlen_k,
+                                                  int64_t window_right, int64_t m0, int block_m,
+                                                  int block_n) {
+  // The highest key the block's last row sees.
+  const int64_t i_last = (m0 + block_m < seqlen_q ? m0 + block_m : seqlen_q) - 1;
+  int64_t j_max = seqlen_k - 1;
+  if (window_right >= 0 && i_last + (seqlen_k - seqlen_q) + window_right < j_max) {
+    j_max = i_last + (seqlen_k - seqlen_q) + window_right;
+  }
+  return j_max >= 0 ? j_max / block_n : -1;
 }
 
 }  // namespace flashattn::detail

@@ -1,8 +1,8 @@
 // The backward of one (dtype, head dim, score mods): D, then dK/dV with the dQ sums, then dQ.
 // Step 2 runs the Hopper kernel (sm90/flash_bwd_kernel.cuh) where the device is an sm_90 GPU,
 // the head dim has a Hopper tile and the variant is the plain one (it sums dQ with atomics, at
-// d = 256 too; the deterministic mode, where they go in a fixed order, is opt-in for now: see
-// use_sm90_deterministic_bwd); everything else runs the sm80 kernels (sm80/flash_bwd_kernel.cuh).
+// d = 256 too, and in the deterministic mode they take turns in a fixed order); everything else
+// runs the sm80 kernels (sm80/flash_bwd_kernel.cuh).
 // Included only by the generated instantiation files (src/cuda/instantiations/).
 #pragma once
 
@@ -36,7 +36,7 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
   // The Hopper dK/dV kernel (plain variant, atomic dQ) where the device and head dim have one.
   bool hopper = false;
   if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
-    hopper = use_sm90(p.device.index) && (!p.deterministic || use_sm90_deterministic_bwd());
+    hopper = use_sm90(p.device.index);
   }
   // Scratch: D for every row, the fp32 accumulator where dQ is summed with atomics, and in the
   // Hopper deterministic mode the turn counters (zeroed).
@@ -72,24 +72,26 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
 
   // Key blocks: p.seqlen_k bounds every sequence's k rows (varlen: the longest packed one), and
   // the rows past seqused_k get their zero gradients from this kernel too.
-  auto launch_dkdv = [&](auto kernel, int block_n, int threads, size_t smem_bytes) {
+  auto launch_dkdv = [&](auto kernel, dim3 grid, int threads, size_t smem_bytes) {
     allow_dynamic_smem(kernel, smem_bytes);
-    const dim3 grid(static_cast<unsigned>((p.seqlen_k + block_n - 1) / block_n),
-                    static_cast<unsigned>(p.heads_kv), batch);
-    if (grid.x == 0) return;
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
     kernel<<<grid, threads, smem_bytes, stream>>>(p, ws);
     FLASHATTN_CUDA_CHECK(cudaGetLastError());
   };
   auto launch_dkdv_sm80 = [&] {
     using Tile = BwdTileFor<kHeadDim>;
-    launch_dkdv(flash_bwd_dkdv_kernel<T, Tile, kScoreMods>, Tile::kBlockN, Tile::kThreads,
+    const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tile::kBlockN - 1) / Tile::kBlockN),
+                    static_cast<unsigned>(p.heads_kv), batch);
+    launch_dkdv(flash_bwd_dkdv_kernel<T, Tile, kScoreMods>, grid, Tile::kThreads,
                 Tile::template smem_bytes<T>());
   };
   if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
     using Tile = sm90::BwdTile<kHeadDim>;
     if (hopper) {
-      launch_dkdv(sm90::flash_bwd_dkdv_kernel<T, Tile>, Tile::kBlockN, Tile::kThreads,
-                  Tile::kSmemBytes);
+      const bool det = p.deterministic;
+      launch_dkdv(det ? sm90::flash_bwd_dkdv_kernel<T, Tile, true>
+                      : sm90::flash_bwd_dkdv_kernel<T, Tile, false>,
+                  sm90::bwd_grid(p, Tile::kBlockN, det), Tile::kThreads, Tile::kSmemBytes);
     } else {
       launch_dkdv_sm80();
     }

@@ -127,11 +127,6 @@ bool env_flag(const char* name) {
 
 }  // namespace
 
-bool use_sm90_deterministic_bwd() {
-  static const bool enabled = env_flag("FLASHATTN_SM90_DETERMINISTIC");
-  return enabled;
-}
-
 bool use_sm90(int device) {
   constexpr int kMaxDevices = 64;
   static const bool disabled = env_flag("FLASHATTN_DISABLE_SM90");

@@ -17,11 +17,6 @@ inline constexpr int kCompiledHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256}
 // environment sets FLASHATTN_DISABLE_SM90=1 (then every call takes the sm80 kernels).
 bool use_sm90(int device);
 
-// The Hopper backward in the deterministic mode (dQ atomics taking turns by key block) is opt-in
-// until it has been run on a GPU: FLASHATTN_SM90_DETERMINISTIC=1. Otherwise the deterministic
-// mode takes the sm80 kernels.
-bool use_sm90_deterministic_bwd();
-
 template <class T, int kHeadDim, bool kScoreMods>
 void run_fwd(const AttentionParams& p, cudaStream_t stream);
 

@@ -402,6 +402,22 @@ std::vector<Case> deterministic_cases() {
   c.seqlen_k = 700;
   c.causal = true;
   v.push_back(c);
+  // Longer: a dozen key blocks and two dozen query blocks a head, so that many blocks race for
+  // each dQ row (the order of their turns, not luck, has to make the runs agree).
+  c = base("detlong", 128);
+  c.batch = 1;
+  c.seqlen_q = c.seqlen_k = 1537;
+  c.heads_q = 4;
+  c.heads_kv = 2;
+  v.push_back(c);
+  c = base("detlongcausal", 64);
+  c.batch = 1;
+  c.seqlen_q = 1600;
+  c.seqlen_k = 1537;
+  c.heads_q = 4;
+  c.heads_kv = 1;
+  c.causal = true;
+  v.push_back(c);
   return gpu_cases(v);
 }
 

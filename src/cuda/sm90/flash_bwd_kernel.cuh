@@ -20,13 +20,27 @@
 // Philox mapping are laid out for the untransposed fragments); the score-mods variant runs the
 // sm80 kernels.
 //
-// Deterministic mode (ws.dq_turn set): the key blocks that see a query block add their dQ to it
-// in a fixed order, lowest key block first. A counter per (batch, query head, query block) says
-// whose turn it is; a block waits for its turn (its rank among the key blocks that see the query
-// block), adds, and passes the turn on. A block waits only on blocks of lower blockIdx.x of the
-// same (kv head, batch), which are launched before it, so the wait ends; a counter that never
-// comes round (a bug) traps after about ten seconds instead of hanging. Opt-in
-// (FLASHATTN_SM90_DETERMINISTIC=1) until it has been run on a GPU.
+// Deterministic mode (kDeterministic; ws.dq_turn holds the counters): the key blocks that see a
+// query block add their dQ to it in a fixed order, highest key block first. A counter per (batch,
+// query head, query block) says whose turn it is; a block waits for its turn (its rank, from the
+// top, among the key blocks that see the query block), adds, and passes the turn on during its
+// next step's matmuls (its additions land meanwhile; it also reads the counter early, under the
+// matmuls of the step that needs it).
+// The order, and the launch order that goes with it (bwd_grid):
+//   - Highest first, because every key block walks its query blocks upwards: under a causal or
+//     local mask a higher key block starts higher, so it reaches each query block steps before
+//     the next lower one and its turn is over when that one comes (lowest first, each block
+//     waited for key block 0 to come up from query block 0: 0.4–0.5× of the atomic mode, causal).
+//   - Launched key block by key block, the highest first, over groups of kDetHeadGroup (kv head,
+//     batch) pairs: without a mask every key block reaches a query block on the same step, and
+//     launched together (key blocks fastest, as the atomic mode) they queued for every query
+//     block, each one turn behind the one above (0.70–0.79×); launched a group's worth of blocks
+//     apart, the one above is well ahead.
+//   - A block waits only on key blocks above it of the same (kv head, batch), which were launched
+//     before it, so every wait ends; a counter that never comes round (a bug) traps after about
+//     ten seconds instead of hanging.
+// Measured on an H200 (bench/bench_bwd.py --quick): 0.76–0.91× of the atomic mode, against
+// 0.60–0.79× for the sm80 kernels' deterministic mode (a separate dQ pass) that it replaces.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -71,12 +85,22 @@ struct BwdTile {
 template <int kHeadDim>
 inline constexpr bool kHasBwdTile = kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256;
 
-__device__ __forceinline__ int load_acquire(const int* ptr) {
+// The deterministic turns. A turn is taken with a relaxed load that is seen to hold this block's
+// rank, then an acquire fence; it is passed on by thread 0, after a block barrier, with a release
+// store: the barrier orders every thread's dQ additions before it, and release is cumulative, so
+// a block that sees the turn sees them.
+__device__ __forceinline__ int load_relaxed(const int* ptr) {
   int v = 0;
 #if defined(__CUDA_ARCH__)
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(ptr) : "memory");
+  asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(ptr) : "memory");
 #endif
   return v;
+}
+
+__device__ __forceinline__ void fence_acq_rel_gpu() {
+#if defined(__CUDA_ARCH__)
+  asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
+#endif
 }
 
 __device__ __forceinline__ void store_release(int* ptr, int v) {
@@ -85,29 +109,35 @@ __device__ __forceinline__ void store_release(int* ptr, int v) {
 #endif
 }
 
-// Thread 0 waits until *turn == mine (then the whole block goes on).
-__device__ __forceinline__ void wait_for_turn(const int* turn, int mine) {
-  if (threadIdx.x == 0) {
-    for (long long spins = 0; load_acquire(turn) != mine; ++spins) {
+// dst[0..3] += v, without a result: a fire-and-forget reduction (REDG). Written out because
+// atomicAdd(float4*) compiles to ATOMG, which waits for its result, once the kernel holds the
+// turns' fences (the backward ran at 0.7–0.85× of this with it).
+__device__ __forceinline__ void red_add_f32x4(float* dst, float4 v) {
 #if defined(__CUDA_ARCH__)
-      __nanosleep(64);
-      if (spins > (1LL << 24)) __trap();  // ~10 s of L2 round trips
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(dst), "f"(v.x), "f"(v.y),
+               "f"(v.z), "f"(v.w)
+               : "memory");
 #endif
-    }
-  }
-  __syncthreads();
 }
 
-// After every thread's atomics: hand the turn to the next key block.
-__device__ __forceinline__ void pass_turn(int* turn, int next) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    store_release(turn, next);
+// The deterministic mode's launch order: groups of kDetHeadGroup (kv head, batch) pairs, and
+// within a group the highest key block of each pair first, then the next ones down (see above).
+constexpr int kDetHeadGroup = 8;
+
+// The grid: (key blocks, kv heads, batch), or in the deterministic mode (pairs of a group, key
+// blocks, groups).
+inline dim3 bwd_grid(const AttentionParams& p, int block_n, bool deterministic) {
+  const auto n_blocks = static_cast<unsigned>((p.seqlen_k + block_n - 1) / block_n);
+  if (!deterministic) {
+    return dim3(n_blocks, static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
   }
+  const int64_t pairs = p.heads_kv * p.batch;
+  const int64_t group = pairs < kDetHeadGroup ? pairs : kDetHeadGroup;
+  return dim3(static_cast<unsigned>(group), n_blocks,
+              static_cast<unsigned>(group > 0 ? (pairs + group - 1) / group : 0));
 }
 
-template <class T, class Tile>
+template <class T, class Tile, bool kDeterministic>
 __global__ void __launch_bounds__(Tile::kThreads, 1)
     flash_bwd_dkdv_kernel(const __grid_constant__ AttentionParams p,
                           const __grid_constant__ BwdWorkspace ws) {
@@ -135,8 +165,15 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   float* sLse0 = reinterpret_cast<float*>(sdS + (kSplit ? 2 : 1) * Tile::kDsBytes);  // [2][kBlockM]
   float* sDsum0 = sLse0 + 2 * kBlockM;                             // [2][kBlockM]
 
-  const int64_t b = blockIdx.z, hk = blockIdx.y;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBlockN;
+  // (key block, kv head, batch) of this thread block (bwd_grid).
+  const int64_t pair = kDeterministic ? static_cast<int64_t>(blockIdx.z) * gridDim.x + blockIdx.x
+                                      : static_cast<int64_t>(blockIdx.z) * p.heads_kv + blockIdx.y;
+  if (kDeterministic && pair >= p.heads_kv * p.batch) return;
+  const int64_t b = kDeterministic ? pair / p.heads_kv : blockIdx.z;
+  const int64_t hk = kDeterministic ? pair % p.heads_kv : blockIdx.y;
+  const int n_block = kDeterministic ? static_cast<int>(gridDim.y - 1 - blockIdx.y)  // highest first
+                                     : static_cast<int>(blockIdx.x);
+  const int64_t n0 = static_cast<int64_t>(n_block) * kBlockN;
   const SequenceInfo seq = sequence_info(p, b);
   const int64_t k_rows =
       p.is_varlen ? int64_t{p.cu_seqlens_k[b + 1]} - p.cu_seqlens_k[b] : p.seqlen_k;
@@ -209,6 +246,8 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   const unsigned char* sV_wg = reinterpret_cast<const unsigned char*>(sV) + wg_key_bytes;
   unsigned char* sdS_wg = sdS + wg_key_bytes;
 
+  int* pending_turn = nullptr;  // deterministic mode: the turn to pass on, and its next value
+  int pending_next = 0;
   for (int it = 0; it < steps; ++it) {
     const int buf = it & 1;
     const int64_t h = step_head(it), m0 = step_m0(it);
@@ -221,6 +260,19 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     }
     const unsigned char* q_tile = reinterpret_cast<const unsigned char*>(sQ(buf));
     const unsigned char* do_tile = reinterpret_cast<const unsigned char*>(sdO(buf));
+
+    // Deterministic mode: this step's turn is the block's rank, from the top, among the key
+    // blocks that see query block m0 (a contiguous run, common/block_schedule.h). Thread 0 looks
+    // at the counter now, so that the load's latency passes under the step's matmuls.
+    int* turn = nullptr;
+    int my_turn = 0, seen = -1;
+    if constexpr (kDeterministic) {
+      my_turn = static_cast<int>(last_key_block_seen(seq.seqlen_q, seq.seqlen_k, p.window_right,
+                                                     m0, kBlockM, kBlockN) -
+                                 n_block);
+      turn = ws.dq_turn + (b * p.heads_q + h) * turn_blocks(ws.rows) + m0 / kBlockM;
+      if (threadIdx.x == 0) seen = load_relaxed(turn);
+    }
 
     // Sᵀ = K Qᵀ, dPᵀ = V dOᵀ: (64 keys × kSCols queries) a warpgroup.
     float s[kSCols / 2], dp[kSCols / 2];
@@ -239,6 +291,15 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
                               kk > 0);
     }
     wgmma_commit();
+    // The previous step's turn, passed on while the tensor cores work: its dQ additions came
+    // before the barrier at the top of this step, and by now they have mostly landed, so the
+    // release (which waits for them) is short.
+    if (kDeterministic && pending_turn != nullptr) {
+      if (threadIdx.x == 0) {
+        store_release(pending_turn, pending_next);
+      }
+      pending_turn = nullptr;
+    }
     wgmma_wait<0>();
     fence_registers(s);
     fence_registers(dp);
@@ -350,15 +411,16 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     fence_registers(acc_dk);
     fence_registers(acc_dq);
 
-    // Deterministic mode: this block's turn is its rank among the key blocks that see query
-    // block m0 (a contiguous run, common/block_schedule.h).
-    int* turn = nullptr;
-    int my_turn = 0;
-    if (ws.dq_turn != nullptr) {
-      my_turn = static_cast<int>(
-          blockIdx.x - first_key_block_seen(seq.seqlen_q, seq.seqlen_k, p.window_left, m0, kBlockN));
-      turn = ws.dq_turn + (b * p.heads_q + h) * turn_blocks(ws.rows) + m0 / kBlockM;
-      wait_for_turn(turn, my_turn);
+    if (kDeterministic) {
+      if (threadIdx.x == 0) {
+        for (long long spins = 0; seen != my_turn; ++spins) {
+          __nanosleep(64);
+          if (spins > (1LL << 24)) __trap();  // ~10 s of L2 round trips: a turn that never came
+          seen = load_relaxed(turn);
+        }
+        fence_acq_rel_gpu();  // acquire: the additions below come after the previous block's
+      }
+      __syncthreads();
     }
 
     // Four consecutive columns a thread, one 16-byte atomic: lanes t and t ^ 1 swap halves, so
@@ -376,10 +438,19 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       const float4 add = (t & 1) ? make_float4(got_x, got_y, f[2], f[3])
                                  : make_float4(f[0], f[1], got_x, got_y);
       if (row_ok && col < head_dim) {
-        atomicAdd(reinterpret_cast<float4*>(dq_rows + q_row * head_dim + col), add);
+        red_add_f32x4(dq_rows + q_row * head_dim + col, add);
       }
     }
-    if (turn != nullptr) pass_turn(turn, my_turn + 1);
+    if constexpr (kDeterministic) {
+      pending_turn = turn;  // passed on in the next step (or below)
+      pending_next = my_turn + 1;
+    }
+  }
+  if (kDeterministic && pending_turn != nullptr) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      store_release(pending_turn, pending_next);
+    }
   }
 
   // ---- Epilogue: dK = scale · Σ dSᵀ Q, dV = Σ Pᵀ dO ----
