@@ -5,10 +5,14 @@
 //     window lets through, with a key of block n (fewer would drop gradient terms);
 //   - the key blocks whose span holds a query block are a contiguous run that ends at
 //     last_key_block_seen (the deterministic dQ turns: a key block waits for the ones above it
-//     in that run; a gap or a wrong end would leave a turn that never comes, and a hang).
+//     in that run; a gap or a wrong end would leave a turn that never comes, and a hang);
+//   - the deterministic grid (det_grid_shape, det_block) runs every (pair, key block) once, and
+//     every key block after the ones above it of its pair (a block waits for those; one launched
+//     after a block that waits for it could hang the GPU once the grid outgrows a wave).
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -92,6 +96,56 @@ TEST(BlockSchedule, SpansAreExactAndTurnsContiguous) {
     }
   }
   EXPECT_GT(checked, 10000);  // the grid is not vacuous
+}
+
+TEST(BlockSchedule, DeterministicGridLaunchesTheBlockAboveFirst) {
+  int grids = 0;
+  for (int64_t pairs : {1, 2, 7, 8, 9, 16, 17, 100}) {
+    for (int64_t n_blocks : {1, 2, 3, 13, 64}) {
+      SCOPED_TRACE("pairs " + std::to_string(pairs) + ", key blocks " + std::to_string(n_blocks));
+      const DetGridShape g = det_grid_shape(pairs, n_blocks);
+      ASSERT_GE(g.x, 1);
+      ASSERT_LE(g.x, kDetPairGroup);
+      ASSERT_EQ(g.y, n_blocks);
+      ASSERT_TRUE(det_grid_fits(g));
+      // Launch position (x fastest, then y, then z) of every (pair, key block).
+      std::map<std::pair<int64_t, int64_t>, int64_t> position;
+      int64_t linear = 0;
+      for (int64_t z = 0; z < g.z; ++z) {
+        for (int64_t y = 0; y < g.y; ++y) {
+          for (int64_t x = 0; x < g.x; ++x, ++linear) {
+            const DetBlock d =
+                det_block(static_cast<uint32_t>(x), static_cast<uint32_t>(y),
+                          static_cast<uint32_t>(z), static_cast<uint32_t>(g.x),
+                          static_cast<uint32_t>(g.y));
+            ASSERT_GE(d.pair, 0);
+            if (d.pair >= pairs) continue;  // the last group's tail
+            ASSERT_GE(d.n_block, 0);
+            ASSERT_LT(d.n_block, n_blocks);
+            ASSERT_TRUE(position.emplace(std::make_pair(d.pair, int64_t{d.n_block}), linear).second)
+                << "pair " << d.pair << ", key block " << d.n_block << " twice";
+          }
+        }
+      }
+      ASSERT_EQ(static_cast<int64_t>(position.size()), pairs * n_blocks);
+      for (const auto& [key, at] : position) {
+        if (key.second + 1 < n_blocks) {
+          ASSERT_LT(position.at({key.first, key.second + 1}), at)
+              << "pair " << key.first << ": key block " << key.second + 1
+              << " is launched after key block " << key.second;
+        }
+      }
+      ++grids;
+    }
+  }
+  EXPECT_EQ(grids, 40);
+}
+
+// CUDA's grid limits: the key blocks (y) and the pair groups (z) at most 65535 each.
+TEST(BlockSchedule, DeterministicGridLimits) {
+  EXPECT_TRUE(det_grid_fits(det_grid_shape(8 * 65535, 65535)));
+  EXPECT_FALSE(det_grid_fits(det_grid_shape(8 * 65535 + 1, 1)));
+  EXPECT_FALSE(det_grid_fits(det_grid_shape(1, 65536)));
 }
 
 // Past the end of the keys, or with no query rows, a key block visits nothing.

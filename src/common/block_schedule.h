@@ -53,4 +53,43 @@ FLASHATTN_HOST_DEVICE int64_t last_key_block_seen(int64_t seqlen_q, int64_t seql
   return j_max >= 0 ? j_max / block_n : -1;
 }
 
+// The Hopper deterministic backward's launch order. Its key blocks add their dQ in turns from the
+// top, so a block must be launched after the blocks above it of its (kv head, batch) pair: the
+// pairs go in groups of kDetPairGroup, and within a group come the highest key block of every
+// pair, then the next ones down, and so on. The grid is (x, y, z) = (pairs of a group, key
+// blocks, groups); blocks are launched in the order of x + X·(y + Y·z).
+inline constexpr int64_t kDetPairGroup = 8;
+
+struct DetGridShape {
+  int64_t x = 0, y = 0, z = 0;
+};
+
+FLASHATTN_HOST_DEVICE DetGridShape det_grid_shape(int64_t pairs, int64_t n_blocks) {
+  DetGridShape g;
+  g.x = pairs < kDetPairGroup ? pairs : kDetPairGroup;
+  g.y = n_blocks;
+  g.z = g.x > 0 ? (pairs + g.x - 1) / g.x : 0;
+  return g;
+}
+
+// Whether CUDA launches that grid (y and z at most 65535; x is at most 8).
+FLASHATTN_HOST_DEVICE bool det_grid_fits(const DetGridShape& g) {
+  return g.y <= 65535 && g.z <= 65535;
+}
+
+// The (pair, key block) of block (bx, by, bz) of a grid (gx, gy, ·); a pair ≥ the number of pairs
+// is a block of the last group that has nothing to do.
+struct DetBlock {
+  int64_t pair = 0;
+  int n_block = 0;
+};
+
+FLASHATTN_HOST_DEVICE DetBlock det_block(uint32_t bx, uint32_t by, uint32_t bz, uint32_t gx,
+                                         uint32_t gy) {
+  DetBlock d;
+  d.pair = static_cast<int64_t>(bz) * gx + bx;
+  d.n_block = static_cast<int>(gy - 1 - by);  // the highest first
+  return d;
+}
+
 }  // namespace flashattn::detail

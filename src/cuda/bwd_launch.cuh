@@ -36,7 +36,12 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
   // The Hopper dK/dV kernel (plain variant, atomic dQ) where the device and head dim have one.
   bool hopper = false;
   if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
-    hopper = use_sm90(p.device.index);
+    // (The deterministic mode's grid holds the key blocks in y and the pair groups in z, at most
+    // 65535 each: past that, over 4M keys at d = 256, 8M below, or over 524,280 (kv head, batch)
+    // pairs, the sm80 kernels take it.)
+    hopper = use_sm90(p.device.index) &&
+             (!p.deterministic ||
+              det_grid_fits(sm90::det_grid(p, sm90::BwdTile<kHeadDim>::kBlockN)));
   }
   // Scratch: D for every row, the fp32 accumulator where dQ is summed with atomics, and in the
   // Hopper deterministic mode the turn counters (zeroed).

@@ -418,6 +418,25 @@ std::vector<Case> deterministic_cases() {
   c.heads_kv = 1;
   c.causal = true;
   v.push_back(c);
+  // More blocks than an H100/H200 runs at once (16 (kv head, batch) pairs × 9 key blocks = 144
+  // at d = 64 on Hopper): two groups of the Hopper launch order, blocks that wait on blocks of
+  // an earlier wave.
+  c = base("detwave", 64);
+  c.batch = 4;
+  c.seqlen_q = c.seqlen_k = 1100;
+  c.heads_q = 8;
+  c.heads_kv = 4;
+  c.causal = false;
+  v.push_back(c);
+  // seqused_k, causal, varlen GQA: key blocks past a sequence's used keys take no turn.
+  c = base("detseqused", 128);
+  c.lens_q = {300, 0, 129, 1};
+  c.lens_k = {257, 64, 129, 400};
+  c.seqused_k = {257, 10, 100, 399};
+  c.heads_q = 4;
+  c.heads_kv = 1;
+  c.causal = true;
+  v.push_back(c);
   return gpu_cases(v);
 }
 

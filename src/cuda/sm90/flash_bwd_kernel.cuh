@@ -31,8 +31,8 @@
 //     local mask a higher key block starts higher, so it reaches each query block steps before
 //     the next lower one and its turn is over when that one comes (lowest first, each block
 //     waited for key block 0 to come up from query block 0: 0.44–0.56× of the atomic mode, causal).
-//   - Launched key block by key block, the highest first, over groups of kDetHeadGroup (kv head,
-//     batch) pairs: without a mask every key block reaches a query block on the same step, and
+//   - Launched key block by key block, the highest first, over groups of kDetPairGroup (kv head,
+//     batch) pairs (det_grid_shape, common/block_schedule.h): without a mask every key block reaches a query block on the same step, and
 //     launched together (key blocks fastest, as the atomic mode) they queued for every query
 //     block, each one turn behind the one above (0.70–0.77×); launched a group's worth of blocks
 //     apart, the one above is well ahead.
@@ -121,21 +121,20 @@ __device__ __forceinline__ void red_add_f32x4(float* dst, float4 v) {
 #endif
 }
 
-// The deterministic mode's launch order: groups of kDetHeadGroup (kv head, batch) pairs, and
-// within a group the highest key block of each pair first, then the next ones down (see above).
-constexpr int kDetHeadGroup = 8;
+// The deterministic mode's grid (common/block_schedule.h: groups of kDetPairGroup (kv head,
+// batch) pairs, and within a group the highest key block of each pair first; see above).
+inline DetGridShape det_grid(const AttentionParams& p, int block_n) {
+  return det_grid_shape(p.heads_kv * p.batch, (p.seqlen_k + block_n - 1) / block_n);
+}
 
-// The grid: (key blocks, kv heads, batch), or in the deterministic mode (pairs of a group, key
-// blocks, groups).
+// The grid: (key blocks, kv heads, batch), or in the deterministic mode det_grid.
 inline dim3 bwd_grid(const AttentionParams& p, int block_n, bool deterministic) {
-  const auto n_blocks = static_cast<unsigned>((p.seqlen_k + block_n - 1) / block_n);
   if (!deterministic) {
-    return dim3(n_blocks, static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
+    return dim3(static_cast<unsigned>((p.seqlen_k + block_n - 1) / block_n),
+                static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
   }
-  const int64_t pairs = p.heads_kv * p.batch;
-  const int64_t group = pairs < kDetHeadGroup ? pairs : kDetHeadGroup;
-  return dim3(static_cast<unsigned>(group), n_blocks,
-              static_cast<unsigned>(group > 0 ? (pairs + group - 1) / group : 0));
+  const DetGridShape g = det_grid(p, block_n);
+  return dim3(static_cast<unsigned>(g.x), static_cast<unsigned>(g.y), static_cast<unsigned>(g.z));
 }
 
 template <class T, class Tile, bool kDeterministic>
@@ -167,13 +166,13 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   float* sDsum0 = sLse0 + 2 * kBlockM;                             // [2][kBlockM]
 
   // (key block, kv head, batch) of this thread block (bwd_grid).
-  const int64_t pair = kDeterministic ? static_cast<int64_t>(blockIdx.z) * gridDim.x + blockIdx.x
+  const DetBlock det = det_block(blockIdx.x, blockIdx.y, blockIdx.z, gridDim.x, gridDim.y);
+  const int64_t pair = kDeterministic ? det.pair
                                       : static_cast<int64_t>(blockIdx.z) * p.heads_kv + blockIdx.y;
   if (kDeterministic && pair >= p.heads_kv * p.batch) return;
   const int64_t b = kDeterministic ? pair / p.heads_kv : blockIdx.z;
   const int64_t hk = kDeterministic ? pair % p.heads_kv : blockIdx.y;
-  const int n_block = kDeterministic ? static_cast<int>(gridDim.y - 1 - blockIdx.y)  // highest first
-                                     : static_cast<int>(blockIdx.x);
+  const int n_block = kDeterministic ? det.n_block : static_cast<int>(blockIdx.x);
   const int64_t n0 = static_cast<int64_t>(n_block) * kBlockN;
   const SequenceInfo seq = sequence_info(p, b);
   const int64_t k_rows =
