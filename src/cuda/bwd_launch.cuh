@@ -31,6 +31,27 @@ class StreamBuffer {
   cudaStream_t stream_;
 };
 
+// Key blocks of block_n rows: p.seqlen_k bounds every sequence's k rows (varlen: the longest
+// packed one), and the rows past seqused_k get their zero gradients from the dK/dV kernel too.
+inline int64_t key_blocks(const AttentionParams& p, int block_n) {
+  return (p.seqlen_k + block_n - 1) / block_n;
+}
+
+// The Hopper deterministic mode's launch order (common/block_schedule.h).
+inline DetGridShape det_grid(const AttentionParams& p, int block_n) {
+  return det_grid_shape(p.heads_kv * p.batch, key_blocks(p, block_n));
+}
+
+// The dK/dV grid: (key blocks, kv heads, batch), or det_grid in the Hopper deterministic mode.
+inline dim3 dkdv_grid(const AttentionParams& p, int block_n, bool det_order) {
+  if (det_order) {
+    const DetGridShape g = det_grid(p, block_n);
+    return dim3(static_cast<unsigned>(g.x), static_cast<unsigned>(g.y), static_cast<unsigned>(g.z));
+  }
+  return dim3(static_cast<unsigned>(key_blocks(p, block_n)), static_cast<unsigned>(p.heads_kv),
+              static_cast<unsigned>(p.batch));
+}
+
 template <class T, int kHeadDim, bool kScoreMods>
 void run_bwd(const AttentionParams& p, cudaStream_t stream) {
   // The Hopper dK/dV kernel (plain variant, atomic dQ) where the device and head dim have one.
@@ -41,7 +62,7 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
     // pairs, the sm80 kernels take it.)
     hopper = use_sm90(p.device.index) &&
              (!p.deterministic ||
-              det_grid_fits(sm90::det_grid(p, sm90::BwdTile<kHeadDim>::kBlockN)));
+              det_grid_fits(det_grid(p, sm90::BwdTile<kHeadDim>::kBlockN)));
   }
   // Scratch: D for every row, the fp32 accumulator where dQ is summed with atomics, and in the
   // Hopper deterministic mode the turn counters (zeroed).
@@ -75,8 +96,6 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
     FLASHATTN_CUDA_CHECK(cudaGetLastError());
   }
 
-  // Key blocks: p.seqlen_k bounds every sequence's k rows (varlen: the longest packed one), and
-  // the rows past seqused_k get their zero gradients from this kernel too.
   auto launch_dkdv = [&](auto kernel, dim3 grid, int threads, size_t smem_bytes) {
     allow_dynamic_smem(kernel, smem_bytes);
     if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
@@ -85,10 +104,8 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
   };
   auto launch_dkdv_sm80 = [&] {
     using Tile = BwdTileFor<kHeadDim>;
-    const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tile::kBlockN - 1) / Tile::kBlockN),
-                    static_cast<unsigned>(p.heads_kv), batch);
-    launch_dkdv(flash_bwd_dkdv_kernel<T, Tile, kScoreMods>, grid, Tile::kThreads,
-                Tile::template smem_bytes<T>());
+    launch_dkdv(flash_bwd_dkdv_kernel<T, Tile, kScoreMods>, dkdv_grid(p, Tile::kBlockN, false),
+                Tile::kThreads, Tile::template smem_bytes<T>());
   };
   if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
     using Tile = sm90::BwdTile<kHeadDim>;
@@ -96,7 +113,7 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
       const bool det = p.deterministic;
       launch_dkdv(det ? sm90::flash_bwd_dkdv_kernel<T, Tile, true>
                       : sm90::flash_bwd_dkdv_kernel<T, Tile, false>,
-                  sm90::bwd_grid(p, Tile::kBlockN, det), Tile::kThreads, Tile::kSmemBytes);
+                  dkdv_grid(p, Tile::kBlockN, det), Tile::kThreads, Tile::kSmemBytes);
     } else {
       launch_dkdv_sm80();
     }

@@ -184,6 +184,54 @@ __device__ __forceinline__ void store_fragments(T* smem, int pitch,
   }
 }
 
+// ---- Step 2, shared by the sm80 and sm90 dK/dV kernels -----------------------------------------
+// The query side of a key block's walk: the query heads of its GQA group (outer) and the query
+// blocks of block_m rows that see at least one of its keys (inner; common/block_schedule.h).
+struct QueryWalk {
+  int64_t hk = 0, group = 0;  // the kv head, and the query heads a kv head
+  int m_block_min = 0;        // first query block
+  int m_blocks = 0;           // query blocks a head
+  int steps = 0;              // m_blocks · group
+  __device__ __forceinline__ int64_t head(int it) const { return hk * group + it / m_blocks; }
+  __device__ __forceinline__ int64_t m0(int it, int block_m) const {
+    return static_cast<int64_t>(m_block_min + it % m_blocks) * block_m;
+  }
+};
+
+__device__ __forceinline__ QueryWalk query_walk(const AttentionParams& p, const SequenceInfo& seq,
+                                                int64_t hk, int64_t n0, int block_m, int block_n) {
+  const BlockSpan span = query_blocks_seeing(seq.seqlen_q, seq.seqlen_k, p.window_left,
+                                             p.window_right, n0, block_m, block_n);
+  QueryWalk w;
+  w.hk = hk;
+  w.group = p.group;
+  w.m_block_min = static_cast<int>(span.begin);
+  w.m_blocks = static_cast<int>(span.end) - w.m_block_min;
+  w.steps = w.m_blocks * static_cast<int>(p.group);
+  return w;
+}
+
+// LSE and D of rows [m0, m0 + kBlockM) of query head h → s_lse, s_dsum (cp.async, in the group of
+// the step's Q/dO tile; threads below kBlockM, one row each). Rows past the sequence read as 0;
+// load_row_stats (sm80) and the sm90 kernel give them P = 0.
+template <int kBlockM>
+__device__ __forceinline__ void load_lse_dsum_async(float* s_lse, float* s_dsum,
+                                                    const AttentionParams& p,
+                                                    const BwdWorkspace& ws,
+                                                    const SequenceInfo& seq, int64_t b, int64_t h,
+                                                    int64_t m0) {
+  const int r = static_cast<int>(threadIdx.x);
+  if (r < kBlockM) {
+    const bool valid = m0 + r < seq.seqlen_q;
+    cp_async_4(s_lse + r,
+               valid ? p.lse + b * p.lse_batch_stride + h * p.lse_head_stride + seq.q_start + m0 + r
+                     : p.lse,
+               valid);
+    cp_async_4(s_dsum + r, valid ? ws.dsum + (b * p.heads_q + h) * ws.rows + m0 + r : ws.dsum,
+               valid);
+  }
+}
+
 // ---- Step 2 ----------------------------------------------------------------------------------
 template <class T, class Tile, bool kScoreMods>
 __global__ void __launch_bounds__(Tile::kThreads)
@@ -216,24 +264,16 @@ __global__ void __launch_bounds__(Tile::kThreads)
   const int g = lane / 4, t = lane % 4;
   const int head_dim = static_cast<int>(p.head_dim);
 
-  // Query blocks that see at least one key of this block (common/block_schedule.h).
-  const BlockSpan m_span = query_blocks_seeing(seq.seqlen_q, seq.seqlen_k, p.window_left,
-                                               p.window_right, n0, kBlockM, kBlockN);
-  const int m_block_min = static_cast<int>(m_span.begin);
-  const int m_block_max = static_cast<int>(m_span.end);
-  const int m_blocks = m_block_max - m_block_min;
-  const int steps = m_blocks * static_cast<int>(p.group);
+  const QueryWalk walk = query_walk(p, seq, hk, n0, kBlockM, kBlockN);
+  const int steps = walk.steps;
 
   const T* k = static_cast<const T*>(p.k) + b * p.k_stride.batch +
                (seq.k_start + n0) * p.k_stride.row + hk * p.k_stride.head;
   const T* v = static_cast<const T*>(p.v) + b * p.v_stride.batch +
                (seq.k_start + n0) * p.v_stride.row + hk * p.v_stride.head;
 
-  // Query head and first row of step `it`.
-  auto step_head = [&](int it) { return hk * p.group + it / m_blocks; };
-  auto step_m0 = [&](int it) { return static_cast<int64_t>(m_block_min + it % m_blocks) * kBlockM; };
   auto load_query_side = [&](int it, int buf) {
-    const int64_t h = step_head(it), m0 = step_m0(it);
+    const int64_t h = walk.head(it), m0 = walk.m0(it, kBlockM);
     const T* q = static_cast<const T*>(p.q) + b * p.q_stride.batch +
                  (seq.q_start + m0) * p.q_stride.row + h * p.q_stride.head;
     const T* d = static_cast<const T*>(p.dout) + b * p.dout_stride.batch +
@@ -242,18 +282,8 @@ __global__ void __launch_bounds__(Tile::kThreads)
         sQ0 + buf * kBlockM * kPitch, q, p.q_stride.row, seq.seqlen_q - m0, head_dim);
     load_rows_async<Tile::kThreads, kBlockM, Tile::kHeadDim, kPitch>(
         sdO0 + buf * kBlockM * kPitch, d, p.dout_stride.row, seq.seqlen_q - m0, head_dim);
-    // The rows' LSE and D travel with them (rows past the sequence read as 0; load_row_stats
-    // gives them P = 0).
-    const int r = static_cast<int>(threadIdx.x);
-    if (r < kBlockM) {
-      const bool valid = m0 + r < seq.seqlen_q;
-      cp_async_4(sLse0 + buf * kBlockM + r,
-                 valid ? p.lse + b * p.lse_batch_stride + h * p.lse_head_stride + seq.q_start + m0 + r
-                       : p.lse,
-                 valid);
-      cp_async_4(sDsum0 + buf * kBlockM + r,
-                 valid ? ws.dsum + (b * p.heads_q + h) * ws.rows + m0 + r : ws.dsum, valid);
-    }
+    load_lse_dsum_async<kBlockM>(sLse0 + buf * kBlockM, sDsum0 + buf * kBlockM, p, ws, seq, b, h,
+                                 m0);
   };
 
   // Warp positions in the three splits.
@@ -280,7 +310,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
 
   for (int it = 0; it < steps; ++it) {
     const int buf = it & 1;
-    const int64_t h = step_head(it), m0 = step_m0(it);
+    const int64_t h = walk.head(it), m0 = walk.m0(it, kBlockM);
     const T* sQ = sQ0 + buf * kBlockM * kPitch;
     const T* sdO = sdO0 + buf * kBlockM * kPitch;
     cp_async_wait<0>();  // Q, dO of this step (and K, V) landed

@@ -26,7 +26,7 @@
 // top, among the key blocks that see the query block), adds, and passes the turn on during its
 // next step's matmuls (its additions land meanwhile; it also reads the counter early, under the
 // matmuls of the step that needs it).
-// The order, and the launch order that goes with it (bwd_grid):
+// The order, and the launch order that goes with it (dkdv_grid, bwd_launch.cuh):
 //   - Highest first, because every key block walks its query blocks upwards: under a causal or
 //     local mask a higher key block starts higher, so it reaches each query block steps before
 //     the next lower one and its turn is over when that one comes (lowest first, each block
@@ -121,22 +121,6 @@ __device__ __forceinline__ void red_add_f32x4(float* dst, float4 v) {
 #endif
 }
 
-// The deterministic mode's grid (common/block_schedule.h: groups of kDetPairGroup (kv head,
-// batch) pairs, and within a group the highest key block of each pair first; see above).
-inline DetGridShape det_grid(const AttentionParams& p, int block_n) {
-  return det_grid_shape(p.heads_kv * p.batch, (p.seqlen_k + block_n - 1) / block_n);
-}
-
-// The grid: (key blocks, kv heads, batch), or in the deterministic mode det_grid.
-inline dim3 bwd_grid(const AttentionParams& p, int block_n, bool deterministic) {
-  if (!deterministic) {
-    return dim3(static_cast<unsigned>((p.seqlen_k + block_n - 1) / block_n),
-                static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
-  }
-  const DetGridShape g = det_grid(p, block_n);
-  return dim3(static_cast<unsigned>(g.x), static_cast<unsigned>(g.y), static_cast<unsigned>(g.z));
-}
-
 template <class T, class Tile, bool kDeterministic>
 __global__ void __launch_bounds__(Tile::kThreads, 1)
     flash_bwd_dkdv_kernel(const __grid_constant__ AttentionParams p,
@@ -165,13 +149,11 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   float* sLse0 = reinterpret_cast<float*>(sdS + (kSplit ? 2 : 1) * Tile::kDsBytes);  // [2][kBlockM]
   float* sDsum0 = sLse0 + 2 * kBlockM;                             // [2][kBlockM]
 
-  // (key block, kv head, batch) of this thread block (bwd_grid).
+  // (key block, kv head, batch) of this thread block (dkdv_grid, bwd_launch.cuh).
   const DetBlock det = det_block(blockIdx.x, blockIdx.y, blockIdx.z, gridDim.x, gridDim.y);
-  const int64_t pair = kDeterministic ? det.pair
-                                      : static_cast<int64_t>(blockIdx.z) * p.heads_kv + blockIdx.y;
-  if (kDeterministic && pair >= p.heads_kv * p.batch) return;
-  const int64_t b = kDeterministic ? pair / p.heads_kv : blockIdx.z;
-  const int64_t hk = kDeterministic ? pair % p.heads_kv : blockIdx.y;
+  if (kDeterministic && det.pair >= p.heads_kv * p.batch) return;  // the last group's tail
+  const int64_t b = kDeterministic ? det.pair / p.heads_kv : blockIdx.z;
+  const int64_t hk = kDeterministic ? det.pair % p.heads_kv : blockIdx.y;
   const int n_block = kDeterministic ? det.n_block : static_cast<int>(blockIdx.x);
   const int64_t n0 = static_cast<int64_t>(n_block) * kBlockN;
   const SequenceInfo seq = sequence_info(p, b);
@@ -187,23 +169,16 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   const int qcol0 = kSplit ? wg * kSCols : 0;
   const int head_dim = static_cast<int>(p.head_dim);
 
-  // Query blocks that see at least one key of this block.
-  const BlockSpan m_span = query_blocks_seeing(seq.seqlen_q, seq.seqlen_k, p.window_left,
-                                               p.window_right, n0, kBlockM, kBlockN);
-  const int m_block_min = static_cast<int>(m_span.begin);
-  const int m_block_max = static_cast<int>(m_span.end);
-  const int m_blocks = m_block_max - m_block_min;
-  const int steps = m_blocks * static_cast<int>(p.group);
+  const QueryWalk walk = query_walk(p, seq, hk, n0, kBlockM, kBlockN);
+  const int steps = walk.steps;
 
   const T* k = static_cast<const T*>(p.k) + b * p.k_stride.batch +
                (seq.k_start + n0) * p.k_stride.row + hk * p.k_stride.head;
   const T* v = static_cast<const T*>(p.v) + b * p.v_stride.batch +
                (seq.k_start + n0) * p.v_stride.row + hk * p.v_stride.head;
 
-  auto step_head = [&](int it) { return hk * p.group + it / m_blocks; };
-  auto step_m0 = [&](int it) { return static_cast<int64_t>(m_block_min + it % m_blocks) * kBlockM; };
   auto load_query_side = [&](int it, int buf) {
-    const int64_t h = step_head(it), m0 = step_m0(it);
+    const int64_t h = walk.head(it), m0 = walk.m0(it, kBlockM);
     const T* q = static_cast<const T*>(p.q) + b * p.q_stride.batch +
                  (seq.q_start + m0) * p.q_stride.row + h * p.q_stride.head;
     const T* d = static_cast<const T*>(p.dout) + b * p.dout_stride.batch +
@@ -212,16 +187,8 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
                                                            seq.seqlen_q - m0, head_dim);
     load_swizzled_async<Tile::kThreads, kBlockM, kHeadDim>(sdO(buf), d, p.dout_stride.row,
                                                            seq.seqlen_q - m0, head_dim);
-    const int r = static_cast<int>(threadIdx.x);
-    if (r < kBlockM) {
-      const bool valid = m0 + r < seq.seqlen_q;
-      cp_async_4(sLse0 + buf * kBlockM + r,
-                 valid ? p.lse + b * p.lse_batch_stride + h * p.lse_head_stride + seq.q_start + m0 + r
-                       : p.lse,
-                 valid);
-      cp_async_4(sDsum0 + buf * kBlockM + r,
-                 valid ? ws.dsum + (b * p.heads_q + h) * ws.rows + m0 + r : ws.dsum, valid);
-    }
+    load_lse_dsum_async<kBlockM>(sLse0 + buf * kBlockM, sDsum0 + buf * kBlockM, p, ws, seq, b, h,
+                                 m0);
   };
 
   constexpr int kORegs = kKvCols / 2;
@@ -250,7 +217,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   int pending_next = 0;
   for (int it = 0; it < steps; ++it) {
     const int buf = it & 1;
-    const int64_t h = step_head(it), m0 = step_m0(it);
+    const int64_t h = walk.head(it), m0 = walk.m0(it, kBlockM);
     cp_async_wait<0>();  // Q, dO, LSE, D of this step (and K, V) landed
     fence_async_shared();
     __syncthreads();  // … for every thread; everyone is done with the previous step
