@@ -78,7 +78,8 @@ struct BwdTile {
   static constexpr int kDsBytes = kBlockN * kBlockM * 2;   // sdS (and sP when split): [key][query]
   static constexpr int kStatsBytes = 2 * 2 * kBlockM * 4;  // LSE and D, two buffers
   static constexpr int kSmemBytes =
-      2 * kKvBytes + 4 * kQBytes + (kSplitQuery ? 2 : 1) * kDsBytes + kStatsBytes + 1024;
+      2 * kKvBytes + 4 * kQBytes + (kSplitQuery ? 2 : 1) * kDsBytes + kStatsBytes +
+      1024;
   static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle blocks");
   static_assert(kSmemBytes <= 227 * 1024, "fits an SM");
 };
@@ -128,6 +129,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kHeadDim = Tile::kHeadDim;
   constexpr bool kSplit = Tile::kSplitQuery;
+  constexpr bool kEarlyP = kHeadDim <= 64;  // Pᵀ before dPᵀ lands: registers for it at d = 64 only
   constexpr float kInf = __builtin_huge_valf();
   constexpr int kSCols = kSplit ? kBlockM / 2 : kBlockM;  // query columns of Sᵀ a warpgroup
   constexpr int kKvCols = kSplit ? kHeadDim / 2 : kHeadDim;  // dK, dV columns a warpgroup
@@ -213,8 +215,47 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   const unsigned char* sV_wg = reinterpret_cast<const unsigned char*>(sV) + wg_key_bytes;
   unsigned char* sdS_wg = sdS + wg_key_bytes;
 
-  int* pending_turn = nullptr;  // deterministic mode: the turn to pass on, and its next value
+  // A step's dQ sums (acc_dq) go to rows [m0, m0 + kBlockM) of query head h; in the
+  // deterministic mode after the turn (turn, my_turn; seen: the counter as thread 0 last read it)
+  // has come, which is then passed on during the next step's matmuls (pending_turn).
+  float acc_dq[kDqCols / 2];
+  int* pending_turn = nullptr;
   int pending_next = 0;
+  auto add_dq = [&](int64_t h, int64_t m0, int* turn, int my_turn, int seen) {
+    if (kDeterministic) {
+      if (threadIdx.x == 0) {
+        for (long long spins = 0; seen != my_turn; ++spins) {
+          __nanosleep(64);
+          if (spins > (1LL << 24)) __trap();  // ~10 s of L2 round trips: a turn that never came
+          seen = load_relaxed(turn);
+        }
+        fence_acq_rel_gpu();  // acquire: the additions below come after the previous block's
+      }
+      __syncthreads();
+    }
+    // Four consecutive columns a thread, one 16-byte reduction: lanes t and t ^ 1 swap halves, so
+    // that even lanes hold row g and odd lanes row g + 8 of their pair's four columns.
+    float* dq_rows = ws.dq_accum + ((b * p.heads_q + h) * ws.rows + m0) * head_dim;
+    const int q_row = (static_cast<int>(threadIdx.x) / 32 % 4) * 16 + g + 8 * (t & 1);
+    const bool row_ok = m0 + q_row < seq.seqlen_q;
+#pragma unroll
+    for (int nt = 0; nt < kDqCols / 8; ++nt) {
+      const float* f = acc_dq + 4 * nt;
+      const float give_x = (t & 1) ? f[0] : f[2], give_y = (t & 1) ? f[1] : f[3];
+      const float got_x = __shfl_xor_sync(0xffffffffu, give_x, 1);
+      const float got_y = __shfl_xor_sync(0xffffffffu, give_y, 1);
+      const int col = wg * kDqCols + nt * 8 + 2 * (t & 2);
+      const float4 add = (t & 1) ? make_float4(got_x, got_y, f[2], f[3])
+                                 : make_float4(f[0], f[1], got_x, got_y);
+      if (row_ok && col < head_dim) {
+        red_add_f32x4(dq_rows + q_row * head_dim + col, add);
+      }
+    }
+    if constexpr (kDeterministic) {
+      pending_turn = turn;  // passed on after the next barrier
+      pending_next = my_turn + 1;
+    }
+  };
   for (int it = 0; it < steps; ++it) {
     const int buf = it & 1;
     const int64_t h = walk.head(it), m0 = walk.m0(it, kBlockM);
@@ -241,7 +282,8 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       if (threadIdx.x == 0) seen = load_relaxed(turn);
     }
 
-    // Sᵀ = K Qᵀ, dPᵀ = V dOᵀ: (64 keys × kSCols queries) a warpgroup.
+    // Sᵀ = K Qᵀ, then dPᵀ = V dOᵀ: (64 keys × kSCols queries) a warpgroup, committed apart (so
+    // that, at d = 64, Pᵀ is computed while dPᵀ is still in the tensor cores).
     float s[kSCols / 2], dp[kSCols / 2];
     wgmma_fence();
 #pragma unroll
@@ -250,6 +292,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       const int off_q = (kk / 4) * kBlockM * 128 + qcol0 * 128 + (kk % 4) * 32;
       MmaS::template ss<0, 0>(s, make_desc(sK_wg + off, 16), make_desc(q_tile + off_q, 16), kk > 0);
     }
+    wgmma_commit();
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
       const int off = (kk / 4) * kBlockN * 128 + (kk % 4) * 32;
@@ -258,18 +301,15 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
                               kk > 0);
     }
     wgmma_commit();
-    // The previous step's turn, passed on while the tensor cores work: its dQ additions came
-    // before the barrier at the top of this step, and by now they have mostly landed, so the
-    // release (which waits for them) is short.
+    // The turn of the last dQ sums, passed on while the tensor cores work: the sums came before
+    // the barrier at the top of this step, and by now they have mostly landed, so the release
+    // (which waits for them) is short.
     if (kDeterministic && pending_turn != nullptr) {
       if (threadIdx.x == 0) {
         store_release(pending_turn, pending_next);
       }
       pending_turn = nullptr;
     }
-    wgmma_wait<0>();
-    fence_registers(s);
-    fence_registers(dp);
 
     // Pᵀ and dSᵀ. Column c (query m0 + c) takes LSE and D from shared memory; queries past the
     // sequence, or without any visible key, get P = 0.
@@ -277,26 +317,50 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     const float* lse = sLse0 + buf * kBlockM;
     const float* dsum = sDsum0 + buf * kBlockM;
     uint32_t pf[kSCols / 16][4], dsf[kSCols / 16][4];
+    // Pᵀ of element e of fragment column block nt (l: its column's LSE).
+    auto prob_of = [&](int nt, int e, float l) {
+      const int col = qcol0 + nt * 8 + 2 * t + (e & 1);
+      const bool valid_q = m0 + col < seq.seqlen_q;
+      const float lse2 = (!valid_q || l == -kInf) ? kInf : l * kLog2e;
+      const int j = key0 + g + 8 * (e >> 1);  // key, relative to n0
+      const int row_diag = geo.diag_local + col;
+      float x = s[4 * nt + e];
+      if (geo.need_mask &&
+          (j < row_diag - geo.left || j > min(row_diag + geo.right, geo.keys_local - 1))) {
+        x = -kInf;
+      }
+      return exp2_approx(fmaf(x, p.scale_log2, -lse2));
+    };
+    if constexpr (kEarlyP) {
+      // Pᵀ (in place, as floats) while dPᵀ is still in the tensor cores.
+      wgmma_wait<1>();
+      fence_registers(s);
+#pragma unroll
+      for (int nt = 0; nt < kSCols / 8; ++nt) {
+        const float2 l2 = *reinterpret_cast<const float2*>(lse + qcol0 + nt * 8 + 2 * t);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[4 * nt + e] = prob_of(nt, e, (e & 1) ? l2.y : l2.x);
+      }
+      wgmma_wait<0>();
+      fence_registers(dp);
+    } else {
+      // (d ≥ 128: Pᵀ and dSᵀ a fragment at a time, after both; Pᵀ held as floats next to dPᵀ
+      // spills there.)
+      wgmma_wait<0>();
+      fence_registers(s);
+      fence_registers(dp);
+    }
 #pragma unroll
     for (int nt = 0; nt < kSCols / 8; ++nt) {
       const int c = qcol0 + nt * 8 + 2 * t;
-      const float2 l2 = *reinterpret_cast<const float2*>(lse + c);
       const float2 d2 = *reinterpret_cast<const float2*>(dsum + c);
+      float2 l2 = make_float2(0.0f, 0.0f);
+      if constexpr (!kEarlyP) l2 = *reinterpret_cast<const float2*>(lse + c);
       float prob[4], ds[4];
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int col = c + (e & 1);
-        const float l = (e & 1) ? l2.y : l2.x;
-        const bool valid_q = m0 + col < seq.seqlen_q;
-        const float lse2 = (!valid_q || l == -kInf) ? kInf : l * kLog2e;
-        const int j = key0 + g + 8 * (e >> 1);  // key, relative to n0
-        const int row_diag = geo.diag_local + col;
-        float x = s[4 * nt + e];
-        if (geo.need_mask &&
-            (j < row_diag - geo.left || j > min(row_diag + geo.right, geo.keys_local - 1))) {
-          x = -kInf;
-        }
-        prob[e] = exp2_approx(fmaf(x, p.scale_log2, -lse2));
+        prob[e] = kEarlyP ? s[4 * nt + e] : prob_of(nt, e, (e & 1) ? l2.y : l2.x);
+        const bool valid_q = m0 + c + (e & 1) < seq.seqlen_q;
         ds[e] = prob[e] * (dp[4 * nt + e] - (valid_q ? ((e & 1) ? d2.y : d2.x) : 0.0f));
       }
       // Accumulator (key rows, query columns) → A fragments of the k16 step nt / 2.
@@ -359,7 +423,6 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       fence_async_shared();
       __syncthreads();
     }
-    float acc_dq[kDqCols / 2];
     {
       // Columns [wg · kDqCols, +kDqCols) of K: a 64-column block, or half of one (d = 64: the
       // descriptor starts 64 bytes into the swizzled line).
@@ -377,41 +440,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     fence_registers(acc_dv);
     fence_registers(acc_dk);
     fence_registers(acc_dq);
-
-    if (kDeterministic) {
-      if (threadIdx.x == 0) {
-        for (long long spins = 0; seen != my_turn; ++spins) {
-          __nanosleep(64);
-          if (spins > (1LL << 24)) __trap();  // ~10 s of L2 round trips: a turn that never came
-          seen = load_relaxed(turn);
-        }
-        fence_acq_rel_gpu();  // acquire: the additions below come after the previous block's
-      }
-      __syncthreads();
-    }
-
-    // Four consecutive columns a thread, one 16-byte atomic: lanes t and t ^ 1 swap halves, so
-    // that even lanes hold row g and odd lanes row g + 8 of their pair's four columns.
-    float* dq_rows = ws.dq_accum + ((b * p.heads_q + h) * ws.rows + m0) * head_dim;
-    const int q_row = (static_cast<int>(threadIdx.x) / 32 % 4) * 16 + g + 8 * (t & 1);
-    const bool row_ok = m0 + q_row < seq.seqlen_q;
-#pragma unroll
-    for (int nt = 0; nt < kDqCols / 8; ++nt) {
-      const float* f = acc_dq + 4 * nt;
-      const float give_x = (t & 1) ? f[0] : f[2], give_y = (t & 1) ? f[1] : f[3];
-      const float got_x = __shfl_xor_sync(0xffffffffu, give_x, 1);
-      const float got_y = __shfl_xor_sync(0xffffffffu, give_y, 1);
-      const int col = wg * kDqCols + nt * 8 + 2 * (t & 2);
-      const float4 add = (t & 1) ? make_float4(got_x, got_y, f[2], f[3])
-                                 : make_float4(f[0], f[1], got_x, got_y);
-      if (row_ok && col < head_dim) {
-        red_add_f32x4(dq_rows + q_row * head_dim + col, add);
-      }
-    }
-    if constexpr (kDeterministic) {
-      pending_turn = turn;  // passed on in the next step (or below)
-      pending_next = my_turn + 1;
-    }
+    add_dq(h, m0, turn, my_turn, seen);
   }
   if (kDeterministic && pending_turn != nullptr) {
     __syncthreads();
