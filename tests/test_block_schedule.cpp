@@ -85,8 +85,8 @@ TEST(BlockSchedule, SpansAreExactAndTurnsContiguous) {
     for (int64_t m = 0; m < m_blocks; ++m) {
       const auto& h = holders[static_cast<size_t>(m)];
       if (h.empty()) continue;
-      const int64_t last = last_key_block_seen(s.seqlen_q, s.seqlen_k, s.right, m * s.block_m,
-                                               s.block_m, s.block_n);
+      const int64_t last =
+          last_key_block_seen(s.seqlen_q, s.seqlen_k, s.right, m * s.block_m, s.block_m, s.block_n);
       ASSERT_EQ(h.back(), last) << "query block " << m;
       for (size_t r = 0; r < h.size(); ++r) {
         ASSERT_EQ(h[h.size() - 1 - r], last - static_cast<int64_t>(r))
@@ -102,50 +102,82 @@ TEST(BlockSchedule, DeterministicGridLaunchesTheBlockAboveFirst) {
   int grids = 0;
   for (int64_t pairs : {1, 2, 7, 8, 9, 16, 17, 100}) {
     for (int64_t n_blocks : {1, 2, 3, 13, 64}) {
-      SCOPED_TRACE("pairs " + std::to_string(pairs) + ", key blocks " + std::to_string(n_blocks));
-      const DetGridShape g = det_grid_shape(pairs, n_blocks);
-      ASSERT_GE(g.x, 1);
-      ASSERT_LE(g.x, kDetPairGroup);
-      ASSERT_EQ(g.y, n_blocks);
-      ASSERT_TRUE(det_grid_fits(g));
-      // Launch position (x fastest, then y, then z) of every (pair, key block).
-      std::map<std::pair<int64_t, int64_t>, int64_t> position;
-      int64_t linear = 0;
-      for (int64_t z = 0; z < g.z; ++z) {
-        for (int64_t y = 0; y < g.y; ++y) {
-          for (int64_t x = 0; x < g.x; ++x, ++linear) {
-            const DetBlock d =
-                det_block(static_cast<uint32_t>(x), static_cast<uint32_t>(y),
-                          static_cast<uint32_t>(z), static_cast<uint32_t>(g.x),
-                          static_cast<uint32_t>(g.y));
-            ASSERT_GE(d.pair, 0);
-            if (d.pair >= pairs) continue;  // the last group's tail
-            ASSERT_GE(d.n_block, 0);
-            ASSERT_LT(d.n_block, n_blocks);
-            ASSERT_TRUE(position.emplace(std::make_pair(d.pair, int64_t{d.n_block}), linear).second)
-                << "pair " << d.pair << ", key block " << d.n_block << " twice";
+      for (int64_t group : {1, 3, 8}) {
+        SCOPED_TRACE("pairs " + std::to_string(pairs) + ", key blocks " + std::to_string(n_blocks) +
+                     ", group " + std::to_string(group));
+        const DetGridShape g = det_grid_shape(pairs, n_blocks, group);
+        ASSERT_GE(g.x, 1);
+        ASSERT_LE(g.x, group);
+        ASSERT_EQ(g.y, n_blocks);
+        ASSERT_TRUE(det_grid_fits(g));
+        // Launch position (x fastest, then y, then z) of every (pair, key block).
+        std::map<std::pair<int64_t, int64_t>, int64_t> position;
+        int64_t linear = 0;
+        for (int64_t z = 0; z < g.z; ++z) {
+          for (int64_t y = 0; y < g.y; ++y) {
+            for (int64_t x = 0; x < g.x; ++x, ++linear) {
+              const DetBlock d = det_block(static_cast<uint32_t>(x), static_cast<uint32_t>(y),
+                                           static_cast<uint32_t>(z), static_cast<uint32_t>(g.x),
+                                           static_cast<uint32_t>(g.y));
+              ASSERT_GE(d.pair, 0);
+              if (d.pair >= pairs) continue;  // the last group's tail
+              ASSERT_GE(d.n_block, 0);
+              ASSERT_LT(d.n_block, n_blocks);
+              ASSERT_TRUE(
+                  position.emplace(std::make_pair(d.pair, int64_t{d.n_block}), linear).second)
+                  << "pair " << d.pair << ", key block " << d.n_block << " twice";
+            }
           }
         }
-      }
-      ASSERT_EQ(static_cast<int64_t>(position.size()), pairs * n_blocks);
-      for (const auto& [key, at] : position) {
-        if (key.second + 1 < n_blocks) {
-          ASSERT_LT(position.at({key.first, key.second + 1}), at)
-              << "pair " << key.first << ": key block " << key.second + 1
-              << " is launched after key block " << key.second;
+        ASSERT_EQ(static_cast<int64_t>(position.size()), pairs * n_blocks);
+        for (const auto& [key, at] : position) {
+          if (key.second + 1 < n_blocks) {
+            ASSERT_LT(position.at({key.first, key.second + 1}), at)
+                << "pair " << key.first << ": key block " << key.second + 1
+                << " is launched after key block " << key.second;
+          }
         }
+        ++grids;
       }
-      ++grids;
     }
   }
-  EXPECT_EQ(grids, 40);
+  EXPECT_EQ(grids, 120);
+}
+
+// Pairs a group: about two waves of blocks, 1 to kDetPairGroup, and never so few that the groups
+// overflow the grid's z.
+TEST(BlockSchedule, DeterministicPairGroup) {
+  EXPECT_EQ(det_pair_group(16, 32, 132), 8);   // d = 128, 4k: 264 / 32 = 8
+  EXPECT_EQ(det_pair_group(16, 64, 132), 4);   // d = 256, 4k
+  EXPECT_EQ(det_pair_group(16, 128, 132), 2);  // d = 128, 16k
+  EXPECT_EQ(det_pair_group(8, 256, 132), 1);   // d = 256, 16k
+  EXPECT_EQ(det_pair_group(8, 4096, 132), 1);
+  EXPECT_EQ(det_pair_group(8, 1, 132), kDetPairGroup);
+  EXPECT_EQ(det_pair_group(8, 0, 132), kDetPairGroup);
+  // Many pairs, long sequences: as many a group as the grid needs.
+  EXPECT_EQ(det_pair_group(65535, 4096, 132), 1);
+  EXPECT_EQ(det_pair_group(65536, 4096, 132), 2);
+  EXPECT_EQ(det_pair_group(3 * 65535 + 1, 4096, 132), 4);
+  EXPECT_TRUE(det_grid_fits(det_grid_shape(8 * 65535, 4096, det_pair_group(8 * 65535, 4096, 132))));
+  EXPECT_FALSE(
+      det_grid_fits(det_grid_shape(8 * 65535 + 1, 4096, det_pair_group(8 * 65535 + 1, 4096, 132))));
+  for (int64_t pairs : {1, 100, 65535, 65536, 200000, 524280}) {
+    for (int64_t n_blocks : {1, 7, 33, 132, 264, 1000, 65535}) {
+      const int64_t g = det_pair_group(pairs, n_blocks, 132);
+      EXPECT_GE(g, 1);
+      EXPECT_LE(g, kDetPairGroup);
+      EXPECT_TRUE(det_grid_fits(det_grid_shape(pairs, n_blocks, g)))
+          << pairs << " pairs, " << n_blocks << " key blocks, group " << g;
+    }
+  }
 }
 
 // CUDA's grid limits: the key blocks (y) and the pair groups (z) at most 65535 each.
 TEST(BlockSchedule, DeterministicGridLimits) {
-  EXPECT_TRUE(det_grid_fits(det_grid_shape(8 * 65535, 65535)));
-  EXPECT_FALSE(det_grid_fits(det_grid_shape(8 * 65535 + 1, 1)));
-  EXPECT_FALSE(det_grid_fits(det_grid_shape(1, 65536)));
+  EXPECT_TRUE(det_grid_fits(det_grid_shape(8 * 65535, 65535, 8)));
+  EXPECT_FALSE(det_grid_fits(det_grid_shape(8 * 65535 + 1, 1, 8)));
+  EXPECT_FALSE(det_grid_fits(det_grid_shape(65536, 1, 1)));
+  EXPECT_FALSE(det_grid_fits(det_grid_shape(1, 65536, 8)));
 }
 
 // Past the end of the keys, or with no query rows, a key block visits nothing.

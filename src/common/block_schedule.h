@@ -55,24 +55,41 @@ FLASHATTN_HOST_DEVICE int64_t last_key_block_seen(int64_t seqlen_q, int64_t seql
 
 // The Hopper deterministic backward's launch order. Its key blocks add their dQ in turns from the
 // top, so a block must be launched after the blocks above it of its (kv head, batch) pair: the
-// pairs go in groups of kDetPairGroup, and within a group come the highest key block of every
+// pairs go in groups (det_pair_group), and within a group come the highest key block of every
 // pair, then the next ones down, and so on. The grid is (x, y, z) = (pairs of a group, key
 // blocks, groups); blocks are launched in the order of x + X·(y + Y·z).
-inline constexpr int64_t kDetPairGroup = 8;
+inline constexpr int64_t kDetPairGroup = 8;  // pairs a group, at most
+
+// Pairs a group: as many as make about two waves of blocks (2 · SMs), 1 to kDetPairGroup, and
+// enough that the groups fit CUDA's grid (z ≤ 65535). Measured on an H200 (132 SMs), bf16,
+// deterministic backward TFLOP/s by pairs a group (1 / 2 / 4 / 8):
+//   d = 256 causal 16k (256 key blocks): 210 / 199 / 180 / 163; causal 4k (64): 191 / 194 / 196 / 180
+//   d = 128 causal 16k (128): 259 / 262 / 255 / 240;  non-causal 4k (32): 237 / 253 / 261 / 263
+// Without a mask, more pairs a group put the blocks that wait on each other further apart in the
+// launch; under a causal mask the long walks of the low key blocks come last, and a group much
+// larger than a wave keeps the walks of many pairs' low blocks (and their Q, dO, dQ) in flight.
+FLASHATTN_HOST_DEVICE int64_t det_pair_group(int64_t pairs, int64_t n_blocks, int64_t sms) {
+  int64_t g = n_blocks > 0 ? 2 * sms / n_blocks : kDetPairGroup;
+  if (g < 1) g = 1;
+  if (g > kDetPairGroup) g = kDetPairGroup;
+  const int64_t fit = (pairs + 65534) / 65535;  // the fewest pairs a group for z ≤ 65535
+  return g > fit ? g : (fit < kDetPairGroup ? fit : kDetPairGroup);
+}
 
 struct DetGridShape {
   int64_t x = 0, y = 0, z = 0;
 };
 
-FLASHATTN_HOST_DEVICE DetGridShape det_grid_shape(int64_t pairs, int64_t n_blocks) {
+FLASHATTN_HOST_DEVICE DetGridShape det_grid_shape(int64_t pairs, int64_t n_blocks,
+                                                  int64_t group) {
   DetGridShape g;
-  g.x = pairs < kDetPairGroup ? pairs : kDetPairGroup;
+  g.x = pairs < group ? pairs : group;
   g.y = n_blocks;
   g.z = g.x > 0 ? (pairs + g.x - 1) / g.x : 0;
   return g;
 }
 
-// Whether CUDA launches that grid (y and z at most 65535; x is at most 8).
+// Whether CUDA launches that grid (y and z at most 65535; x is at most kDetPairGroup).
 FLASHATTN_HOST_DEVICE bool det_grid_fits(const DetGridShape& g) {
   return g.y <= 65535 && g.z <= 65535;
 }

@@ -39,7 +39,9 @@ inline int64_t key_blocks(const AttentionParams& p, int block_n) {
 
 // The Hopper deterministic mode's launch order (common/block_schedule.h).
 inline DetGridShape det_grid(const AttentionParams& p, int block_n) {
-  return det_grid_shape(p.heads_kv * p.batch, key_blocks(p, block_n));
+  const int64_t pairs = p.heads_kv * p.batch, n_blocks = key_blocks(p, block_n);
+  return det_grid_shape(pairs, n_blocks,
+                        det_pair_group(pairs, n_blocks, multiprocessors(p.device.index)));
 }
 
 // The dK/dV grid: (key blocks, kv heads, batch), or det_grid in the Hopper deterministic mode.

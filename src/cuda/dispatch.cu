@@ -142,6 +142,18 @@ bool use_sm90(int device) {
   return hopper[device];
 }
 
+int multiprocessors(int device) {
+  constexpr int kMaxDevices = 64;
+  static std::once_flag once[kMaxDevices];
+  static int count[kMaxDevices] = {};
+  if (device < 0 || device >= kMaxDevices) return 1;
+  std::call_once(once[device], [device] {
+    FLASHATTN_CUDA_CHECK(
+        cudaDeviceGetAttribute(&count[device], cudaDevAttrMultiProcessorCount, device));
+  });
+  return count[device] > 0 ? count[device] : 1;
+}
+
 void forward(const AttentionParams& p) {
   constexpr const char* fn = "flashattn::forward";
   const int head_dim = check_kernel_params(fn, p);

@@ -17,6 +17,9 @@ inline constexpr int kCompiledHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256}
 // environment sets FLASHATTN_DISABLE_SM90=1 (then every call takes the sm80 kernels).
 bool use_sm90(int device);
 
+// The device's streaming multiprocessors (read once a device).
+int multiprocessors(int device);
+
 template <class T, int kHeadDim, bool kScoreMods>
 void run_fwd(const AttentionParams& p, cudaStream_t stream);
 
