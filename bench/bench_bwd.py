@@ -123,6 +123,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="a few rows only")
     ap.add_argument("--commit", default=None, help="git commit to record (when not a checkout)")
     ap.add_argument("--head-dims", default=None, help="comma-separated subset, e.g. 128")
+    ap.add_argument("--seqlens", default=None, help="comma-separated subset, e.g. 4096,16384")
+    ap.add_argument("--dtypes", default=None, help="comma-separated subset: bfloat16,float16")
+    ap.add_argument("--causal", choices=("both", "y", "n"), default="both")
+    ap.add_argument("--ours-only", action="store_true", help="skip the SDPA backends")
     args = ap.parse_args()
 
     lib = Library(args.lib)
@@ -135,11 +139,16 @@ def main():
         seqlens, head_dims, dtypes = [1024, 4096], [64, 128, 256], [torch.bfloat16]
     if args.head_dims:
         head_dims = [int(x) for x in args.head_dims.split(",")]
+    if args.seqlens:
+        seqlens = [int(x) for x in args.seqlens.split(",")]
+    if args.dtypes:
+        dtypes = [getattr(torch, x) for x in args.dtypes.split(",")]
+    causals = {"both": (False, True), "y": (True,), "n": (False,)}[args.causal]
 
     rows = []
     for dtype in dtypes:
         for d in head_dims:
-            for causal in (False, True):
+            for causal in causals:
                 for s in seqlens:
                     b, h = 16384 // s, 2048 // d
                     torch.manual_seed(0)
@@ -172,7 +181,7 @@ def main():
 
                     qt, kt, vt = (x.transpose(1, 2).detach().requires_grad_() for x in (q, k, v))
                     dot = dout.transpose(1, 2)
-                    for name, backend in BACKENDS.items():
+                    for name, backend in ({} if args.ours_only else BACKENDS).items():
                         try:
                             with sdpa_kernel(backend):
                                 def run_fb():
@@ -202,7 +211,7 @@ def main():
                     del q, k, v, dout, out, lse, dq, dk, dv, qt, kt, vt, grads
                     torch.cuda.empty_cache()
 
-    memory = gqa_memory(lib, pool)
+    memory = None if args.ours_only else gqa_memory(lib, pool)
     result = {
         "benchmark": "backward",
         "device": torch.cuda.get_device_name(dev),
