@@ -31,16 +31,18 @@
 //     local mask a higher key block starts higher, so it reaches each query block steps before
 //     the next lower one and its turn is over when that one comes (lowest first, each block
 //     waited for key block 0 to come up from query block 0: 0.44–0.56× of the atomic mode, causal).
-//   - Launched key block by key block, the highest first, over groups of kDetPairGroup (kv head,
-//     batch) pairs (det_grid_shape, common/block_schedule.h): without a mask every key block reaches a query block on the same step, and
-//     launched together (key blocks fastest, as the atomic mode) they queued for every query
-//     block, each one turn behind the one above (0.70–0.77×); launched a group's worth of blocks
-//     apart, the one above is well ahead.
+//   - Launched key block by key block, the highest first, over groups of (kv head, batch) pairs
+//     (det_grid_shape, det_pair_group: common/block_schedule.h): without a mask every key block
+//     reaches a query block on the same step, and launched together (key blocks fastest, as the
+//     atomic mode) they queued for every query block, each one turn behind the one above
+//     (0.70–0.77×); launched a group's worth of blocks apart, the one above is well ahead. A
+//     group is about two waves of blocks: larger ones slowed the long causal rows (0.64× at 16k,
+//     d = 256, with 8 pairs a group).
 //   - A block waits only on key blocks above it of the same (kv head, batch), which were launched
 //     before it, so every wait ends; a counter that never comes round (a bug) traps after about
 //     ten seconds instead of hanging.
-// Measured on an H200 over the full sweep: 0.64–1.05× of the atomic mode (below 0.8 at d = 64
-// and on long causal rows; docs/performance_backward.md), against 0.60–0.79× for the sm80
+// Measured on an H200 over the full sweep: 0.75–1.00× of the atomic mode (below 0.8 at d = 64
+// and on a few 16k rows at d = 128; docs/performance_backward.md), against 0.60–0.79× for the sm80
 // kernels' deterministic mode (a separate dQ pass) that it replaces.
 #pragma once
 
