@@ -80,8 +80,7 @@ struct BwdTile {
   static constexpr int kDsBytes = kBlockN * kBlockM * 2;   // sdS (and sP when split): [key][query]
   static constexpr int kStatsBytes = 2 * 2 * kBlockM * 4;  // LSE and D, two buffers
   static constexpr int kSmemBytes =
-      2 * kKvBytes + 4 * kQBytes + (kSplitQuery ? 2 : 1) * kDsBytes + kStatsBytes +
-      1024;
+      2 * kKvBytes + 4 * kQBytes + (kSplitQuery ? 2 : 1) * kDsBytes + kStatsBytes + 1024;
   static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle blocks");
   static_assert(kSmemBytes <= 227 * 1024, "fits an SM");
 };
