@@ -10,6 +10,8 @@ Then the GQA memory case of issue 4: heads_q 32, heads_kv 4, seqlen 8k, d 128, b
 memory of one backward, ours against SDPA FLASH (enable_gqa, or K/V expanded where it refuses).
 
 usage: bench_bwd.py --lib build/libflashattn_c.so [--json out.json] [--quick]
+         [--head-dims 64,128] [--seqlens 1024,4096] [--dtypes bfloat16,float16] [--causal both|y|n]
+         [--ours-only]   (a subset of the sweep; --ours-only skips the SDPA backends and GQA memory)
 """
 import argparse
 import ctypes
@@ -129,9 +131,6 @@ def main():
     ap.add_argument("--ours-only", action="store_true", help="skip the SDPA backends")
     args = ap.parse_args()
 
-    lib = Library(args.lib)
-    pool = MemPool()
-    dev = torch.device("cuda")
     seqlens = [512, 1024, 2048, 4096, 8192, 16384]
     head_dims = [64, 128, 256]
     dtypes = [torch.bfloat16, torch.float16]
@@ -142,8 +141,21 @@ def main():
     if args.seqlens:
         seqlens = [int(x) for x in args.seqlens.split(",")]
     if args.dtypes:
-        dtypes = [getattr(torch, x) for x in args.dtypes.split(",")]
+        names = args.dtypes.split(",")
+        bad = [x for x in names if x not in ("bfloat16", "float16")]
+        if bad:
+            ap.error(f"--dtypes: expected bfloat16 and/or float16, got {','.join(bad)}")
+        dtypes = [getattr(torch, x) for x in names]
+    # The sweep's shape: 16384 tokens (batch = 16384 / seqlen), hidden 2048 (heads = 2048 / d).
+    if any(s < 1 or 16384 % s for s in seqlens):
+        ap.error(f"--seqlens: expected divisors of 16384, got {seqlens}")
+    if any(d < 1 or d > 2048 for d in head_dims):
+        ap.error(f"--head-dims: expected 1…2048, got {head_dims}")
     causals = {"both": (False, True), "y": (True,), "n": (False,)}[args.causal]
+
+    lib = Library(args.lib)
+    pool = MemPool()
+    dev = torch.device("cuda")
 
     rows = []
     for dtype in dtypes:
@@ -234,7 +246,8 @@ def main():
         return f"{x:6.1f}" if x is not None else "     -"
 
     def ratio(t, a, b):
-        return t[a] / t[b] if t.get(a) and t.get(b) else None
+        r = t[a] / t[b] if t.get(a) and t.get(b) else None
+        return f"{r:6.3f}" if r is not None else "     -"
 
     print(f"\nbackward TFLOP/s on {result['device']} (commit {result['git_commit'][:12]})")
     print(f"{'dtype':8} {'d':>3} {'causal':6} {'seqlen':>6} | fwd+bwd: {'ours':>6} {'flash':>6} "
@@ -244,10 +257,10 @@ def main():
         t = r["tflops"]
         print(f"{r['dtype']:8} {r['head_dim']:3d} {str(r['causal']):6} {r['seqlen']:6d} | "
               f"         {fmt(t['flashattn_fwdbwd'])} {fmt(t.get('flash_fwdbwd'))} "
-              f"{fmt(t.get('cudnn_fwdbwd'))} {fmt(ratio(t, 'flashattn_fwdbwd', 'flash_fwdbwd'))} | "
+              f"{fmt(t.get('cudnn_fwdbwd'))} {ratio(t, 'flashattn_fwdbwd', 'flash_fwdbwd')} | "
               f"     {fmt(t['flashattn_bwd'])} {fmt(t['flashattn_bwd_det'])} {fmt(t.get('flash_bwd'))} "
-              f"{fmt(t.get('cudnn_bwd'))} {fmt(ratio(t, 'flashattn_bwd', 'flash_bwd'))} "
-              f"{fmt(ratio(t, 'flashattn_bwd_det', 'flashattn_bwd'))} | "
+              f"{fmt(t.get('cudnn_bwd'))} {ratio(t, 'flashattn_bwd', 'flash_bwd')} "
+              f"{ratio(t, 'flashattn_bwd_det', 'flashattn_bwd')} | "
               f"{r.get('max_abs_diff_vs_flash', float('nan')):.2e}")
     print(f"gqa memory: {json.dumps(memory)}")
 
