@@ -98,6 +98,12 @@ FLASHATTN_HOST_DEVICE SequenceInfo sequence_info(const AttentionParams& p, int64
   return s;
 }
 
+// Rows of k, and of dK and dV, that sequence b holds: seqused_k does not shorten them (the rows
+// past it get zero gradients).
+FLASHATTN_HOST_DEVICE int64_t key_rows(const AttentionParams& p, int64_t b) {
+  return p.is_varlen ? int64_t{p.cu_seqlens_k[b + 1]} - p.cu_seqlens_k[b] : p.seqlen_k;
+}
+
 // Visible keys of query row i: [first, last] (empty when first > last), bottom-right aligned.
 struct KeyRange {
   int64_t first;

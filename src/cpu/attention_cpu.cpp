@@ -492,7 +492,7 @@ void backward_dkdv_block(const AttentionParams& p, const std::vector<Acc<T>>& de
   const int64_t n0 = n_block * kBlockN;
   const int64_t d = p.head_dim, dv = p.head_dim_v;
   // Keys past seqused_k get zero gradients; the rows beyond seqlen_k of a varlen k don't exist.
-  const int64_t k_rows = p.is_varlen ? p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b] : p.seqlen_k;
+  const int64_t k_rows = key_rows(p, b);
   if (n0 >= k_rows) return;
   const int64_t rows_here = std::min(kBlockN, k_rows - n0);
   const int64_t nc = std::max<int64_t>(0, std::min(kBlockN, seq.seqlen_k - n0));

@@ -211,6 +211,25 @@ __device__ __forceinline__ QueryWalk query_walk(const AttentionParams& p, const 
   return w;
 }
 
+// Row m0 of query head h in Q and dO (a step's query-side tiles).
+template <class T>
+struct QueryRows {
+  const T* q;
+  const T* dout;
+};
+
+template <class T>
+__device__ __forceinline__ QueryRows<T> query_rows(const AttentionParams& p,
+                                                   const SequenceInfo& seq, int64_t b, int64_t h,
+                                                   int64_t m0) {
+  QueryRows<T> r;
+  r.q = static_cast<const T*>(p.q) + b * p.q_stride.batch + (seq.q_start + m0) * p.q_stride.row +
+        h * p.q_stride.head;
+  r.dout = static_cast<const T*>(p.dout) + b * p.dout_stride.batch +
+           (seq.q_start + m0) * p.dout_stride.row + h * p.dout_stride.head;
+  return r;
+}
+
 // LSE and D of rows [m0, m0 + kBlockM) of query head h → s_lse, s_dsum (cp.async, in the group of
 // the step's Q/dO tile; threads below kBlockM, one row each). Rows past the sequence read as 0;
 // load_row_stats (sm80) and the sm90 kernel give them P = 0.
@@ -256,8 +275,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
   const SequenceInfo seq = sequence_info(p, b);
   // Rows of dK/dV this block writes: keys past seqused_k get zeros; a varlen sequence's rows end
   // at its own length.
-  const int64_t k_rows =
-      p.is_varlen ? int64_t{p.cu_seqlens_k[b + 1]} - p.cu_seqlens_k[b] : p.seqlen_k;
+  const int64_t k_rows = key_rows(p, b);
   if (n0 >= k_rows) return;
 
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
@@ -274,14 +292,11 @@ __global__ void __launch_bounds__(Tile::kThreads)
 
   auto load_query_side = [&](int it, int buf) {
     const int64_t h = walk.head(it), m0 = walk.m0(it, kBlockM);
-    const T* q = static_cast<const T*>(p.q) + b * p.q_stride.batch +
-                 (seq.q_start + m0) * p.q_stride.row + h * p.q_stride.head;
-    const T* d = static_cast<const T*>(p.dout) + b * p.dout_stride.batch +
-                 (seq.q_start + m0) * p.dout_stride.row + h * p.dout_stride.head;
+    const QueryRows<T> rows = query_rows<T>(p, seq, b, h, m0);
     load_rows_async<Tile::kThreads, kBlockM, Tile::kHeadDim, kPitch>(
-        sQ0 + buf * kBlockM * kPitch, q, p.q_stride.row, seq.seqlen_q - m0, head_dim);
+        sQ0 + buf * kBlockM * kPitch, rows.q, p.q_stride.row, seq.seqlen_q - m0, head_dim);
     load_rows_async<Tile::kThreads, kBlockM, Tile::kHeadDim, kPitch>(
-        sdO0 + buf * kBlockM * kPitch, d, p.dout_stride.row, seq.seqlen_q - m0, head_dim);
+        sdO0 + buf * kBlockM * kPitch, rows.dout, p.dout_stride.row, seq.seqlen_q - m0, head_dim);
     load_lse_dsum_async<kBlockM>(sLse0 + buf * kBlockM, sDsum0 + buf * kBlockM, p, ws, seq, b, h,
                                  m0);
   };

@@ -160,8 +160,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   const int n_block = kDeterministic ? det.n_block : static_cast<int>(blockIdx.x);
   const int64_t n0 = static_cast<int64_t>(n_block) * kBlockN;
   const SequenceInfo seq = sequence_info(p, b);
-  const int64_t k_rows =
-      p.is_varlen ? int64_t{p.cu_seqlens_k[b + 1]} - p.cu_seqlens_k[b] : p.seqlen_k;
+  const int64_t k_rows = key_rows(p, b);
   if (n0 >= k_rows) return;
 
   const int wg = static_cast<int>(threadIdx.x) / kWarpgroupThreads;
@@ -182,14 +181,12 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 
   auto load_query_side = [&](int it, int buf) {
     const int64_t h = walk.head(it), m0 = walk.m0(it, kBlockM);
-    const T* q = static_cast<const T*>(p.q) + b * p.q_stride.batch +
-                 (seq.q_start + m0) * p.q_stride.row + h * p.q_stride.head;
-    const T* d = static_cast<const T*>(p.dout) + b * p.dout_stride.batch +
-                 (seq.q_start + m0) * p.dout_stride.row + h * p.dout_stride.head;
-    load_swizzled_async<Tile::kThreads, kBlockM, kHeadDim>(sQ(buf), q, p.q_stride.row,
+    const QueryRows<T> rows = query_rows<T>(p, seq, b, h, m0);
+    load_swizzled_async<Tile::kThreads, kBlockM, kHeadDim>(sQ(buf), rows.q, p.q_stride.row,
                                                            seq.seqlen_q - m0, head_dim);
-    load_swizzled_async<Tile::kThreads, kBlockM, kHeadDim>(sdO(buf), d, p.dout_stride.row,
-                                                           seq.seqlen_q - m0, head_dim);
+    load_swizzled_async<Tile::kThreads, kBlockM, kHeadDim>(sdO(buf), rows.dout,
+                                                           p.dout_stride.row, seq.seqlen_q - m0,
+                                                           head_dim);
     load_lse_dsum_async<kBlockM>(sLse0 + buf * kBlockM, sDsum0 + buf * kBlockM, p, ws, seq, b, h,
                                  m0);
   };
