@@ -125,33 +125,41 @@ bool env_flag(const char* name) {
   return env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0;
 }
 
+// A device's attribute, read once a device (devices 0 … kMaxDevices − 1; others read `fallback`).
+// Each caller's `read` (a distinct lambda type) gets its own cache.
+template <class Read>
+int once_per_device(int device, int fallback, Read read) {
+  constexpr int kMaxDevices = 64;
+  static std::once_flag once[kMaxDevices];
+  static int value[kMaxDevices] = {};
+  if (device < 0 || device >= kMaxDevices) return fallback;
+  std::call_once(once[device], [&] { value[device] = read(device); });
+  return value[device];
+}
+
+int device_attribute(cudaDeviceAttr attribute, int device) {
+  int v = 0;
+  FLASHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&v, attribute, device));
+  return v;
+}
+
 }  // namespace
 
 bool use_sm90(int device) {
-  constexpr int kMaxDevices = 64;
   static const bool disabled = env_flag("FLASHATTN_DISABLE_SM90");
-  static std::once_flag once[kMaxDevices];
-  static bool hopper[kMaxDevices] = {};
-  if (disabled || device < 0 || device >= kMaxDevices) return false;
-  std::call_once(once[device], [device] {
-    int major = 0, minor = 0;
-    FLASHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    FLASHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-    hopper[device] = major == 9 && minor == 0;  // sm_90a code runs on compute capability 9.0 only
-  });
-  return hopper[device];
+  if (disabled) return false;
+  // sm_90a code runs on compute capability 9.0 only.
+  return once_per_device(device, 0, [](int d) {
+    return device_attribute(cudaDevAttrComputeCapabilityMajor, d) == 9 &&
+           device_attribute(cudaDevAttrComputeCapabilityMinor, d) == 0;
+  }) != 0;
 }
 
 int multiprocessors(int device) {
-  constexpr int kMaxDevices = 64;
-  static std::once_flag once[kMaxDevices];
-  static int count[kMaxDevices] = {};
-  if (device < 0 || device >= kMaxDevices) return 1;
-  std::call_once(once[device], [device] {
-    FLASHATTN_CUDA_CHECK(
-        cudaDeviceGetAttribute(&count[device], cudaDevAttrMultiProcessorCount, device));
+  const int count = once_per_device(device, 1, [](int d) {
+    return device_attribute(cudaDevAttrMultiProcessorCount, d);
   });
-  return count[device] > 0 ? count[device] : 1;
+  return count > 0 ? count : 1;
 }
 
 void forward(const AttentionParams& p) {
