@@ -179,8 +179,12 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   const T* v = static_cast<const T*>(p.v) + b * p.v_stride.batch +
                (seq.k_start + n0) * p.v_stride.row + hk * p.v_stride.head;
 
-  auto load_query_side = [&](int it, int buf) {
-    const int64_t h = walk.head(it), m0 = walk.m0(it, kBlockM);
+  // A step's (query head of the GQA group, query block of the walk), counted rather than divided
+  // out of the step index.
+  auto step_head = [&](int head_i) { return walk.hk * walk.group + head_i; };
+  auto step_m0 = [&](int m_i) { return static_cast<int64_t>(walk.m_block_min + m_i) * kBlockM; };
+  auto load_query_side = [&](int head_i, int m_i, int buf) {
+    const int64_t h = step_head(head_i), m0 = step_m0(m_i);
     const QueryRows<T> rows = query_rows<T>(p, seq, b, h, m0);
     load_swizzled_async<Tile::kThreads, kBlockM, kHeadDim>(sQ(buf), rows.q, p.q_stride.row,
                                                            seq.seqlen_q - m0, head_dim);
@@ -203,7 +207,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
                                                            seq.seqlen_k - n0, head_dim);
     load_swizzled_async<Tile::kThreads, kBlockN, kHeadDim>(sV, v, p.v_stride.row,
                                                            seq.seqlen_k - n0, head_dim);
-    load_query_side(0, 0);
+    load_query_side(0, 0, 0);
     cp_async_commit();
   }
 
@@ -254,14 +258,20 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       pending_next = my_turn + 1;
     }
   };
+  int head_i = 0, m_i = 0;  // step it's, as above
   for (int it = 0; it < steps; ++it) {
     const int buf = it & 1;
-    const int64_t h = walk.head(it), m0 = walk.m0(it, kBlockM);
+    const int64_t h = step_head(head_i), m0 = step_m0(m_i);
+    int next_head_i = head_i, next_m_i = m_i + 1;
+    if (next_m_i == walk.m_blocks) {
+      next_m_i = 0;
+      ++next_head_i;
+    }
     cp_async_wait<0>();  // Q, dO, LSE, D of this step (and K, V) landed
     fence_async_shared();
     __syncthreads();  // … for every thread; everyone is done with the previous step
     if (it + 1 < steps) {
-      load_query_side(it + 1, buf ^ 1);
+      load_query_side(next_head_i, next_m_i, buf ^ 1);
       cp_async_commit();
     }
     const unsigned char* q_tile = reinterpret_cast<const unsigned char*>(sQ(buf));
@@ -309,39 +319,61 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       pending_turn = nullptr;
     }
 
-    // Pᵀ and dSᵀ. Column c (query m0 + c) takes LSE and D from shared memory; queries past the
-    // sequence, or without any visible key, get P = 0.
+    // Pᵀ and dSᵀ. Column c (query m0 + c) takes LSE and D from shared memory. Queries without
+    // any visible key (LSE = −inf) get P = 0. Queries past the sequence need no test: their Q, dO,
+    // LSE and D were zero-filled, so S = dP = 0, P = 1 (or 0 where masked) and dS = 0, which
+    // adds nothing to dV = Pᵀ dO or dK = dSᵀ Q, and their dQ rows are not written.
     const ScoreGeometry geo = score_geometry(p, seq, m0, n0, kBlockM, kBlockN, 0, 0);
     const float* lse = sLse0 + buf * kBlockM;
     const float* dsum = sDsum0 + buf * kBlockM;
     uint32_t pf[kSCols / 16][4], dsf[kSCols / 16][4];
-    // Pᵀ of element e of fragment column block nt (l: its column's LSE).
-    auto prob_of = [&](int nt, int e, float l) {
-      const int col = qcol0 + nt * 8 + 2 * t + (e & 1);
-      const bool valid_q = m0 + col < seq.seqlen_q;
-      const float lse2 = (!valid_q || l == -kInf) ? kInf : l * kLog2e;
-      const int j = key0 + g + 8 * (e >> 1);  // key, relative to n0
-      const int row_diag = geo.diag_local + col;
-      float x = s[4 * nt + e];
-      if (geo.need_mask &&
-          (j < row_diag - geo.left || j > min(row_diag + geo.right, geo.keys_local - 1))) {
-        x = -kInf;
+    // Keys past the sequence or outside the causal/local window → −inf. The test is uniform over
+    // the step (most steps need none), and each column's bounds are computed once.
+    auto apply_mask = [&] {
+      if (!geo.need_mask) return;
+#pragma unroll
+      for (int nt = 0; nt < kSCols / 8; ++nt) {
+#pragma unroll
+        for (int cc = 0; cc < 2; ++cc) {
+          const int row_diag = geo.diag_local + qcol0 + nt * 8 + 2 * t + cc;
+          const int lo = row_diag - geo.left;
+          const int hi = min(row_diag + geo.right, geo.keys_local - 1);
+#pragma unroll
+          for (int rh = 0; rh < 2; ++rh) {
+            const int j = key0 + g + 8 * rh;  // key, relative to n0
+            float& x = s[4 * nt + 2 * rh + cc];
+            x = (j < lo) | (j > hi) ? -kInf : x;
+          }
+        }
       }
-      return exp2_approx(fmaf(x, p.scale_log2, -lse2));
     };
+    // LSE in log2 units of a column; −inf (no visible key) → +inf, so that P = 0.
+    auto lse_log2 = [](float l) { return l == -kInf ? kInf : l * kLog2e; };
+    auto prob = [&](float x, float l2) { return exp2_approx(fmaf(x, p.scale_log2, -l2)); };
     if constexpr (kEarlyP) {
-      // Pᵀ (in place, as floats), then the wait for dPᵀ. (ptxas moves that wait above the exp2
-      // work in the SASS, so they do not overlap; this order measured 3% faster all the same,
-      // docs/tuning.md.)
+      // Pᵀ while dPᵀ is still in the tensor cores, and dV += Pᵀ dO queued behind it: the wait for
+      // dPᵀ comes after that issue, so the compiler cannot hoist it above the exp2 work.
       wgmma_wait<1>();
       fence_registers(s);
+      apply_mask();
 #pragma unroll
       for (int nt = 0; nt < kSCols / 8; ++nt) {
         const float2 l2 = *reinterpret_cast<const float2*>(lse + qcol0 + nt * 8 + 2 * t);
+        const float lx = lse_log2(l2.x), ly = lse_log2(l2.y);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[4 * nt + e] = prob_of(nt, e, (e & 1) ? l2.y : l2.x);
+        for (int e = 0; e < 4; ++e) s[4 * nt + e] = prob(s[4 * nt + e], (e & 1) ? ly : lx);
+        const int kk = nt / 2, half = (nt % 2) * 2;
+        pf[kk][half] = pack2<T>(s[4 * nt], s[4 * nt + 1]);
+        pf[kk][half + 1] = pack2<T>(s[4 * nt + 2], s[4 * nt + 3]);
       }
-      wgmma_wait<0>();
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBlockM / 16; ++kk) {
+        MmaKv::template rs<1>(acc_dv, pf[kk], make_desc(do_tile + kk * 16 * 128, kBlockM * 128),
+                              true);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();  // dPᵀ (dV stays in flight)
       fence_registers(dp);
     } else {
       // (d ≥ 128: Pᵀ and dSᵀ a fragment at a time, after both; Pᵀ held as floats next to dPᵀ
@@ -349,24 +381,30 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       wgmma_wait<0>();
       fence_registers(s);
       fence_registers(dp);
+      apply_mask();
     }
 #pragma unroll
     for (int nt = 0; nt < kSCols / 8; ++nt) {
       const int c = qcol0 + nt * 8 + 2 * t;
       const float2 d2 = *reinterpret_cast<const float2*>(dsum + c);
-      float2 l2 = make_float2(0.0f, 0.0f);
-      if constexpr (!kEarlyP) l2 = *reinterpret_cast<const float2*>(lse + c);
-      float prob[4], ds[4];
+      float lx = 0.0f, ly = 0.0f;
+      if constexpr (!kEarlyP) {
+        const float2 l2 = *reinterpret_cast<const float2*>(lse + c);
+        lx = lse_log2(l2.x);
+        ly = lse_log2(l2.y);
+      }
+      float pr[4], ds[4];
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        prob[e] = kEarlyP ? s[4 * nt + e] : prob_of(nt, e, (e & 1) ? l2.y : l2.x);
-        const bool valid_q = m0 + c + (e & 1) < seq.seqlen_q;
-        ds[e] = prob[e] * (dp[4 * nt + e] - (valid_q ? ((e & 1) ? d2.y : d2.x) : 0.0f));
+        pr[e] = kEarlyP ? s[4 * nt + e] : prob(s[4 * nt + e], (e & 1) ? ly : lx);
+        ds[e] = pr[e] * (dp[4 * nt + e] - ((e & 1) ? d2.y : d2.x));
       }
       // Accumulator (key rows, query columns) → A fragments of the k16 step nt / 2.
       const int kk = nt / 2, half = (nt % 2) * 2;
-      pf[kk][half] = pack2<T>(prob[0], prob[1]);
-      pf[kk][half + 1] = pack2<T>(prob[2], prob[3]);
+      if constexpr (!kEarlyP) {
+        pf[kk][half] = pack2<T>(pr[0], pr[1]);
+        pf[kk][half + 1] = pack2<T>(pr[2], pr[3]);
+      }
       dsf[kk][half] = pack2<T>(ds[0], ds[1]);
       dsf[kk][half + 1] = pack2<T>(ds[2], ds[3]);
       // dSᵀ (and, split, Pᵀ) → shared memory [key][query] (one 128-byte line a key).
@@ -402,10 +440,12 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       wgmma_commit();
     } else {
       wgmma_fence();
+      if constexpr (!kEarlyP) {  // (issued above when early)
 #pragma unroll
-      for (int kk = 0; kk < kBlockM / 16; ++kk) {
-        MmaKv::template rs<1>(acc_dv, pf[kk], make_desc(do_tile + kk * 16 * 128, kBlockM * 128),
-                              true);
+        for (int kk = 0; kk < kBlockM / 16; ++kk) {
+          MmaKv::template rs<1>(acc_dv, pf[kk],
+                                make_desc(do_tile + kk * 16 * 128, kBlockM * 128), true);
+        }
       }
 #pragma unroll
       for (int kk = 0; kk < kBlockM / 16; ++kk) {
@@ -441,6 +481,8 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     fence_registers(acc_dk);
     fence_registers(acc_dq);
     add_dq(h, m0, turn, my_turn, seen);
+    head_i = next_head_i;
+    m_i = next_m_i;
   }
   if (kDeterministic && pending_turn != nullptr) {
     __syncthreads();
