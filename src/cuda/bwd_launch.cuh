@@ -115,7 +115,7 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
       const bool det = p.deterministic;
       launch_dkdv(det ? sm90::flash_bwd_dkdv_kernel<T, Tile, true>
                       : sm90::flash_bwd_dkdv_kernel<T, Tile, false>,
-                  dkdv_grid(p, Tile::kBlockN, det), Tile::kThreads, Tile::kSmemBytes);
+                  dkdv_grid(p, Tile::kBlockN, det), Tile::kThreadsAll, Tile::kSmemBytesAll);
     } else {
       launch_dkdv_sm80();
     }

@@ -81,8 +81,16 @@ struct BwdTile {
   static constexpr int kStatsBytes = 2 * 2 * kBlockM * 4;  // LSE and D, two buffers
   static constexpr int kSmemBytes =
       2 * kKvBytes + 4 * kQBytes + (kSplitQuery ? 2 : 1) * kDsBytes + kStatsBytes + 1024;
+  // d ≤ 128: a third warpgroup (the dQ warpgroup) adds each step's dQ sums to the fp32
+  // accumulator, taking them from shared memory: two buffers of fp32, rows 8 floats apart from
+  // a multiple of 32 (conflict-free fragment stores), and what it needs of the step (DqStage).
+  static constexpr bool kDqWarpgroup = !kSplitQuery;
+  static constexpr int kDqStride = kHeadDim + 8;
+  static constexpr int kDqStageBytes = kBlockM * kDqStride * 4;
+  static constexpr int kThreadsAll = kThreads + (kDqWarpgroup ? kWarpgroupThreads : 0);
+  static constexpr int kSmemBytesAll = kSmemBytes + (kDqWarpgroup ? 2 * kDqStageBytes + 64 : 0);
   static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle blocks");
-  static_assert(kSmemBytes <= 227 * 1024, "fits an SM");
+  static_assert(kSmemBytesAll <= 227 * 1024, "fits an SM");
 };
 
 template <int kHeadDim>
@@ -112,6 +120,48 @@ __device__ __forceinline__ void store_release(int* ptr, int v) {
 #endif
 }
 
+__device__ __forceinline__ int load_acquire(const int* ptr) {
+  int v = 0;
+#if defined(__CUDA_ARCH__)
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(ptr) : "memory");
+#endif
+  return v;
+}
+
+// Named barriers (0 is __syncthreads): every thread of `count` arrives, the syncing ones wait.
+__device__ __forceinline__ void named_barrier_sync(int id, int count) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+#endif
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int count) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+#endif
+}
+
+// A warpgroup's register budget (sm_90a; every thread of the warpgroup executes it).
+template <int kRegs>
+__device__ __forceinline__ void warpgroup_reg_alloc() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+#endif
+}
+template <int kRegs>
+__device__ __forceinline__ void warpgroup_reg_dealloc() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+#endif
+}
+
+// What the dQ warpgroup needs of a staged step (shared memory, written by thread 0).
+struct DqStage {
+  float* rows;   // the step's first dQ row in the fp32 accumulator
+  int* turn;     // its turn counter
+  int my_turn;   // the turn to wait for
+  int n_rows;    // rows in the sequence (≤ kBlockM)
+};
+
 // dst[0..3] += v, without a result: a fire-and-forget reduction (REDG). Written out because
 // atomicAdd(float4*) compiles to ATOMG, which waits for its result, once the kernel holds the
 // turns' fences (the backward ran at 0.7–0.85× of this with it).
@@ -124,12 +174,17 @@ __device__ __forceinline__ void red_add_f32x4(float* dst, float4 v) {
 }
 
 template <class T, class Tile, bool kDeterministic>
-__global__ void __launch_bounds__(Tile::kThreads, 1)
+__global__ void __launch_bounds__(Tile::kThreadsAll, 1)
     flash_bwd_dkdv_kernel(const __grid_constant__ AttentionParams p,
                           const __grid_constant__ BwdWorkspace ws) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kHeadDim = Tile::kHeadDim;
   constexpr bool kSplit = Tile::kSplitQuery;
+  constexpr bool kDqWg = Tile::kDqWarpgroup;
+  // Named barriers: the compute warpgroups among themselves (when the dQ warpgroup runs), and
+  // the two staging buffers' full / empty handoffs with the dQ warpgroup.
+  constexpr int kBarCompute = 1, kBarFull = 2, kBarEmpty = 4, kBarDq = 6;
+  constexpr int kAll = Tile::kThreads + kWarpgroupThreads;
   constexpr bool kEarlyP = kHeadDim <= 64;  // Pᵀ before the dPᵀ wait: registers for it at d = 64
   constexpr float kInf = __builtin_huge_valf();
   constexpr int kSCols = kSplit ? kBlockM / 2 : kBlockM;  // query columns of Sᵀ a warpgroup
@@ -151,6 +206,9 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   unsigned char* sP = sdS + Tile::kDsBytes;  // split shape only
   float* sLse0 = reinterpret_cast<float*>(sdS + (kSplit ? 2 : 1) * Tile::kDsBytes);  // [2][kBlockM]
   float* sDsum0 = sLse0 + 2 * kBlockM;                             // [2][kBlockM]
+  // (d ≤ 128) dQ staging: [2][kBlockM][kDqStride] floats, then two DqStage.
+  float* sDq0 = sDsum0 + 2 * kBlockM;
+  DqStage* sStage = reinterpret_cast<DqStage*>(sDq0 + 2 * kBlockM * Tile::kDqStride);
 
   // (key block, kv head, batch) of this thread block (dkdv_grid, bwd_launch.cuh).
   const DetBlock det = det_block(blockIdx.x, blockIdx.y, blockIdx.z, gridDim.x, gridDim.y);
@@ -173,6 +231,60 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 
   const QueryWalk walk = query_walk(p, seq, hk, n0, kBlockM, kBlockN);
   const int steps = walk.steps;
+
+  if constexpr (kDqWg) {
+    if (wg == 2) {
+      // The dQ warpgroup: for each step, wait until the compute warpgroups have staged its dQ
+      // sums, (deterministic) wait for the turn (one thread, polling), add them (16 bytes a
+      // reduction, rows of the sequence only), hand the buffer back, and (deterministic) pass
+      // the turn on. The compute warpgroups neither issue the reductions nor wait for turns, and
+      // the release's memory barrier waits for this warpgroup's additions only.
+      warpgroup_reg_dealloc<24>();
+      // A thread's float4 column of the tile, and its first row; rows kRowStep apart.
+      const int wt = static_cast<int>(threadIdx.x) - Tile::kThreads;
+      constexpr int kVecs = kHeadDim / 4;  // float4s a row
+      constexpr int kRowStep = kWarpgroupThreads / kVecs;
+      const int col = (wt % kVecs) * 4, row0 = wt / kVecs;
+      for (int it = 0; it < steps; ++it) {
+        const int buf = it & 1;
+        named_barrier_sync(kBarFull + buf, kAll);
+        const DqStage st = sStage[buf];
+        if constexpr (kDeterministic) {
+          if (wt == 0) {
+            for (long long spins = 0; load_acquire(st.turn) != st.my_turn; ++spins) {
+              if (spins > (1LL << 24)) __trap();  // ~10 s: a turn that never came
+              __nanosleep(32);
+            }
+          }
+          named_barrier_sync(kBarDq, kWarpgroupThreads);
+        }
+        const float* staged = sDq0 + buf * kBlockM * Tile::kDqStride + col;
+        if (col < head_dim) {
+#pragma unroll 4
+          for (int row = row0; row < st.n_rows; row += kRowStep) {
+            red_add_f32x4(st.rows + row * head_dim + col,
+                          *reinterpret_cast<const float4*>(staged + row * Tile::kDqStride));
+          }
+        }
+        // The values are in registers (the reductions read them at issue): the buffer is free.
+        if (it + 2 < steps) named_barrier_arrive(kBarEmpty + buf, kAll);
+        if constexpr (kDeterministic) {
+          named_barrier_sync(kBarDq, kWarpgroupThreads);  // every thread's additions issued
+          if (wt == 0) store_release(st.turn, st.my_turn + 1);
+        }
+      }
+      return;
+    }
+    warpgroup_reg_alloc<240>();
+  }
+  // The compute warpgroups' barrier: the whole block, or without the dQ warpgroup.
+  auto compute_sync = [] {
+    if constexpr (kDqWg) {
+      named_barrier_sync(kBarCompute, Tile::kThreads);
+    } else {
+      __syncthreads();
+    }
+  };
 
   const T* k = static_cast<const T*>(p.k) + b * p.k_stride.batch +
                (seq.k_start + n0) * p.k_stride.row + hk * p.k_stride.head;
@@ -269,7 +381,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     }
     cp_async_wait<0>();  // Q, dO, LSE, D of this step (and K, V) landed
     fence_async_shared();
-    __syncthreads();  // … for every thread; everyone is done with the previous step
+    compute_sync();  // … for every thread; everyone is done with the previous step
     if (it + 1 < steps) {
       load_query_side(next_head_i, next_m_i, buf ^ 1);
       cp_async_commit();
@@ -282,7 +394,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     // at the counter now, so that the load's latency passes under the step's matmuls.
     int* turn = nullptr;
     int my_turn = 0, seen = -1;
-    if constexpr (kDeterministic) {
+    if constexpr (kDeterministic && !kDqWg) {
       my_turn = static_cast<int>(last_key_block_seen(seq.seqlen_q, seq.seqlen_k, p.window_right,
                                                      m0, kBlockM, kBlockN) -
                                  n_block);
@@ -312,7 +424,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     // The turn of the last dQ sums, passed on while the tensor cores work: the sums came before
     // the barrier at the top of this step, and by now they have mostly landed, so the release
     // (which waits for them) is short.
-    if (kDeterministic && pending_turn != nullptr) {
+    if (kDeterministic && !kDqWg && pending_turn != nullptr) {
       if (threadIdx.x == 0) {
         store_release(pending_turn, pending_next);
       }
@@ -461,7 +573,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     // keys, both adding with 8-byte atomics, ran d = 128 at 0.74–0.80× of this on an H100.)
     if constexpr (!kSplit) {
       fence_async_shared();
-      __syncthreads();
+      compute_sync();
     }
     {
       // Columns [wg · kDqCols, +kDqCols) of K: a 64-column block, or half of one (d = 64: the
@@ -480,11 +592,41 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     fence_registers(acc_dv);
     fence_registers(acc_dk);
     fence_registers(acc_dq);
-    add_dq(h, m0, turn, my_turn, seen);
+    if constexpr (kDqWg) {
+      // Stage the sums for the dQ warpgroup, in a buffer it has finished with (two steps ago).
+      if (it >= 2) named_barrier_sync(kBarEmpty + buf, kAll);
+      float* staged = sDq0 + buf * kBlockM * Tile::kDqStride;
+      const int row0 = (static_cast<int>(threadIdx.x) / 32 % 4) * 16 + g;
+#pragma unroll
+      for (int nt = 0; nt < kDqCols / 8; ++nt) {
+        const int col = wg * kDqCols + nt * 8 + 2 * t;
+#pragma unroll
+        for (int rh = 0; rh < 2; ++rh) {
+          *reinterpret_cast<float2*>(staged + (row0 + 8 * rh) * Tile::kDqStride + col) =
+              make_float2(acc_dq[4 * nt + 2 * rh], acc_dq[4 * nt + 2 * rh + 1]);
+        }
+      }
+      if (threadIdx.x == 0) {
+        DqStage st{};
+        st.rows = ws.dq_accum + ((b * p.heads_q + h) * ws.rows + m0) * head_dim;
+        if constexpr (kDeterministic) {
+          st.turn = ws.dq_turn + (b * p.heads_q + h) * turn_blocks(ws.rows) + m0 / kBlockM;
+          st.my_turn = static_cast<int>(
+              last_key_block_seen(seq.seqlen_q, seq.seqlen_k, p.window_right, m0, kBlockM,
+                                  kBlockN) -
+              n_block);
+        }
+        st.n_rows = static_cast<int>(seq.seqlen_q - m0 < kBlockM ? seq.seqlen_q - m0 : kBlockM);
+        sStage[buf] = st;
+      }
+      named_barrier_arrive(kBarFull + buf, kAll);
+    } else {
+      add_dq(h, m0, turn, my_turn, seen);
+    }
     head_i = next_head_i;
     m_i = next_m_i;
   }
-  if (kDeterministic && pending_turn != nullptr) {
+  if (kDeterministic && !kDqWg && pending_turn != nullptr) {
     __syncthreads();
     if (threadIdx.x == 0) {
       store_release(pending_turn, pending_next);
