@@ -63,19 +63,16 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
     // 65535 each: past that, over 4M keys at d = 256, 8M below, or over 524,280 (kv head, batch)
     // pairs, the sm80 kernels take it.)
     hopper = use_sm90(p.device.index) &&
-             (!p.deterministic ||
-              det_grid_fits(det_grid(p, sm90::BwdTile<kHeadDim>::kBlockN)));
+             (!p.deterministic || det_grid_fits(det_grid(p, sm90::BwdTile<kHeadDim>::kBlockN)));
   }
   // Scratch: D for every row, the fp32 accumulator where dQ is summed with atomics, and in the
   // Hopper deterministic mode the turn counters (zeroed).
   const bool atomic_dq = hopper || (kBwdAtomicDq<kHeadDim> && !p.deterministic);
   const int64_t rows = p.batch * p.heads_q * p.seqlen_q;
-  const int64_t turns = hopper && p.deterministic
-                            ? p.batch * p.heads_q * sm90::turn_blocks(p.seqlen_q)
-                            : 0;
+  const int64_t turns =
+      hopper && p.deterministic ? p.batch * p.heads_q * sm90::turn_blocks(p.seqlen_q) : 0;
   const StreamBuffer scratch(
-      static_cast<size_t>(rows * (atomic_dq ? 1 + p.head_dim : 1) + turns) * sizeof(float),
-      stream);
+      static_cast<size_t>(rows * (atomic_dq ? 1 + p.head_dim : 1) + turns) * sizeof(float), stream);
   BwdWorkspace ws;
   ws.rows = p.seqlen_q;
   ws.dq_accum = atomic_dq ? scratch.data() : nullptr;
@@ -87,9 +84,9 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
   }
 
   const unsigned heads_q = static_cast<unsigned>(p.heads_q), batch = static_cast<unsigned>(p.batch);
-  const unsigned row_blocks = static_cast<unsigned>(
-      (p.seqlen_q + kPreprocessWarps * kPreprocessRowsPerWarp - 1) /
-      (kPreprocessWarps * kPreprocessRowsPerWarp));
+  const unsigned row_blocks =
+      static_cast<unsigned>((p.seqlen_q + kPreprocessWarps * kPreprocessRowsPerWarp - 1) /
+                            (kPreprocessWarps * kPreprocessRowsPerWarp));
   // (Grids with a zero dimension are skipped: seqlen_q = 0 still needs dK = dV = 0, seqlen_k = 0
   // still needs dQ = 0.)
   if (row_blocks > 0) {
@@ -125,14 +122,16 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
 
   if (row_blocks == 0) return;
   if (ws.dq_accum != nullptr) {
-    flash_bwd_convert_dq_kernel<T><<<dim3(row_blocks, heads_q, batch), 32 * kPreprocessWarps, 0, stream>>>(p, ws);
+    flash_bwd_convert_dq_kernel<T>
+        <<<dim3(row_blocks, heads_q, batch), 32 * kPreprocessWarps, 0, stream>>>(p, ws);
     FLASHATTN_CUDA_CHECK(cudaGetLastError());
   } else {
     using Dq = DqTile<kHeadDim>;
     constexpr size_t kSmemBytes = Dq::kSmemElems * sizeof(T);
     auto kernel = flash_bwd_dq_kernel<T, Dq, kScoreMods>;
     allow_dynamic_smem(kernel, kSmemBytes);
-    const dim3 grid(static_cast<unsigned>((p.seqlen_q + Dq::kBlockM - 1) / Dq::kBlockM), heads_q, batch);
+    const dim3 grid(static_cast<unsigned>((p.seqlen_q + Dq::kBlockM - 1) / Dq::kBlockM), heads_q,
+                    batch);
     kernel<<<grid, Dq::kThreads, kSmemBytes, stream>>>(p, ws);
     FLASHATTN_CUDA_CHECK(cudaGetLastError());
   }

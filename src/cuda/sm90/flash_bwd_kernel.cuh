@@ -1,17 +1,23 @@
 // FlashAttention backward, step 2 (dK, dV and the dQ sums) on Hopper tensor cores (wgmma;
 // sm_90a). Steps 1 and 3 (D = rowsum(dO ∘ O), the dQ conversion) are the sm80 kernels'.
 //
-// One thread block per (key block, kv head, batch), two warpgroups, walking every query head of
-// the GQA group and every query block of 64 rows that sees its keys (as the sm80 kernel). The
-// scores are computed transposed, so that keys are the rows of every fragment:
+// One thread block per (key block, kv head, batch), two compute warpgroups, walking every query
+// head of the GQA group and every query block of 64 rows that sees its keys (as the sm80 kernel).
+// The scores are computed transposed, so that keys are the rows of every fragment:
 //   Sᵀ = K Qᵀ and dPᵀ = V dOᵀ            (SS: K, V, Q, dO from swizzled shared memory)
 //   Pᵀ = exp2(Sᵀ·scale·log2e − LSE), dSᵀ = Pᵀ ∘ (dPᵀ − D)   (registers; LSE, D per column)
 //   dV += Pᵀ dO and dK += dSᵀ Q
 //   dQ += dS K                            (dSᵀ through shared memory, read M-major), added to
-//                                          the fp32 accumulator with 16-byte atomics.
+//                                          the fp32 accumulator with 16-byte reductions.
 // Two shapes, by what the registers hold:
 //   d ≤ 128: 128 keys a block, 64 a warpgroup, each holding dK and dV for all d columns of its
 //            keys; Pᵀ and dSᵀ are the A operands of dV/dK straight from the registers (RS).
+//            A third warpgroup (the dQ warpgroup, 24 registers; the compute warpgroups get 240
+//            through setmaxnreg) adds each step's dQ sums, which the compute warpgroups leave in
+//            one of two fp32 buffers in shared memory (named barriers "full" and "empty" a
+//            buffer): the compute warpgroups neither issue the reductions nor, in the
+//            deterministic mode, wait for turns (docs/tuning.md: +11–26% backward at d = 128,
+//            +13–29% at d = 64 with the change before it; det / non-det 0.76–0.84 → 0.92–1.08).
 //   d = 256: 64 keys a block (dK + dV for 64 keys × 256 columns is 256 floats a thread, twice
 //            what a warpgroup can hold next to the rest). The warpgroups split Sᵀ and dPᵀ by
 //            query columns (32 each), meet through shared memory (Pᵀ and dSᵀ), and split dV, dK
@@ -23,9 +29,10 @@
 // Deterministic mode (kDeterministic; ws.dq_turn holds the counters): the key blocks that see a
 // query block add their dQ to it in a fixed order, highest key block first. A counter per (batch,
 // query head, query block) says whose turn it is; a block waits for its turn (its rank, from the
-// top, among the key blocks that see the query block), adds, and passes the turn on during its
-// next step's matmuls (its additions land meanwhile; it also reads the counter early, under the
-// matmuls of the step that needs it).
+// top, among the key blocks that see the query block), adds, and passes the turn on. At d ≤ 128
+// the dQ warpgroup does all three (the compute warpgroups run up to two steps ahead of it). At
+// d = 256 the compute warpgroups do: they read the counter early, under the matmuls of the step
+// that needs it, and pass the turn on during the next step's matmuls.
 // The order, and the launch order that goes with it (dkdv_grid, bwd_launch.cuh):
 //   - Highest first, because every key block walks its query blocks upwards: under a causal or
 //     local mask a higher key block starts higher, so it reaches each query block steps before
@@ -41,8 +48,8 @@
 //   - A block waits only on key blocks above it of the same (kv head, batch), which were launched
 //     before it, so every wait ends; a counter that never comes round (a bug) traps after about
 //     ten seconds instead of hanging.
-// Measured on an H200 over the full sweep: 0.75–1.00× of the atomic mode (below 0.8 at d = 64
-// and on a few 16k rows at d = 128; docs/performance_backward.md), against 0.60–0.79× for the sm80
+// Measured on an H200 over the full sweep (add9050): 0.92–1.08× of the atomic mode at d ≤ 128,
+// 0.82–0.94× at d = 256 (docs/performance_backward.md), against 0.60–0.79× for the sm80
 // kernels' deterministic mode (a separate dQ pass) that it replaces.
 #pragma once
 
@@ -156,10 +163,10 @@ __device__ __forceinline__ void warpgroup_reg_dealloc() {
 
 // What the dQ warpgroup needs of a staged step (shared memory, written by thread 0).
 struct DqStage {
-  float* rows;   // the step's first dQ row in the fp32 accumulator
-  int* turn;     // its turn counter
-  int my_turn;   // the turn to wait for
-  int n_rows;    // rows in the sequence (≤ kBlockM)
+  float* rows;  // the step's first dQ row in the fp32 accumulator
+  int* turn;    // its turn counter
+  int my_turn;  // the turn to wait for
+  int n_rows;   // rows in the sequence (≤ kBlockM)
 };
 
 // dst[0..3] += v, without a result: a fire-and-forget reduction (REDG). Written out because
@@ -187,10 +194,10 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
   constexpr int kAll = Tile::kThreads + kWarpgroupThreads;
   constexpr bool kEarlyP = kHeadDim <= 64;  // Pᵀ before the dPᵀ wait: registers for it at d = 64
   constexpr float kInf = __builtin_huge_valf();
-  constexpr int kSCols = kSplit ? kBlockM / 2 : kBlockM;  // query columns of Sᵀ a warpgroup
+  constexpr int kSCols = kSplit ? kBlockM / 2 : kBlockM;     // query columns of Sᵀ a warpgroup
   constexpr int kKvCols = kSplit ? kHeadDim / 2 : kHeadDim;  // dK, dV columns a warpgroup
-  using MmaS = Wgmma<T, kSCols>;      // m64 n(kSCols): Sᵀ, dPᵀ
-  using MmaKv = Wgmma<T, kKvCols>;    // m64 n(kKvCols): dV, dK
+  using MmaS = Wgmma<T, kSCols>;                             // m64 n(kSCols): Sᵀ, dPᵀ
+  using MmaKv = Wgmma<T, kKvCols>;                           // m64 n(kKvCols): dV, dK
 
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_address(smem_raw) & 1023)) & 1023);
@@ -205,7 +212,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
   unsigned char* sdS = smem + 2 * Tile::kKvBytes + 4 * Tile::kQBytes;
   unsigned char* sP = sdS + Tile::kDsBytes;  // split shape only
   float* sLse0 = reinterpret_cast<float*>(sdS + (kSplit ? 2 : 1) * Tile::kDsBytes);  // [2][kBlockM]
-  float* sDsum0 = sLse0 + 2 * kBlockM;                             // [2][kBlockM]
+  float* sDsum0 = sLse0 + 2 * kBlockM;                                               // [2][kBlockM]
   // (d ≤ 128) dQ staging: [2][kBlockM][kDqStride] floats, then two DqStage.
   float* sDq0 = sDsum0 + 2 * kBlockM;
   DqStage* sStage = reinterpret_cast<DqStage*>(sDq0 + 2 * kBlockM * Tile::kDqStride);
@@ -300,9 +307,8 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
     const QueryRows<T> rows = query_rows<T>(p, seq, b, h, m0);
     load_swizzled_async<Tile::kThreads, kBlockM, kHeadDim>(sQ(buf), rows.q, p.q_stride.row,
                                                            seq.seqlen_q - m0, head_dim);
-    load_swizzled_async<Tile::kThreads, kBlockM, kHeadDim>(sdO(buf), rows.dout,
-                                                           p.dout_stride.row, seq.seqlen_q - m0,
-                                                           head_dim);
+    load_swizzled_async<Tile::kThreads, kBlockM, kHeadDim>(sdO(buf), rows.dout, p.dout_stride.row,
+                                                           seq.seqlen_q - m0, head_dim);
     load_lse_dsum_async<kBlockM>(sLse0 + buf * kBlockM, sDsum0 + buf * kBlockM, p, ws, seq, b, h,
                                  m0);
   };
@@ -315,10 +321,10 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
   for (int i = 0; i < kORegs; ++i) acc_dk[i] = acc_dv[i] = 0.0f;
 
   if (steps > 0) {
-    load_swizzled_async<Tile::kThreads, kBlockN, kHeadDim>(sK, k, p.k_stride.row,
-                                                           seq.seqlen_k - n0, head_dim);
-    load_swizzled_async<Tile::kThreads, kBlockN, kHeadDim>(sV, v, p.v_stride.row,
-                                                           seq.seqlen_k - n0, head_dim);
+    load_swizzled_async<Tile::kThreads, kBlockN, kHeadDim>(sK, k, p.k_stride.row, seq.seqlen_k - n0,
+                                                           head_dim);
+    load_swizzled_async<Tile::kThreads, kBlockN, kHeadDim>(sV, v, p.v_stride.row, seq.seqlen_k - n0,
+                                                           head_dim);
     load_query_side(0, 0, 0);
     cp_async_commit();
   }
@@ -359,8 +365,8 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
       const float got_x = __shfl_xor_sync(0xffffffffu, give_x, 1);
       const float got_y = __shfl_xor_sync(0xffffffffu, give_y, 1);
       const int col = wg * kDqCols + nt * 8 + 2 * (t & 2);
-      const float4 add = (t & 1) ? make_float4(got_x, got_y, f[2], f[3])
-                                 : make_float4(f[0], f[1], got_x, got_y);
+      const float4 add =
+          (t & 1) ? make_float4(got_x, got_y, f[2], f[3]) : make_float4(f[0], f[1], got_x, got_y);
       if (row_ok && col < head_dim) {
         red_add_f32x4(dq_rows + q_row * head_dim + col, add);
       }
@@ -395,9 +401,9 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
     int* turn = nullptr;
     int my_turn = 0, seen = -1;
     if constexpr (kDeterministic && !kDqWg) {
-      my_turn = static_cast<int>(last_key_block_seen(seq.seqlen_q, seq.seqlen_k, p.window_right,
-                                                     m0, kBlockM, kBlockN) -
-                                 n_block);
+      my_turn = static_cast<int>(
+          last_key_block_seen(seq.seqlen_q, seq.seqlen_k, p.window_right, m0, kBlockM, kBlockN) -
+          n_block);
       turn = ws.dq_turn + (b * p.heads_q + h) * turn_blocks(ws.rows) + m0 / kBlockM;
       if (threadIdx.x == 0) seen = load_relaxed(turn);
     }
@@ -555,8 +561,8 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
       if constexpr (!kEarlyP) {  // (issued above when early)
 #pragma unroll
         for (int kk = 0; kk < kBlockM / 16; ++kk) {
-          MmaKv::template rs<1>(acc_dv, pf[kk],
-                                make_desc(do_tile + kk * 16 * 128, kBlockM * 128), true);
+          MmaKv::template rs<1>(acc_dv, pf[kk], make_desc(do_tile + kk * 16 * 128, kBlockM * 128),
+                                true);
         }
       }
 #pragma unroll
@@ -569,8 +575,8 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
 
     // dQ (64 queries × d) += dS (read M-major from [key][query]) · K (read N-major). Each
     // warpgroup takes half the columns over all the block's keys (after a block-wide barrier:
-    // all of dS), so every dQ element gets one atomic a block. (Each taking all columns over its own
-    // keys, both adding with 8-byte atomics, ran d = 128 at 0.74–0.80× of this on an H100.)
+    // all of dS), so every dQ element gets one atomic a block. (Each taking all columns over its
+    // own keys, both adding with 8-byte atomics, ran d = 128 at 0.74–0.80× of this on an H100.)
     if constexpr (!kSplit) {
       fence_async_shared();
       compute_sync();
@@ -611,10 +617,9 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
         st.rows = ws.dq_accum + ((b * p.heads_q + h) * ws.rows + m0) * head_dim;
         if constexpr (kDeterministic) {
           st.turn = ws.dq_turn + (b * p.heads_q + h) * turn_blocks(ws.rows) + m0 / kBlockM;
-          st.my_turn = static_cast<int>(
-              last_key_block_seen(seq.seqlen_q, seq.seqlen_k, p.window_right, m0, kBlockM,
-                                  kBlockN) -
-              n_block);
+          st.my_turn = static_cast<int>(last_key_block_seen(seq.seqlen_q, seq.seqlen_k,
+                                                            p.window_right, m0, kBlockM, kBlockN) -
+                                        n_block);
         }
         st.n_rows = static_cast<int>(seq.seqlen_q - m0 < kBlockM ? seq.seqlen_q - m0 : kBlockM);
         sStage[buf] = st;
