@@ -103,14 +103,20 @@ struct BwdTile {
 template <int kHeadDim>
 inline constexpr bool kHasBwdTile = kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256;
 
-// The deterministic turns. A turn is taken with a relaxed load that is seen to hold this block's
-// rank, then an acquire fence; it is passed on by thread 0, after a block barrier, with a release
-// store: the barrier orders every thread's dQ additions before it, and release is cumulative, so
-// a block that sees the turn sees them.
-__device__ __forceinline__ int load_relaxed(const int* ptr) {
+// The deterministic turns. A turn is taken with a load that is seen to hold this block's rank:
+// a relaxed one followed by an acquire fence (d = 256), or an acquire load (the dQ warpgroup). It
+// is passed on by one thread, after a barrier of the threads that added, with a release store:
+// the barrier orders their dQ additions before it, and release is cumulative, so a block that
+// sees the turn sees them.
+template <bool kAcquire>
+__device__ __forceinline__ int load_turn(const int* ptr) {
   int v = 0;
 #if defined(__CUDA_ARCH__)
-  asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(ptr) : "memory");
+  if constexpr (kAcquire) {
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(ptr) : "memory");
+  } else {
+    asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(ptr) : "memory");
+  }
 #endif
   return v;
 }
@@ -125,14 +131,6 @@ __device__ __forceinline__ void store_release(int* ptr, int v) {
 #if defined(__CUDA_ARCH__)
   asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(ptr), "r"(v) : "memory");
 #endif
-}
-
-__device__ __forceinline__ int load_acquire(const int* ptr) {
-  int v = 0;
-#if defined(__CUDA_ARCH__)
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(ptr) : "memory");
-#endif
-  return v;
 }
 
 // Named barriers (0 is __syncthreads): every thread of `count` arrives, the syncing ones wait.
@@ -258,7 +256,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
         const DqStage st = sStage[buf];
         if constexpr (kDeterministic) {
           if (wt == 0) {
-            for (long long spins = 0; load_acquire(st.turn) != st.my_turn; ++spins) {
+            for (long long spins = 0; load_turn<true>(st.turn) != st.my_turn; ++spins) {
               if (spins > (1LL << 24)) __trap();  // ~10 s: a turn that never came
               __nanosleep(32);
             }
@@ -347,7 +345,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
         for (long long spins = 0; seen != my_turn; ++spins) {
           __nanosleep(64);
           if (spins > (1LL << 24)) __trap();  // ~10 s of L2 round trips: a turn that never came
-          seen = load_relaxed(turn);
+          seen = load_turn<false>(turn);
         }
         fence_acq_rel_gpu();  // acquire: the additions below come after the previous block's
       }
@@ -405,7 +403,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
           last_key_block_seen(seq.seqlen_q, seq.seqlen_k, p.window_right, m0, kBlockM, kBlockN) -
           n_block);
       turn = ws.dq_turn + (b * p.heads_q + h) * turn_blocks(ws.rows) + m0 / kBlockM;
-      if (threadIdx.x == 0) seen = load_relaxed(turn);
+      if (threadIdx.x == 0) seen = load_turn<false>(turn);
     }
 
     // Sᵀ = K Qᵀ, then dPᵀ = V dOᵀ: (64 keys × kSCols queries) a warpgroup, committed apart (at
