@@ -121,6 +121,21 @@ __device__ __forceinline__ int load_turn(const int* ptr) {
   return v;
 }
 
+// One thread spins until the counter holds `mine`; `seen` is the value last read (any other value
+// to read it first). A counter that never comes round (a bug) traps after about ten seconds of
+// L2 round trips instead of hanging.
+template <bool kAcquire>
+__device__ __forceinline__ void wait_for_turn(const int* turn, int mine, int seen,
+                                              unsigned sleep_ns) {
+#if defined(__CUDA_ARCH__)
+  for (long long spins = 0; seen != mine; ++spins) {
+    if (spins > (1LL << 24)) __trap();
+    __nanosleep(sleep_ns);
+    seen = load_turn<kAcquire>(turn);
+  }
+#endif
+}
+
 __device__ __forceinline__ void fence_acq_rel_gpu() {
 #if defined(__CUDA_ARCH__)
   asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
@@ -255,12 +270,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
         named_barrier_sync(kBarFull + buf, kAll);
         const DqStage st = sStage[buf];
         if constexpr (kDeterministic) {
-          if (wt == 0) {
-            for (long long spins = 0; load_turn<true>(st.turn) != st.my_turn; ++spins) {
-              if (spins > (1LL << 24)) __trap();  // ~10 s: a turn that never came
-              __nanosleep(32);
-            }
-          }
+          if (wt == 0) wait_for_turn<true>(st.turn, st.my_turn, load_turn<true>(st.turn), 32);
           named_barrier_sync(kBarDq, kWarpgroupThreads);
         }
         const float* staged = sDq0 + buf * kBlockM * Tile::kDqStride + col;
@@ -300,6 +310,20 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
   // out of the step index.
   auto step_head = [&](int head_i) { return walk.hk * walk.group + head_i; };
   auto step_m0 = [&](int m_i) { return static_cast<int64_t>(walk.m_block_min + m_i) * kBlockM; };
+  // A step's fp32 dQ rows, and (deterministic) its turn: the counter, and this block's rank, from
+  // the top, among the key blocks that see query block m0 (a contiguous run,
+  // common/block_schedule.h).
+  auto dq_rows_of = [&](int64_t h, int64_t m0) {
+    return ws.dq_accum + ((b * p.heads_q + h) * ws.rows + m0) * head_dim;
+  };
+  auto turn_of = [&](int64_t h, int64_t m0) {
+    return ws.dq_turn + (b * p.heads_q + h) * turn_blocks(ws.rows) + m0 / kBlockM;
+  };
+  auto rank_of = [&](int64_t m0) {
+    return static_cast<int>(
+        last_key_block_seen(seq.seqlen_q, seq.seqlen_k, p.window_right, m0, kBlockM, kBlockN) -
+        n_block);
+  };
   auto load_query_side = [&](int head_i, int m_i, int buf) {
     const int64_t h = step_head(head_i), m0 = step_m0(m_i);
     const QueryRows<T> rows = query_rows<T>(p, seq, b, h, m0);
@@ -342,18 +366,14 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
   auto add_dq = [&](int64_t h, int64_t m0, int* turn, int my_turn, int seen) {
     if (kDeterministic) {
       if (threadIdx.x == 0) {
-        for (long long spins = 0; seen != my_turn; ++spins) {
-          __nanosleep(64);
-          if (spins > (1LL << 24)) __trap();  // ~10 s of L2 round trips: a turn that never came
-          seen = load_turn<false>(turn);
-        }
+        wait_for_turn<false>(turn, my_turn, seen, 64);
         fence_acq_rel_gpu();  // acquire: the additions below come after the previous block's
       }
       __syncthreads();
     }
     // Four consecutive columns a thread, one 16-byte reduction: lanes t and t ^ 1 swap halves, so
     // that even lanes hold row g and odd lanes row g + 8 of their pair's four columns.
-    float* dq_rows = ws.dq_accum + ((b * p.heads_q + h) * ws.rows + m0) * head_dim;
+    float* dq_rows = dq_rows_of(h, m0);
     const int q_row = (static_cast<int>(threadIdx.x) / 32 % 4) * 16 + g + 8 * (t & 1);
     const bool row_ok = m0 + q_row < seq.seqlen_q;
 #pragma unroll
@@ -393,16 +413,13 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
     const unsigned char* q_tile = reinterpret_cast<const unsigned char*>(sQ(buf));
     const unsigned char* do_tile = reinterpret_cast<const unsigned char*>(sdO(buf));
 
-    // Deterministic mode: this step's turn is the block's rank, from the top, among the key
-    // blocks that see query block m0 (a contiguous run, common/block_schedule.h). Thread 0 looks
-    // at the counter now, so that the load's latency passes under the step's matmuls.
+    // Deterministic mode without the dQ warpgroup: thread 0 looks at this step's counter now,
+    // so that the load's latency passes under the step's matmuls.
     int* turn = nullptr;
     int my_turn = 0, seen = -1;
     if constexpr (kDeterministic && !kDqWg) {
-      my_turn = static_cast<int>(
-          last_key_block_seen(seq.seqlen_q, seq.seqlen_k, p.window_right, m0, kBlockM, kBlockN) -
-          n_block);
-      turn = ws.dq_turn + (b * p.heads_q + h) * turn_blocks(ws.rows) + m0 / kBlockM;
+      my_turn = rank_of(m0);
+      turn = turn_of(h, m0);
       if (threadIdx.x == 0) seen = load_turn<false>(turn);
     }
 
@@ -612,12 +629,10 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
       }
       if (threadIdx.x == 0) {
         DqStage st{};
-        st.rows = ws.dq_accum + ((b * p.heads_q + h) * ws.rows + m0) * head_dim;
+        st.rows = dq_rows_of(h, m0);
         if constexpr (kDeterministic) {
-          st.turn = ws.dq_turn + (b * p.heads_q + h) * turn_blocks(ws.rows) + m0 / kBlockM;
-          st.my_turn = static_cast<int>(last_key_block_seen(seq.seqlen_q, seq.seqlen_k,
-                                                            p.window_right, m0, kBlockM, kBlockN) -
-                                        n_block);
+          st.turn = turn_of(h, m0);
+          st.my_turn = rank_of(m0);
         }
         st.n_rows = static_cast<int>(seq.seqlen_q - m0 < kBlockM ? seq.seqlen_q - m0 : kBlockM);
         sStage[buf] = st;
