@@ -14,10 +14,12 @@
 //            keys; Pᵀ and dSᵀ are the A operands of dV/dK straight from the registers (RS).
 //            A third warpgroup (the dQ warpgroup, 24 registers; the compute warpgroups get 240
 //            through setmaxnreg) adds each step's dQ sums, which the compute warpgroups leave in
-//            one of two fp32 buffers in shared memory (named barriers "full" and "empty" a
-//            buffer): the compute warpgroups neither issue the reductions nor, in the
-//            deterministic mode, wait for turns (docs/tuning.md: +11–26% backward at d = 128,
-//            +13–29% at d = 64 with the change before it; det / non-det 0.76–0.84 → 0.92–1.08).
+//            one of two fp32 buffers in shared memory (mbarriers "full" and "empty" a buffer;
+//            named barriers worked as well, but racecheck reported hazards on their bar.arrive /
+//            bar.sync ring and reports none on this one): the compute warpgroups neither issue the
+//            reductions nor, in the deterministic mode, wait for turns (docs/tuning.md: +11–26%
+//            backward at d = 128, +13–29% at d = 64 with the change before it; det / non-det
+//            0.76–0.84 → 0.92–1.08).
 //   d = 256: 64 keys a block (dK + dV for 64 keys × 256 columns is 256 floats a thread, twice
 //            what a warpgroup can hold next to the rest). The warpgroups split Sᵀ and dPᵀ by
 //            query columns (32 each), meet through shared memory (Pᵀ and dSᵀ), and split dV, dK
@@ -95,7 +97,7 @@ struct BwdTile {
   static constexpr int kDqStride = kHeadDim + 8;
   static constexpr int kDqStageBytes = kBlockM * kDqStride * 4;
   static constexpr int kThreadsAll = kThreads + (kDqWarpgroup ? kWarpgroupThreads : 0);
-  static constexpr int kSmemBytesAll = kSmemBytes + (kDqWarpgroup ? 2 * kDqStageBytes + 64 : 0);
+  static constexpr int kSmemBytesAll = kSmemBytes + (kDqWarpgroup ? 2 * kDqStageBytes + 128 : 0);
   static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle blocks");
   static_assert(kSmemBytesAll <= 227 * 1024, "fits an SM");
 };
@@ -154,9 +156,32 @@ __device__ __forceinline__ void named_barrier_sync(int id, int count) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 #endif
 }
-__device__ __forceinline__ void named_barrier_arrive(int id, int count) {
+// mbarriers in shared memory (the dQ handoff): each arriving thread's earlier accesses are
+// released to the threads that wait for the phase to complete.
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar, int count) {
 #if defined(__CUDA_ARCH__)
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_address(bar)), "r"(count)
+               : "memory");
+#endif
+}
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_address(bar)) : "memory");
+#endif
+}
+// Waits until the phase of the given parity (0 for the first completion, 1 for the second, …)
+// has completed.
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, int parity) {
+#if defined(__CUDA_ARCH__)
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_address(bar)), "r"(parity)
+        : "memory");
+  } while (done == 0);
 #endif
 }
 
@@ -202,9 +227,8 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
   constexpr bool kSplit = Tile::kSplitQuery;
   constexpr bool kDqWg = Tile::kDqWarpgroup;
   // Named barriers: the compute warpgroups among themselves (when the dQ warpgroup runs), and
-  // the two staging buffers' full / empty handoffs with the dQ warpgroup.
-  constexpr int kBarCompute = 1, kBarFull = 2, kBarEmpty = 4, kBarDq = 6;
-  constexpr int kAll = Tile::kThreads + kWarpgroupThreads;
+  // the dQ warpgroup's threads among themselves.
+  constexpr int kBarCompute = 1, kBarDq = 2;
   constexpr bool kEarlyP = kHeadDim <= 64;  // Pᵀ before the dPᵀ wait: registers for it at d = 64
   constexpr float kInf = __builtin_huge_valf();
   constexpr int kSCols = kSplit ? kBlockM / 2 : kBlockM;     // query columns of Sᵀ a warpgroup
@@ -229,6 +253,10 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
   // (d ≤ 128) dQ staging: [2][kBlockM][kDqStride] floats, then two DqStage.
   float* sDq0 = sDsum0 + 2 * kBlockM;
   DqStage* sStage = reinterpret_cast<DqStage*>(sDq0 + 2 * kBlockM * Tile::kDqStride);
+  // The staging buffers' mbarriers: full[2] (the compute warpgroups' 256 threads arrive), then
+  // empty[2] (the dQ warpgroup's 128).
+  uint64_t* sFull = reinterpret_cast<uint64_t*>(reinterpret_cast<unsigned char*>(sStage) + 64);
+  uint64_t* sEmpty = sFull + 2;
 
   // (key block, kv head, batch) of this thread block (dkdv_grid, bwd_launch.cuh).
   const DetBlock det = det_block(blockIdx.x, blockIdx.y, blockIdx.z, gridDim.x, gridDim.y);
@@ -253,6 +281,13 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
   const int steps = walk.steps;
 
   if constexpr (kDqWg) {
+    if (threadIdx.x == 0) {
+      for (int i = 0; i < 2; ++i) {
+        mbarrier_init(sFull + i, Tile::kThreads);
+        mbarrier_init(sEmpty + i, kWarpgroupThreads);
+      }
+    }
+    __syncthreads();
     if (wg == 2) {
       // The dQ warpgroup: for each step, wait until the compute warpgroups have staged its dQ
       // sums, (deterministic) wait for the turn (one thread, polling), add them (16 bytes a
@@ -267,7 +302,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
       const int col = (wt % kVecs) * 4, row0 = wt / kVecs;
       for (int it = 0; it < steps; ++it) {
         const int buf = it & 1;
-        named_barrier_sync(kBarFull + buf, kAll);
+        mbarrier_wait(sFull + buf, (it >> 1) & 1);
         const DqStage st = sStage[buf];
         if constexpr (kDeterministic) {
           if (wt == 0) wait_for_turn<true>(st.turn, st.my_turn, load_turn<true>(st.turn), 32);
@@ -282,7 +317,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
           }
         }
         // The values are in registers (the reductions read them at issue): the buffer is free.
-        if (it + 2 < steps) named_barrier_arrive(kBarEmpty + buf, kAll);
+        if (it + 2 < steps) mbarrier_arrive(sEmpty + buf);
         if constexpr (kDeterministic) {
           named_barrier_sync(kBarDq, kWarpgroupThreads);  // every thread's additions issued
           if (wt == 0) store_release(st.turn, st.my_turn + 1);
@@ -615,7 +650,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
     fence_registers(acc_dq);
     if constexpr (kDqWg) {
       // Stage the sums for the dQ warpgroup, in a buffer it has finished with (two steps ago).
-      if (it >= 2) named_barrier_sync(kBarEmpty + buf, kAll);
+      if (it >= 2) mbarrier_wait(sEmpty + buf, ((it - 2) >> 1) & 1);
       float* staged = sDq0 + buf * kBlockM * Tile::kDqStride;
       const int row0 = (static_cast<int>(threadIdx.x) / 32 % 4) * 16 + g;
 #pragma unroll
@@ -637,7 +672,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
         st.n_rows = static_cast<int>(seq.seqlen_q - m0 < kBlockM ? seq.seqlen_q - m0 : kBlockM);
         sStage[buf] = st;
       }
-      named_barrier_arrive(kBarFull + buf, kAll);
+      mbarrier_arrive(sFull + buf);
     } else {
       add_dq(h, m0, turn, my_turn, seen);
     }
