@@ -103,11 +103,8 @@ if want sanitize; then
     for kind in forward backward; do
       filter=$fwd_filter; [[ $kind == backward ]] && filter=$bwd_filter
       # racecheck is slow on the Hopper backward (over a minute for 43 d = 256 cases): a dozen,
-      # causal, varlen GQA and head-major, over the three head dims. Since add9050 it reports
-      # hazards at d <= 128 on the handoff of the dQ sums between the compute warpgroups and the
-      # dQ warpgroup (two buffers, bar.arrive / bar.sync), which the PTX ISA orders; a small
-      # kernel with the same handoff gets the same reports (tools/racecheck_barrier_ring.cu,
-      # docs/performance_backward.md). Reports at other addresses are not explained by it.
+      # causal, varlen GQA and head-major, over the three head dims. At 81e9244 every tool is
+      # clean on both filters (docs/performance_backward.md).
       if [[ $kind == backward && $tool == racecheck ]]; then
         filter=${filter/HopperHeadDims\/\*bf16\*/$bwd_race_hopper}
       fi
