@@ -92,12 +92,16 @@ struct BwdTile {
       2 * kKvBytes + 4 * kQBytes + (kSplitQuery ? 2 : 1) * kDsBytes + kStatsBytes + 1024;
   // d ≤ 128: a third warpgroup (the dQ warpgroup) adds each step's dQ sums to the fp32
   // accumulator, taking them from shared memory: two buffers of fp32, rows 8 floats apart from
-  // a multiple of 32 (conflict-free fragment stores), and what it needs of the step (DqStage).
+  // a multiple of 32 (conflict-free fragment stores); then what it needs of the two buffers'
+  // steps (two DqStage, kDqInfoBytes) and the buffers' four mbarriers (full[2], empty[2]).
   static constexpr bool kDqWarpgroup = !kSplitQuery;
   static constexpr int kDqStride = kHeadDim + 8;
   static constexpr int kDqStageBytes = kBlockM * kDqStride * 4;
+  static constexpr int kDqInfoBytes = 64;
+  static constexpr int kDqHandoffBytes = kDqInfoBytes + 4 * 8;
   static constexpr int kThreadsAll = kThreads + (kDqWarpgroup ? kWarpgroupThreads : 0);
-  static constexpr int kSmemBytesAll = kSmemBytes + (kDqWarpgroup ? 2 * kDqStageBytes + 128 : 0);
+  static constexpr int kSmemBytesAll =
+      kSmemBytes + (kDqWarpgroup ? 2 * kDqStageBytes + kDqHandoffBytes : 0);
   static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle blocks");
   static_assert(kSmemBytesAll <= 227 * 1024, "fits an SM");
 };
@@ -250,12 +254,14 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
   unsigned char* sP = sdS + Tile::kDsBytes;  // split shape only
   float* sLse0 = reinterpret_cast<float*>(sdS + (kSplit ? 2 : 1) * Tile::kDsBytes);  // [2][kBlockM]
   float* sDsum0 = sLse0 + 2 * kBlockM;                                               // [2][kBlockM]
-  // (d ≤ 128) dQ staging: [2][kBlockM][kDqStride] floats, then two DqStage.
+  // (d ≤ 128) dQ staging: [2][kBlockM][kDqStride] floats, then two DqStage, then the buffers'
+  // mbarriers: full[2] (the compute warpgroups' 256 threads arrive), empty[2] (the dQ
+  // warpgroup's 128).
+  static_assert(2 * sizeof(DqStage) <= Tile::kDqInfoBytes, "two DqStage before the mbarriers");
   float* sDq0 = sDsum0 + 2 * kBlockM;
   DqStage* sStage = reinterpret_cast<DqStage*>(sDq0 + 2 * kBlockM * Tile::kDqStride);
-  // The staging buffers' mbarriers: full[2] (the compute warpgroups' 256 threads arrive), then
-  // empty[2] (the dQ warpgroup's 128).
-  uint64_t* sFull = reinterpret_cast<uint64_t*>(reinterpret_cast<unsigned char*>(sStage) + 64);
+  uint64_t* sFull =
+      reinterpret_cast<uint64_t*>(reinterpret_cast<unsigned char*>(sStage) + Tile::kDqInfoBytes);
   uint64_t* sEmpty = sFull + 2;
 
   // (key block, kv head, batch) of this thread block (dkdv_grid, bwd_launch.cuh).
