@@ -29,6 +29,15 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An Error about a tensor's layout alone: the call would succeed on a packed copy of the tensor
+// (a last dimension that is not contiguous; for the CUDA kernels, a data pointer that is not
+// 16-byte aligned, outer strides that are not multiples of 8 elements, a head dim that is not a
+// multiple of 8 or head_dim_v != head_dim). Nothing has been written when it is thrown.
+class LayoutError : public Error {
+ public:
+  using Error::Error;
+};
+
 // New values are appended: the numbers are those of the C ABI (flashattn_c.h).
 enum class DType : uint8_t { f16, bf16, f32, i32, f64 };
 enum class DeviceType : uint8_t { cpu, cuda };
@@ -68,6 +77,23 @@ Tensor contiguous_view(void* data, DType dtype, std::initializer_list<int64_t> s
 Tensor strided_view(void* data, DType dtype, std::initializer_list<int64_t> shape,
                     std::initializer_list<int64_t> strides, Device device = {});
 
+// Device scratch memory for the CUDA backward (the forward and the CPU need none). Give a buffer,
+// or a callback that returns one, or neither: then the library takes it from a stream-ordered
+// memory pool of its own, one per device, that keeps what it has held for the next call
+// (release_workspace_pool() hands it back). The device's default pool is never used or changed.
+struct Workspace {
+  // A device buffer of at least backward_workspace_size() bytes, 16-byte aligned, on the tensors'
+  // device, that nothing else touches until the work the call enqueues on its stream has run.
+  void* data = nullptr;
+  size_t bytes = 0;
+  // Or: called once per backward call that needs scratch, on the calling thread, with the number
+  // of bytes (> 0); returns such a buffer (null: the call fails with an error). The library never
+  // frees it: the memory belongs to the callback's owner, who may reuse it for work enqueued
+  // later on the same stream (as PyTorch's caching allocator does).
+  void* (*allocate)(size_t bytes, void* context) = nullptr;
+  void* context = nullptr;
+};
+
 // Everything that is not a tensor of the attention itself.
 //
 // Shapes, padded batch:  q (batch, seqlen_q, heads_q, head_dim)
@@ -102,9 +128,14 @@ struct Options {
   std::optional<Tensor> cu_seqlens_q;
   std::optional<Tensor> cu_seqlens_k;
   // int32 (batch): number of keys used by each sequence (≤ its seqlen_k), e.g. a KV cache fill.
+  // Checked on the CPU; on CUDA tensors never read on the host (each value is clamped to
+  // [0, seqlen_k] on the device).
   std::optional<Tensor> seqused_k;
-  // Varlen only: upper bounds of the per-sequence lengths, 0 = derive from cu_seqlens
-  // (GPU kernels size their grid from these; the CPU derives them when 0).
+  // Varlen only: upper bounds of the per-sequence lengths; 0 = derive them from cu_seqlens. On
+  // CUDA tensors, with both given, they are trusted and cu_seqlens is not read on the host (no
+  // copy, no synchronisation: as FlashAttention-2); with either one 0, cu_seqlens_q and _k are
+  // copied to the host and checked, which waits for the stream (and under CUDA graph capture,
+  // where that cannot be done, both are required).
   int64_t max_seqlen_q = 0;
   int64_t max_seqlen_k = 0;
   // Backward: bit-identical gradients run to run (the CPU implementation always is).
@@ -113,6 +144,8 @@ struct Options {
   int num_threads = 0;
   // cudaStream_t for CUDA tensors; null = the default stream.
   void* stream = nullptr;
+  // Scratch of the CUDA backward; see Workspace.
+  Workspace workspace;
 };
 
 // out (and lse, if defined) are written. lse is optional for inference; backward needs it.
@@ -125,6 +158,18 @@ void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ou
 void backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
               const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
               const Tensor& dv, const Options& options);
+
+// Bytes of device scratch that backward() with these arguments needs (0 on the CPU); the same
+// checks as backward(). For a varlen batch whose max_seqlen_q/k are not given, it reads
+// cu_seqlens on the host as backward() does.
+size_t backward_workspace_size(const Tensor& dout, const Tensor& q, const Tensor& k,
+                               const Tensor& v, const Tensor& out, const Tensor& lse,
+                               const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                               const Options& options);
+
+// Hands the memory held by the library's own workspace pools (one per device that has run a
+// backward without a workspace) back to the driver, once the work queued on it has run.
+void release_workspace_pool();
 
 // ---- Dropout ----------------------------------------------------------------------------------
 // The mask, element by element, exactly as every implementation (CPU and GPU) draws it. Keeps

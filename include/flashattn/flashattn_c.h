@@ -48,6 +48,10 @@ typedef struct flashattn_options {
   int32_t deterministic;
   int32_t num_threads;
   void* stream; /* cudaStream_t */
+  /* Device scratch of the CUDA backward: a 16-byte aligned buffer of at least
+   * flashattn_backward_workspace_size() bytes, or NULL: the library's own pool. */
+  void* workspace;
+  uint64_t workspace_bytes;
 } flashattn_options;
 
 /* Defaults: no scale override, no mask, no dropout, unbounded window. */
@@ -67,6 +71,18 @@ FLASHATTN_C_API int flashattn_backward(const flashattn_tensor* dout, const flash
                        const flashattn_tensor* dv, const flashattn_tensor* alibi_slopes,
                        const flashattn_tensor* cu_seqlens_q, const flashattn_tensor* cu_seqlens_k,
                        const flashattn_tensor* seqused_k, const flashattn_options* options);
+
+/* The bytes of workspace that flashattn_backward with the same arguments needs, in *bytes. */
+FLASHATTN_C_API int flashattn_backward_workspace_size(
+    const flashattn_tensor* dout, const flashattn_tensor* q, const flashattn_tensor* k,
+    const flashattn_tensor* v, const flashattn_tensor* out, const flashattn_tensor* lse,
+    const flashattn_tensor* dq, const flashattn_tensor* dk, const flashattn_tensor* dv,
+    const flashattn_tensor* alibi_slopes, const flashattn_tensor* cu_seqlens_q,
+    const flashattn_tensor* cu_seqlens_k, const flashattn_tensor* seqused_k,
+    const flashattn_options* options, uint64_t* bytes);
+
+/* Hands the memory of the library's own workspace pools back to the driver. */
+FLASHATTN_C_API int flashattn_release_workspace_pool(void);
 
 FLASHATTN_C_API const char* flashattn_last_error(void);
 

@@ -19,9 +19,10 @@ void cuda_forward([[maybe_unused]] const detail::AttentionParams& p) {
 #endif
 }
 
-void cuda_backward([[maybe_unused]] const detail::AttentionParams& p) {
+void cuda_backward([[maybe_unused]] const detail::AttentionParams& p,
+                   [[maybe_unused]] const Workspace& workspace) {
 #if FLASHATTN_WITH_CUDA
-  detail::cuda::backward(p);
+  detail::cuda::backward(p, workspace);
 #else
   throw Error("flashattn::backward: argument 'q': tensors are on device cuda:" +
               std::to_string(p.device.index) + " but this build has no CUDA support");
@@ -48,10 +49,36 @@ void backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor
       detail::check_backward(dout, q, k, v, out, lse, dq, dk, dv, options);
   switch (p.device.type) {
     case DeviceType::cpu: return detail::cpu::backward(p);
-    case DeviceType::cuda: return cuda_backward(p);
+    case DeviceType::cuda: return cuda_backward(p, options.workspace);
   }
   throw Error("flashattn::backward: argument 'q': unknown device type " +
               std::to_string(static_cast<int>(p.device.type)));
+}
+
+size_t backward_workspace_size(const Tensor& dout, const Tensor& q, const Tensor& k,
+                               const Tensor& v, const Tensor& out, const Tensor& lse,
+                               const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                               const Options& options) {
+  const detail::AttentionParams p =
+      detail::check_backward(dout, q, k, v, out, lse, dq, dk, dv, options);
+  switch (p.device.type) {
+    case DeviceType::cpu: return 0;
+    case DeviceType::cuda:
+#if FLASHATTN_WITH_CUDA
+      return detail::cuda::backward_workspace_bytes(p);
+#else
+      cuda_backward(p, options.workspace);  // throws: no CUDA in this build
+      return 0;
+#endif
+  }
+  throw Error("flashattn::backward_workspace_size: argument 'q': unknown device type " +
+              std::to_string(static_cast<int>(p.device.type)));
+}
+
+void release_workspace_pool() {
+#if FLASHATTN_WITH_CUDA
+  detail::cuda::release_workspace_pool();
+#endif
 }
 
 }  // namespace flashattn

@@ -61,6 +61,8 @@ flashattn::Options to_options(const flashattn_options* o, const flashattn_tensor
   r.deterministic = o->deterministic != 0;
   r.num_threads = o->num_threads;
   r.stream = o->stream;
+  r.workspace.data = o->workspace;
+  r.workspace.bytes = static_cast<size_t>(o->workspace_bytes);
   r.alibi_slopes = optional_tensor(alibi);
   r.cu_seqlens_q = optional_tensor(cu_q);
   r.cu_seqlens_k = optional_tensor(cu_k);
@@ -116,6 +118,26 @@ int flashattn_backward(const flashattn_tensor* dout, const flashattn_tensor* q,
                         to_tensor(lse), to_tensor(dq), to_tensor(dk), to_tensor(dv),
                         to_options(options, alibi_slopes, cu_seqlens_q, cu_seqlens_k, seqused_k));
   });
+}
+
+int flashattn_backward_workspace_size(
+    const flashattn_tensor* dout, const flashattn_tensor* q, const flashattn_tensor* k,
+    const flashattn_tensor* v, const flashattn_tensor* out, const flashattn_tensor* lse,
+    const flashattn_tensor* dq, const flashattn_tensor* dk, const flashattn_tensor* dv,
+    const flashattn_tensor* alibi_slopes, const flashattn_tensor* cu_seqlens_q,
+    const flashattn_tensor* cu_seqlens_k, const flashattn_tensor* seqused_k,
+    const flashattn_options* options, uint64_t* bytes) {
+  return guarded([&] {
+    if (bytes == nullptr) throw flashattn::Error("flashattn C API: argument 'bytes' is NULL");
+    *bytes = flashattn::backward_workspace_size(
+        to_tensor(dout), to_tensor(q), to_tensor(k), to_tensor(v), to_tensor(out), to_tensor(lse),
+        to_tensor(dq), to_tensor(dk), to_tensor(dv),
+        to_options(options, alibi_slopes, cu_seqlens_q, cu_seqlens_k, seqused_k));
+  });
+}
+
+int flashattn_release_workspace_pool(void) {
+  return guarded([] { flashattn::release_workspace_pool(); });
 }
 
 const char* flashattn_last_error(void) { return last_error.c_str(); }

@@ -43,8 +43,9 @@ class Checker {
  public:
   explicit Checker(const char* fn) : fn_(fn) {}
 
+  template <class E = Error>
   [[noreturn]] void fail(const std::string& arg, const std::string& what) const {
-    throw Error(std::string(fn_) + ": argument '" + arg + "': " + what);
+    throw E(std::string(fn_) + ": argument '" + arg + "': " + what);
   }
 
   void require(bool ok, const std::string& arg, const std::string& what) const {
@@ -71,7 +72,7 @@ class Checker {
                      device_str(t.device));
     }
     if (t.shape[rank - 1] > 1 && t.stride[rank - 1] != 1) {
-      fail(name, "the last dimension must be contiguous (stride 1), got stride " +
+      fail<LayoutError>(name, "the last dimension must be contiguous (stride 1), got stride " +
                      std::to_string(t.stride[rank - 1]));
     }
     if (t.data == nullptr && t.numel() != 0) fail(name, "data pointer is null");
@@ -105,15 +106,17 @@ class Checker {
   }
 
   // An int32 vector (cu_seqlens, seqused_k). Its values, read on the host (a copy for device
-  // memory), or nothing where they cannot be read now (a CUDA stream being captured).
+  // memory) when `read`, or nothing: not asked for, or not readable now (a CUDA stream being
+  // captured).
   std::optional<std::vector<int64_t>> int_vector(const Tensor& t, const std::string& name,
                                                  int64_t length, const Device& device,
-                                                 void* stream) const {
+                                                 void* stream, bool read) const {
     tensor(t, name, 1, "(length)", device);
     dtype(t, name, DType::i32, "sequence lengths are int32");
     require(t.shape[0] == length, name,
             "expected length " + std::to_string(length) + ", got " + std::to_string(t.shape[0]));
     require(t.shape[0] <= 1 || t.stride[0] == 1, name, "must be contiguous (stride 1)");
+    if (!read) return std::nullopt;
     std::vector<int32_t> raw(static_cast<size_t>(length));
     if (device.type == DeviceType::cpu) {
       const auto* p = static_cast<const int32_t*>(t.data);
@@ -203,8 +206,10 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
     c.require(o.cu_seqlens_q->rank == 1 && batch >= 0, "cu_seqlens_q",
               "expected a vector of length batch + 1 ≥ 1, got shape " + shape_str(*o.cu_seqlens_q));
     p.batch = batch;
-    const auto cq = c.int_vector(*o.cu_seqlens_q, "cu_seqlens_q", batch + 1, dev, o.stream);
-    const auto ck = c.int_vector(*o.cu_seqlens_k, "cu_seqlens_k", batch + 1, dev, o.stream);
+    // On CUDA, bounds given are trusted: no copy to the host, no wait for the stream.
+    const bool read = dev.type == DeviceType::cpu || o.max_seqlen_q <= 0 || o.max_seqlen_k <= 0;
+    const auto cq = c.int_vector(*o.cu_seqlens_q, "cu_seqlens_q", batch + 1, dev, o.stream, read);
+    const auto ck = c.int_vector(*o.cu_seqlens_k, "cu_seqlens_k", batch + 1, dev, o.stream, read);
     c.require(o.max_seqlen_q >= 0, "max_seqlen_q", "must be ≥ 0, got " + std::to_string(o.max_seqlen_q));
     c.require(o.max_seqlen_k >= 0, "max_seqlen_k", "must be ≥ 0, got " + std::to_string(o.max_seqlen_k));
     p.seqlen_q = o.max_seqlen_q;
@@ -237,7 +242,7 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
         k_lengths.push_back((*ck)[b + 1] - (*ck)[b]);
       }
     } else {
-      // Values unreadable (stream capture): the caller's bounds size the work.
+      // Values not read (trusted bounds, or stream capture): the caller's bounds size the work.
       c.require(o.max_seqlen_q > 0 || batch == 0, "max_seqlen_q",
                 "required (> 0) when cu_seqlens cannot be read on the host (stream capture)");
       c.require(o.max_seqlen_k > 0 || batch == 0, "max_seqlen_k",
@@ -261,7 +266,10 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   c.require(p.seqlen_k <= kMaxSeqlen, "k", "seqlen_k must be < 2^31");
 
   if (o.seqused_k) {
-    const auto used = c.int_vector(*o.seqused_k, "seqused_k", p.batch, dev, o.stream);
+    // Checked on the CPU only; the CUDA kernels clamp each value to [0, seqlen_k]
+    // (sequence_info).
+    const auto used = c.int_vector(*o.seqused_k, "seqused_k", p.batch, dev, o.stream,
+                                   /*read=*/dev.type == DeviceType::cpu);
     if (used && (!varlen || k_lengths.size() == static_cast<size_t>(p.batch))) {
       for (int64_t b = 0; b < p.batch; ++b) {
         const int64_t len = varlen ? k_lengths[static_cast<size_t>(b)] : p.seqlen_k;

@@ -94,7 +94,11 @@ FLASHATTN_HOST_DEVICE SequenceInfo sequence_info(const AttentionParams& p, int64
     s.seqlen_q = p.seqlen_q;
     s.seqlen_k = p.seqlen_k;
   }
-  if (p.seqused_k != nullptr) s.seqlen_k = p.seqused_k[b];
+  if (p.seqused_k != nullptr) {
+    // Clamped: on CUDA tensors the values are not checked on the host (the CPU checks them).
+    const int64_t used = p.seqused_k[b];
+    s.seqlen_k = used < 0 ? 0 : (used < s.seqlen_k ? used : s.seqlen_k);
+  }
   return s;
 }
 

@@ -6,6 +6,8 @@
 namespace flashattn::detail::cuda {
 
 void forward(const AttentionParams& p);
-void backward(const AttentionParams& p);
+void backward(const AttentionParams& p, const Workspace& workspace);
+size_t backward_workspace_bytes(const AttentionParams& p);
+void release_workspace_pool();
 
 }  // namespace flashattn::detail::cuda

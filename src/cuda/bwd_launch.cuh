@@ -13,24 +13,6 @@
 
 namespace flashattn::detail::cuda {
 
-// Stream-ordered scratch: allocated and freed on the caller's stream (and so capturable).
-class StreamBuffer {
- public:
-  StreamBuffer(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    if (bytes > 0) FLASHATTN_CUDA_CHECK(cudaMallocAsync(&data_, bytes, stream));
-  }
-  ~StreamBuffer() {
-    if (data_ != nullptr) cudaFreeAsync(data_, stream_);
-  }
-  StreamBuffer(const StreamBuffer&) = delete;
-  StreamBuffer& operator=(const StreamBuffer&) = delete;
-  float* data() const { return static_cast<float*>(data_); }
-
- private:
-  void* data_ = nullptr;
-  cudaStream_t stream_;
-};
-
 // Key blocks of block_n rows: p.seqlen_k bounds every sequence's k rows (varlen: the longest
 // packed one), and the rows past seqused_k get their zero gradients from the dK/dV kernel too.
 inline int64_t key_blocks(const AttentionParams& p, int block_n) {
@@ -54,34 +36,53 @@ inline dim3 dkdv_grid(const AttentionParams& p, int block_n, bool det_order) {
               static_cast<unsigned>(p.batch));
 }
 
-template <class T, int kHeadDim, bool kScoreMods>
-void run_bwd(const AttentionParams& p, cudaStream_t stream) {
+// The scratch of one call, in one buffer: the fp32 dQ accumulator (rows × head_dim floats, where
+// dQ is summed with atomics), D for every row, and in the Hopper deterministic mode the turn
+// counters (zeroed by the preprocess kernel).
+struct BwdPlan {
+  bool hopper = false;     // the Hopper dK/dV kernel runs
+  bool atomic_dq = false;  // dQ is summed into the fp32 accumulator
+  int64_t rows = 0;        // batch · heads_q · seqlen_q
+  int64_t turns = 0;       // deterministic Hopper: batch · heads_q · turn_blocks(seqlen_q)
+
+  size_t bytes(const AttentionParams& p) const {
+    return static_cast<size_t>(rows * (atomic_dq ? 1 + p.head_dim : 1) + turns) * sizeof(float);
+  }
+};
+
+template <int kHeadDim, bool kScoreMods>
+BwdPlan plan_bwd(const AttentionParams& p) {
+  BwdPlan plan;
   // The Hopper dK/dV kernel (plain variant, atomic dQ) where the device and head dim have one.
-  bool hopper = false;
   if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
     // (The deterministic mode's grid holds the key blocks in y and the pair groups in z, at most
     // 65535 each: past that, over 4M keys at d = 256, 8M below, or over 524,280 (kv head, batch)
     // pairs, the sm80 kernels take it.)
-    hopper = use_sm90(p.device.index) &&
-             (!p.deterministic || det_grid_fits(det_grid(p, sm90::BwdTile<kHeadDim>::kBlockN)));
+    plan.hopper = use_sm90(p.device.index) &&
+                  (!p.deterministic || det_grid_fits(det_grid(p, sm90::BwdTile<kHeadDim>::kBlockN)));
   }
-  // Scratch: D for every row, the fp32 accumulator where dQ is summed with atomics, and in the
-  // Hopper deterministic mode the turn counters (zeroed).
-  const bool atomic_dq = hopper || (kBwdAtomicDq<kHeadDim> && !p.deterministic);
-  const int64_t rows = p.batch * p.heads_q * p.seqlen_q;
-  const int64_t turns =
-      hopper && p.deterministic ? p.batch * p.heads_q * sm90::turn_blocks(p.seqlen_q) : 0;
-  const StreamBuffer scratch(
-      static_cast<size_t>(rows * (atomic_dq ? 1 + p.head_dim : 1) + turns) * sizeof(float), stream);
+  plan.atomic_dq = plan.hopper || (kBwdAtomicDq<kHeadDim> && !p.deterministic);
+  plan.rows = p.batch * p.heads_q * p.seqlen_q;
+  plan.turns =
+      plan.hopper && p.deterministic ? p.batch * p.heads_q * turn_blocks(p.seqlen_q) : 0;
+  return plan;
+}
+
+template <class T, int kHeadDim, bool kScoreMods>
+size_t bwd_workspace_bytes(const AttentionParams& p) {
+  return plan_bwd<kHeadDim, kScoreMods>(p).bytes(p);
+}
+
+template <class T, int kHeadDim, bool kScoreMods>
+void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream) {
+  const BwdPlan plan = plan_bwd<kHeadDim, kScoreMods>(p);
+  const bool hopper = plan.hopper;
+  float* scratch = static_cast<float*>(workspace);
   BwdWorkspace ws;
   ws.rows = p.seqlen_q;
-  ws.dq_accum = atomic_dq ? scratch.data() : nullptr;
-  ws.dsum = scratch.data() + (atomic_dq ? rows * p.head_dim : 0);
-  if (turns > 0) {
-    ws.dq_turn = reinterpret_cast<int*>(ws.dsum + rows);
-    FLASHATTN_CUDA_CHECK(
-        cudaMemsetAsync(ws.dq_turn, 0, static_cast<size_t>(turns) * sizeof(int), stream));
-  }
+  ws.dq_accum = plan.atomic_dq ? scratch : nullptr;
+  ws.dsum = scratch + (plan.atomic_dq ? plan.rows * p.head_dim : 0);
+  if (plan.turns > 0) ws.dq_turn = reinterpret_cast<int*>(ws.dsum + plan.rows);
 
   const unsigned heads_q = static_cast<unsigned>(p.heads_q), batch = static_cast<unsigned>(p.batch);
   const unsigned row_blocks =
@@ -96,7 +97,7 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
   }
 
   auto launch_dkdv = [&](auto kernel, dim3 grid, int threads, size_t smem_bytes) {
-    allow_dynamic_smem(kernel, smem_bytes);
+    allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem_bytes, p.device.index);
     if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
     kernel<<<grid, threads, smem_bytes, stream>>>(p, ws);
     FLASHATTN_CUDA_CHECK(cudaGetLastError());
@@ -129,7 +130,7 @@ void run_bwd(const AttentionParams& p, cudaStream_t stream) {
     using Dq = DqTile<kHeadDim>;
     constexpr size_t kSmemBytes = Dq::kSmemElems * sizeof(T);
     auto kernel = flash_bwd_dq_kernel<T, Dq, kScoreMods>;
-    allow_dynamic_smem(kernel, kSmemBytes);
+    allow_dynamic_smem(reinterpret_cast<const void*>(kernel), kSmemBytes, p.device.index);
     const dim3 grid(static_cast<unsigned>((p.seqlen_q + Dq::kBlockM - 1) / Dq::kBlockM), heads_q,
                     batch);
     kernel<<<grid, Dq::kThreads, kSmemBytes, stream>>>(p, ws);

@@ -11,14 +11,17 @@
 #include <mutex>
 #include <string>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "cuda/common/check.h"
 
 namespace flashattn::detail::cuda {
 namespace {
 
+template <class E = Error>
 [[noreturn]] void fail(const char* fn, const std::string& arg, const std::string& what) {
-  throw Error(std::string(fn) + ": argument '" + arg + "': " + what);
+  throw E(std::string(fn) + ": argument '" + arg + "': " + what);
 }
 
 // 16-byte cp.async needs 16-byte aligned rows: pointer and every outer stride.
@@ -26,7 +29,7 @@ void check_aligned(const char* fn, const char* name, const void* data, const Ope
   const bool ok = reinterpret_cast<uintptr_t>(data) % 16 == 0 && s.batch % 8 == 0 &&
                   s.row % 8 == 0 && s.head % 8 == 0;
   if (!ok) {
-    fail(fn, name,
+    fail<LayoutError>(fn, name,
          "CUDA kernels need a 16-byte aligned data pointer and strides that are multiples of 8 "
          "elements, got strides (batch " + std::to_string(s.batch) + ", row " +
              std::to_string(s.row) + ", head " + std::to_string(s.head) + ")");
@@ -36,7 +39,7 @@ void check_aligned(const char* fn, const char* name, const void* data, const Ope
 // The compiled head dim that serves head_dim (rounded up).
 int compiled_head_dim(const char* fn, int64_t head_dim) {
   if (head_dim % 8 != 0) {
-    fail(fn, "q", "CUDA kernels need head_dim to be a multiple of 8, got " + std::to_string(head_dim));
+    fail<LayoutError>(fn, "q", "CUDA kernels need head_dim to be a multiple of 8, got " + std::to_string(head_dim));
   }
   for (int d : kCompiledHeadDims) {
     if (head_dim <= d) return d;
@@ -44,25 +47,33 @@ int compiled_head_dim(const char* fn, int64_t head_dim) {
   fail(fn, "q", "head_dim must be ≤ 256, got " + std::to_string(head_dim));
 }
 
+// Makes `device` current for the call and restores the caller's device after it (one
+// cudaGetDevice when they are the same, the usual case).
 class DeviceGuard {
  public:
   explicit DeviceGuard(int device) {
     FLASHATTN_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (device != previous_) FLASHATTN_CUDA_CHECK(cudaSetDevice(device));
+    if (device != previous_) {
+      FLASHATTN_CUDA_CHECK(cudaSetDevice(device));
+      switched_ = true;
+    }
   }
-  ~DeviceGuard() { cudaSetDevice(previous_); }
+  ~DeviceGuard() {
+    if (switched_) cudaSetDevice(previous_);
+  }
   DeviceGuard(const DeviceGuard&) = delete;
   DeviceGuard& operator=(const DeviceGuard&) = delete;
 
  private:
   int previous_ = 0;
+  bool switched_ = false;
 };
 
 // What the kernels need beyond the API's checks; returns the compiled head dim that serves p.
 int check_kernel_params(const char* fn, const AttentionParams& p) {
   const int head_dim = compiled_head_dim(fn, p.head_dim);
   if (p.head_dim_v != p.head_dim) {
-    fail(fn, "v", "CUDA kernels need head_dim_v == head_dim (" + std::to_string(p.head_dim) +
+    fail<LayoutError>(fn, "v", "CUDA kernels need head_dim_v == head_dim (" + std::to_string(p.head_dim) +
                       "), got " + std::to_string(p.head_dim_v));
   }
   if (p.batch > 65535 || p.heads_q > 65535) {
@@ -125,13 +136,14 @@ bool env_flag(const char* name) {
   return env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0;
 }
 
-// A device's attribute, read once a device (devices 0 … kMaxDevices − 1; others read `fallback`).
-// Each caller's `read` (a distinct lambda type) gets its own cache.
-template <class Read>
-int once_per_device(int device, int fallback, Read read) {
-  constexpr int kMaxDevices = 64;
+constexpr int kMaxDevices = 64;
+
+// A value per device, computed once (devices 0 … kMaxDevices − 1; others get `fallback`). Each
+// caller's `read` (a distinct lambda type) gets its own cache.
+template <class V, class Read>
+V once_per_device(int device, V fallback, Read read) {
   static std::once_flag once[kMaxDevices];
-  static int value[kMaxDevices] = {};
+  static V value[kMaxDevices] = {};
   if (device < 0 || device >= kMaxDevices) return fallback;
   std::call_once(once[device], [&] { value[device] = read(device); });
   return value[device];
@@ -143,16 +155,108 @@ int device_attribute(cudaDeviceAttr attribute, int device) {
   return v;
 }
 
+// ---- The backward's workspace ------------------------------------------------------------------
+// The library's own stream-ordered pool of a device: created on first use, never the device's
+// default pool (whose settings belong to the process). Its release threshold is the maximum, so
+// that a synchronisation does not hand its memory back to the driver and the next call does not
+// map it again (with the default pool's threshold of 0 that cost 0.36 ms a synchronised
+// fwd+bwd at seqlen 512 on an H200); release_workspace_pool() trims it.
+std::mutex pools_mutex;
+cudaMemPool_t pools[kMaxDevices] = {};
+
+cudaMemPool_t library_pool(int device) {
+  if (device < 0 || device >= kMaxDevices) {
+    throw Error("flashattn::backward: argument 'q': device index " + std::to_string(device) +
+                " is out of range for the workspace pool (pass Options::workspace)");
+  }
+  const std::lock_guard<std::mutex> lock(pools_mutex);
+  if (pools[device] == nullptr) {
+    cudaMemPoolProps props{};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    cudaMemPool_t pool = nullptr;
+    FLASHATTN_CUDA_CHECK(cudaMemPoolCreate(&pool, &props));
+    uint64_t keep = UINT64_MAX;
+    FLASHATTN_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    pools[device] = pool;
+  }
+  return pools[device];
+}
+
+// The scratch of one backward call: the caller's buffer, the caller's allocation, or one from the
+// library's pool (freed, stream-ordered, when the call has enqueued its work).
+class Scratch {
+ public:
+  Scratch(const char* fn, const AttentionParams& p, const Workspace& w, size_t bytes,
+          cudaStream_t stream)
+      : stream_(stream) {
+    if (bytes == 0) return;
+    if (w.data != nullptr) {
+      if (w.bytes < bytes) {
+        fail(fn, "workspace", "the buffer has " + std::to_string(w.bytes) + " bytes, this call needs " +
+                                   std::to_string(bytes) + " (backward_workspace_size)");
+      }
+      data_ = w.data;
+    } else if (w.allocate != nullptr) {
+      data_ = w.allocate(bytes, w.context);
+      if (data_ == nullptr) {
+        fail(fn, "workspace", "the allocate callback returned null for " + std::to_string(bytes) +
+                                   " bytes");
+      }
+    } else {
+      FLASHATTN_CUDA_CHECK(
+          cudaMallocFromPoolAsync(&data_, bytes, library_pool(p.device.index), stream));
+      owned_ = true;
+    }
+    if (reinterpret_cast<uintptr_t>(data_) % 16 != 0) {
+      fail(fn, "workspace", "the buffer must be 16-byte aligned");
+    }
+  }
+  ~Scratch() {
+    if (owned_) cudaFreeAsync(data_, stream_);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  void* data() const { return data_; }
+
+ private:
+  void* data_ = nullptr;
+  cudaStream_t stream_;
+  bool owned_ = false;
+};
+
 }  // namespace
+
+void release_workspace_pool() {
+  const std::lock_guard<std::mutex> lock(pools_mutex);
+  for (cudaMemPool_t pool : pools) {
+    if (pool != nullptr) FLASHATTN_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+  }
+}
+
+void allow_dynamic_smem(const void* kernel, size_t bytes, int device) {
+  if (bytes <= 48 * 1024) return;
+  // (kernel, device) pairs already allowed: a handful of entries, read under a lock.
+  static std::mutex mutex;
+  static std::vector<std::pair<const void*, int>> allowed;
+  const std::lock_guard<std::mutex> lock(mutex);
+  for (const auto& [k, d] : allowed) {
+    if (k == kernel && d == device) return;
+  }
+  FLASHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(bytes)));
+  allowed.emplace_back(kernel, device);
+}
 
 bool use_sm90(int device) {
   static const bool disabled = env_flag("FLASHATTN_DISABLE_SM90");
   if (disabled) return false;
   // sm_90a code runs on compute capability 9.0 only.
-  return once_per_device(device, 0, [](int d) {
+  return once_per_device(device, false, [](int d) {
     return device_attribute(cudaDevAttrComputeCapabilityMajor, d) == 9 &&
            device_attribute(cudaDevAttrComputeCapabilityMinor, d) == 0;
-  }) != 0;
+  });
 }
 
 int multiprocessors(int device) {
@@ -176,20 +280,44 @@ void forward(const AttentionParams& p) {
 }
 
 
-void backward(const AttentionParams& p) {
-  constexpr const char* fn = "flashattn::backward";
-  const int head_dim = check_kernel_params(fn, p);
+namespace {
+// The checks of the backward's kernels; false when there is no work.
+bool backward_has_work(const char* fn, const AttentionParams& p, int* head_dim) {
+  *head_dim = check_kernel_params(fn, p);
   check_aligned(fn, "out", p.out, p.out_stride);
   check_aligned(fn, "dout", p.dout, p.dout_stride);
   check_aligned(fn, "dq", p.dq, p.dq_stride);
   check_aligned(fn, "dk", p.dk, p.dk_stride);
   check_aligned(fn, "dv", p.dv, p.dv_stride);
-  if (p.batch == 0 || (p.seqlen_q == 0 && p.seqlen_k == 0)) return;
+  return !(p.batch == 0 || (p.seqlen_q == 0 && p.seqlen_k == 0));
+}
+}  // namespace
+
+size_t backward_workspace_bytes(const AttentionParams& p) {
+  constexpr const char* fn = "flashattn::backward_workspace_size";
+  int head_dim = 0;
+  if (!backward_has_work(fn, p, &head_dim)) return 0;
+  size_t bytes = 0;
+  dispatch_kernel(fn, p, head_dim, [&](auto dtype, auto hd, auto mods) {
+    bytes = bwd_workspace_bytes<decltype(dtype), decltype(hd)::value, decltype(mods)::value>(p);
+  });
+  return bytes;
+}
+
+void backward(const AttentionParams& p, const Workspace& workspace) {
+  constexpr const char* fn = "flashattn::backward";
+  int head_dim = 0;
+  if (!backward_has_work(fn, p, &head_dim)) return;
 
   const DeviceGuard guard(p.device.index);
   const auto stream = static_cast<cudaStream_t>(p.stream);
   dispatch_kernel(fn, p, head_dim, [&](auto dtype, auto hd, auto mods) {
-    run_bwd<decltype(dtype), decltype(hd)::value, decltype(mods)::value>(p, stream);
+    using T = decltype(dtype);
+    constexpr int kHeadDim = decltype(hd)::value;
+    constexpr bool kScoreMods = decltype(mods)::value;
+    const Scratch scratch(fn, p, workspace, bwd_workspace_bytes<T, kHeadDim, kScoreMods>(p),
+                          stream);
+    run_bwd<T, kHeadDim, kScoreMods>(p, scratch.data(), stream);
   });
 }
 

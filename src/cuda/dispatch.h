@@ -20,10 +20,19 @@ bool use_sm90(int device);
 // The device's streaming multiprocessors (read once a device).
 int multiprocessors(int device);
 
+// Lets `kernel` use `bytes` of dynamic shared memory on `device` (over 48 KB needs an opt-in):
+// cudaFuncSetAttribute once per kernel and device, a table lookup after that.
+void allow_dynamic_smem(const void* kernel, size_t bytes, int device);
+
 template <class T, int kHeadDim, bool kScoreMods>
 void run_fwd(const AttentionParams& p, cudaStream_t stream);
 
+// The backward's device scratch in bytes (the one plan that run_bwd carves up), and the
+// backward itself on `workspace`, a buffer of at least that size (null when it is 0).
 template <class T, int kHeadDim, bool kScoreMods>
-void run_bwd(const AttentionParams& p, cudaStream_t stream);
+size_t bwd_workspace_bytes(const AttentionParams& p);
+
+template <class T, int kHeadDim, bool kScoreMods>
+void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream);
 
 }  // namespace flashattn::detail::cuda

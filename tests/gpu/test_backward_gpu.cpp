@@ -480,6 +480,115 @@ TEST(GpuBackwardStream, NonBlockingStreamSameBitsAsDefault) {
   }
 }
 
+// ---- Workspace --------------------------------------------------------------------------------
+// The scratch from the caller, a buffer of backward_workspace_size() bytes or an allocate
+// callback, gives the same bits as the library's own pool (deterministic mode); a buffer one
+// float short is refused, naming 'workspace', before anything is written; and the device's
+// default pool is left as the process set it: release threshold 0, nothing taken from it.
+struct CountingAllocator {
+  std::vector<size_t> sizes;
+  std::vector<void*> buffers;
+  static void* allocate(size_t bytes, void* context) {
+    auto* self = static_cast<CountingAllocator*>(context);
+    void* data = nullptr;
+    if (cudaMalloc(&data, bytes) != cudaSuccess) return nullptr;
+    self->sizes.push_back(bytes);
+    self->buffers.push_back(data);
+    return data;
+  }
+  ~CountingAllocator() {
+    for (void* b : buffers) cudaFree(b);
+  }
+};
+
+uint64_t default_pool_attribute(cudaMemPoolAttr attribute) {
+  cudaMemPool_t pool = nullptr;
+  EXPECT_EQ(cudaDeviceGetDefaultMemPool(&pool, 0), cudaSuccess);
+  uint64_t value = 0;
+  EXPECT_EQ(cudaMemPoolGetAttribute(pool, attribute, &value), cudaSuccess);
+  return value;
+}
+
+TEST(GpuBackwardWorkspace, CallerScratchSameBitsDefaultPoolUntouched) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  const uint64_t threshold_before = default_pool_attribute(cudaMemPoolAttrReleaseThreshold);
+  const uint64_t reserved_before = default_pool_attribute(cudaMemPoolAttrReservedMemCurrent);
+  // Head dims of the Hopper kernels (64, 128, 256: turn counters in the deterministic mode) and
+  // of the sm80 kernels alone (96), a varlen batch among them.
+  for (int64_t d : {64, 96, 128, 256}) {
+    Case c;
+    c.dtype = DType::bf16;
+    c.batch = 2;
+    c.seqlen_q = 257;
+    c.seqlen_k = 190;
+    c.heads_q = 4;
+    c.heads_kv = 2;
+    c.head_dim = d;
+    c.causal = d != 128;
+    if (d == 128) {  // varlen, with the bounds given (so cu_seqlens is not read on the host)
+      c.lens_q = {257, 0, 31};
+      c.lens_k = {190, 64, 200};
+      c.max_seqlen_q = 257;
+      c.max_seqlen_k = 200;
+    }
+    c.deterministic = true;
+    SCOPED_TRACE(c.name());
+    Problem p(c);
+    const ForwardRun f = run_forward_gpu(p);
+    std::mt19937_64 rng(7);
+    const Buf dout = p.make_dout(rng);
+    const BackwardRun own_pool = run_backward_gpu(p, f, dout);
+
+    CountingAllocator counting;
+    p.opts.workspace.allocate = &CountingAllocator::allocate;
+    p.opts.workspace.context = &counting;
+    const BackwardRun by_callback = run_backward_gpu(p, f, dout);
+    ASSERT_EQ(counting.sizes.size(), 1u) << "one allocation a call";
+    EXPECT_TRUE(same_storage(by_callback.dq, own_pool.dq));
+    EXPECT_TRUE(same_storage(by_callback.dk, own_pool.dk));
+    EXPECT_TRUE(same_storage(by_callback.dv, own_pool.dv));
+
+    // The size query agrees with what the call asked for.
+    gpu::DeviceStorages dev;
+    const gpu::DeviceOptions o(p.opts);
+    BackwardRun g = p.make_grads();
+    const size_t needed = flashattn::backward_workspace_size(
+        dev.tensor(dout), dev.tensor(p.q), dev.tensor(p.k), dev.tensor(p.v), dev.tensor(f.out),
+        dev.tensor(f.lse), dev.tensor(g.dq), dev.tensor(g.dk), dev.tensor(g.dv), o.get());
+    EXPECT_EQ(needed, counting.sizes[0]);
+
+    p.opts.workspace = flashattn::Workspace{};
+    p.opts.workspace.data = counting.buffers[0];
+    p.opts.workspace.bytes = needed;
+    const BackwardRun by_buffer = run_backward_gpu(p, f, dout);
+    EXPECT_TRUE(same_storage(by_buffer.dq, own_pool.dq));
+    EXPECT_TRUE(same_storage(by_buffer.dk, own_pool.dk));
+    EXPECT_TRUE(same_storage(by_buffer.dv, own_pool.dv));
+
+    p.opts.workspace.bytes = needed - sizeof(float);
+    const gpu::DeviceOptions short_o(p.opts);
+    const flashattn::Tensor dq = dev.tensor(g.dq);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    try {
+      flashattn::backward(dev.tensor(dout), dev.tensor(p.q), dev.tensor(p.k), dev.tensor(p.v),
+                          dev.tensor(f.out), dev.tensor(f.lse), dq, dev.tensor(g.dk),
+                          dev.tensor(g.dv), short_o.get());
+      ADD_FAILURE() << "a workspace one float short was taken";
+    } catch (const flashattn::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("'workspace'"), std::string::npos) << e.what();
+    }
+    const std::vector<unsigned char> poisoned = g.dq.snapshot();
+    dev.copy_back(g.dq);
+    EXPECT_TRUE(g.dq.same_bytes(poisoned)) << "dq was written before the error";
+  }
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(default_pool_attribute(cudaMemPoolAttrReleaseThreshold), threshold_before);
+  EXPECT_EQ(threshold_before, 0u) << "the device's default pool starts with threshold 0";
+  EXPECT_EQ(default_pool_attribute(cudaMemPoolAttrReservedMemCurrent), reserved_before)
+      << "the backward took memory from the device's default pool";
+  EXPECT_NO_THROW(flashattn::release_workspace_pool());
+}
+
 // ---- Errors of the CUDA backward --------------------------------------------------------------
 // What only the CUDA path refuses names the argument, and nothing is written (dq, dk, dv keep
 // their NaN poison on the device).

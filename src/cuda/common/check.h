@@ -15,17 +15,3 @@
                                cudaGetErrorString(flashattn_status_));                      \
     }                                                                                        \
   } while (0)
-
-namespace flashattn::detail::cuda {
-
-// Dynamic shared memory beyond the default 48 KB must be allowed per kernel, once per process
-// is enough but the call is cheap; a failure is an error like any CUDA call's.
-template <class Kernel>
-void allow_dynamic_smem(Kernel kernel, size_t bytes) {
-  if (bytes > 48 * 1024) {
-    FLASHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              static_cast<int>(bytes)));
-  }
-}
-
-}  // namespace flashattn::detail::cuda

@@ -3,7 +3,9 @@
 
 namespace flashattn::detail::cuda {
 
-template void run_bwd<__nv_bfloat16, 32, /*kScoreMods=*/false>(const AttentionParams&, cudaStream_t);
-template void run_bwd<__nv_bfloat16, 32, /*kScoreMods=*/true>(const AttentionParams&, cudaStream_t);
+template size_t bwd_workspace_bytes<__nv_bfloat16, 32, /*kScoreMods=*/false>(const AttentionParams&);
+template size_t bwd_workspace_bytes<__nv_bfloat16, 32, /*kScoreMods=*/true>(const AttentionParams&);
+template void run_bwd<__nv_bfloat16, 32, /*kScoreMods=*/false>(const AttentionParams&, void*, cudaStream_t);
+template void run_bwd<__nv_bfloat16, 32, /*kScoreMods=*/true>(const AttentionParams&, void*, cudaStream_t);
 
 }  // namespace flashattn::detail::cuda

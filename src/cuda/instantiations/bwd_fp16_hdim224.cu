@@ -3,7 +3,9 @@
 
 namespace flashattn::detail::cuda {
 
-template void run_bwd<__half, 224, /*kScoreMods=*/false>(const AttentionParams&, cudaStream_t);
-template void run_bwd<__half, 224, /*kScoreMods=*/true>(const AttentionParams&, cudaStream_t);
+template size_t bwd_workspace_bytes<__half, 224, /*kScoreMods=*/false>(const AttentionParams&);
+template size_t bwd_workspace_bytes<__half, 224, /*kScoreMods=*/true>(const AttentionParams&);
+template void run_bwd<__half, 224, /*kScoreMods=*/false>(const AttentionParams&, void*, cudaStream_t);
+template void run_bwd<__half, 224, /*kScoreMods=*/true>(const AttentionParams&, void*, cudaStream_t);
 
 }  // namespace flashattn::detail::cuda

@@ -86,7 +86,7 @@ struct BwdTileFor<256> : BwdTile<256, 64, 64, 8, 4, 2, 2, 2> {};
 
 // dQ by fp32 atomics from the dK/dV kernel, or by the dQ kernel below (no atomics; always so in
 // the deterministic mode). At d = 256 the dQ kernel is also the faster: 1.17–1.26× over the
-// sweep on an H100 (bench/results/bwd_h100_4ae7941.json); at 64 and 128 the two are level.
+// sweep on an H100 (at 4ae7941); at 64 and 128 the two are level.
 template <int kHeadDim>
 inline constexpr bool kBwdAtomicDq = kHeadDim != 256;
 

@@ -1,7 +1,8 @@
 // FlashAttention-2 backward on tensor cores (mma.sync m16n8k16; sm80 and later).
 //
 // Three steps, all on the caller's stream:
-//   1. flash_bwd_preprocess_kernel: D = rowsum(dO ∘ O) in fp32; zeroes the fp32 dQ accumulator.
+//   1. flash_bwd_preprocess_kernel: D = rowsum(dO ∘ O) in fp32; zeroes the fp32 dQ accumulator
+//      (and the Hopper deterministic mode's turn counters).
 //   2. flash_bwd_dkdv_kernel: one thread block per (key block, kv head, batch). It keeps its K and
 //      V tile in shared memory and dK, dV in registers while it walks every query head of its
 //      group and every query block that sees its keys: S and P are recomputed from the forward's
@@ -29,6 +30,14 @@
 
 namespace flashattn::detail::cuda {
 
+// The Hopper kernel's deterministic mode takes its dQ turns per kDqTurnRows query rows (its step):
+// turn_blocks(rows) counters a (batch, query head).
+constexpr int kDqTurnRows = 64;
+
+FLASHATTN_HOST_DEVICE int64_t turn_blocks(int64_t seqlen_q) {
+  return (seqlen_q + kDqTurnRows - 1) / kDqTurnRows;
+}
+
 // Scratch of one backward call, (batch, heads_q, rows) with rows = p.seqlen_q (the longest
 // sequence of a varlen batch): row i of sequence b, head h is at (b · heads_q + h) · rows + i.
 struct BwdWorkspace {
@@ -36,8 +45,8 @@ struct BwdWorkspace {
   float* dq_accum = nullptr;  // (…, head_dim) fp32 sums of dQ; null when the dQ kernel runs
   int64_t rows = 0;
   // The Hopper kernel's deterministic mode: one counter a (batch, query head, query block) that
-  // orders the key blocks' dQ atomics (zeroed before the launch); null otherwise.
-  int* dq_turn = nullptr;  // (batch, query head, sm90::turn_blocks(rows))
+  // orders the key blocks' dQ atomics (zeroed by the preprocess kernel); null otherwise.
+  int* dq_turn = nullptr;  // (batch, query head, turn_blocks(rows))
 };
 
 // ---- Step 1 ----------------------------------------------------------------------------------
@@ -76,6 +85,11 @@ __global__ void __launch_bounds__(32 * kPreprocessWarps)
       float4* acc = reinterpret_cast<float4*>(ws.dq_accum + ws_row * p.head_dim + col);
       acc[0] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       acc[1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    // The turn counter of each query block that holds a row of the sequence (the only ones the
+    // dK/dV kernel reads).
+    if (ws.dq_turn != nullptr && lane == 0 && i % kDqTurnRows == 0) {
+      ws.dq_turn[(b * p.heads_q + h) * turn_blocks(ws.rows) + i / kDqTurnRows] = 0;
     }
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);

@@ -51,7 +51,7 @@
 //     before it, so every wait ends; a counter that never comes round (a bug) traps after about
 //     ten seconds instead of hanging.
 // Measured on an H200 over the full sweep (add9050): 0.92–1.08× of the atomic mode at d ≤ 128,
-// 0.82–0.94× at d = 256 (docs/performance_backward.md), against 0.60–0.79× for the sm80
+// 0.82–0.94× at d = 256, against 0.60–0.79× for the sm80
 // kernels' deterministic mode (a separate dQ pass) that it replaces.
 #pragma once
 
@@ -68,13 +68,9 @@
 
 namespace flashattn::detail::cuda::sm90 {
 
-// Query rows of one step (every head dim): also the granularity of the deterministic turns.
-constexpr int kBwdBlockM = 64;
-
-// Turn counters a (batch, query head) in the deterministic mode: one a query block.
-FLASHATTN_HOST_DEVICE int64_t turn_blocks(int64_t seqlen_q) {
-  return (seqlen_q + kBwdBlockM - 1) / kBwdBlockM;
-}
+// Query rows of one step (every head dim): also the granularity of the deterministic turns
+// (turn_blocks, sm80/flash_bwd_kernel.cuh).
+constexpr int kBwdBlockM = kDqTurnRows;
 
 template <int kHeadDim_>
 struct BwdTile {
