@@ -93,8 +93,9 @@ std::optional<flashattn::Tensor> to_optional(const std::optional<Array>& a, cons
   return to_tensor(*a, name);
 }
 
-// Everything but the attention tensors, as keyword arguments (the names of flashattn::Options).
-struct KwOptions {
+// The options of a call: the names and order of the module's arguments after the tensors (one
+// list for forward and backward; flashattn::Options says what each one means).
+struct CallOptions {
   std::optional<double> softmax_scale;
   bool causal;
   int window_left, window_right;
@@ -131,6 +132,22 @@ struct KwOptions {
   }
 };
 
+// The GIL is let go for CPU work (it may run for seconds on all cores), and kept for the CUDA
+// kernels, which only enqueue (releasing and taking it back would cost more than the launch).
+struct ReleaseGilOnCpu {
+  explicit ReleaseGilOnCpu(const flashattn::Tensor& q) {
+    if (q.device.type == flashattn::DeviceType::cpu) state_ = PyEval_SaveThread();
+  }
+  ~ReleaseGilOnCpu() {
+    if (state_ != nullptr) PyEval_RestoreThread(state_);
+  }
+  ReleaseGilOnCpu(const ReleaseGilOnCpu&) = delete;
+  ReleaseGilOnCpu& operator=(const ReleaseGilOnCpu&) = delete;
+
+ private:
+  PyThreadState* state_ = nullptr;
+};
+
 void forward(const Array& q, const Array& k, const Array& v, const OutArray& out,
              const std::optional<OutArray>& lse, std::optional<double> softmax_scale, bool causal,
              int window_left, int window_right, float softcap,
@@ -138,17 +155,32 @@ void forward(const Array& q, const Array& k, const Array& v, const OutArray& out
              uint64_t dropout_offset, const std::optional<Array>& cu_seqlens_q,
              const std::optional<Array>& cu_seqlens_k, const std::optional<Array>& seqused_k,
              int64_t max_seqlen_q, int64_t max_seqlen_k, int num_threads, uintptr_t stream) {
-  const KwOptions kw{softmax_scale, causal,       window_left,  window_right,  softcap,
-                     alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
-                     cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  false,
-                     num_threads,   stream};
-  const flashattn::Options options = kw.to_options();
+  const CallOptions call{softmax_scale, causal,       window_left,  window_right,  softcap,
+                         alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
+                         cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  false,
+                         num_threads,   stream};
+  const flashattn::Options options = call.to_options();
   const flashattn::Tensor tq = to_tensor(q, "q"), tk = to_tensor(k, "k"), tv = to_tensor(v, "v"),
                           to = to_tensor(out, "out");
   const flashattn::Tensor tl = lse ? to_tensor(*lse, "lse") : flashattn::Tensor{};
-  nb::gil_scoped_release release;
+  const ReleaseGilOnCpu release(tq);
   flashattn::forward(tq, tk, tv, to, tl, options);
 }
+
+// The backward's workspace from a Python callable: allocate(nbytes) returns an object with
+// data_ptr() (a torch tensor from PyTorch's caching allocator, say), which is kept alive until
+// the call returns; the allocator's stream semantics cover the kernels enqueued before that.
+struct PyWorkspace {
+  nb::object allocate;
+  nb::object held;
+
+  static void* call(size_t bytes, void* context) {
+    auto* self = static_cast<PyWorkspace*>(context);
+    const nb::gil_scoped_acquire gil;
+    self->held = self->allocate(bytes);
+    return reinterpret_cast<void*>(nb::cast<uintptr_t>(self->held.attr("data_ptr")()));
+  }
+};
 
 void backward(const Array& dout, const Array& q, const Array& k, const Array& v, const Array& out,
               const Array& lse, const OutArray& dq, const OutArray& dk, const OutArray& dv,
@@ -157,18 +189,25 @@ void backward(const Array& dout, const Array& q, const Array& k, const Array& v,
               uint64_t dropout_seed, uint64_t dropout_offset,
               const std::optional<Array>& cu_seqlens_q, const std::optional<Array>& cu_seqlens_k,
               const std::optional<Array>& seqused_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
-              bool deterministic, int num_threads, uintptr_t stream) {
-  const KwOptions kw{softmax_scale, causal,       window_left,  window_right,  softcap,
-                     alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
-                     cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  deterministic,
-                     num_threads,   stream};
-  const flashattn::Options options = kw.to_options();
+              bool deterministic, int num_threads, uintptr_t stream,
+              const std::optional<nb::object>& workspace) {
+  const CallOptions call{softmax_scale, causal,       window_left,  window_right,  softcap,
+                         alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
+                         cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  deterministic,
+                         num_threads,   stream};
+  flashattn::Options options = call.to_options();
+  PyWorkspace py_workspace;
+  if (workspace && !workspace->is_none()) {
+    py_workspace.allocate = *workspace;
+    options.workspace.allocate = &PyWorkspace::call;
+    options.workspace.context = &py_workspace;
+  }
   const flashattn::Tensor tdo = to_tensor(dout, "dout"), tq = to_tensor(q, "q"),
                           tk = to_tensor(k, "k"), tv = to_tensor(v, "v"),
                           to = to_tensor(out, "out"), tl = to_tensor(lse, "lse"),
                           tdq = to_tensor(dq, "dq"), tdk = to_tensor(dk, "dk"),
                           tdv = to_tensor(dv, "dv");
-  nb::gil_scoped_release release;
+  const ReleaseGilOnCpu release(tq);
   flashattn::backward(tdo, tq, tk, tv, to, tl, tdq, tdk, tdv, options);
 }
 
@@ -178,11 +217,15 @@ NB_MODULE(_ext, m) {
   m.doc() = "flashattn: exact attention (FlashAttention-2), the C++ API over DLPack tensors";
   m.attr("__version__") = FLASHATTN_VERSION;
 
-  // flashattn::Error -> flashattn.FlashAttnError, a RuntimeError with the library's message.
+  // flashattn::Error -> flashattn.FlashAttnError, a RuntimeError with the library's message;
+  // flashattn::LayoutError -> its subclass LayoutError (the torch layer then copies the tensors).
   static nb::exception<flashattn::Error> error(m, "FlashAttnError", PyExc_RuntimeError);
+  static nb::exception<flashattn::LayoutError> layout_error(m, "LayoutError", error.ptr());
 
+  // The arguments after the tensors may be given by position too (in this order): the torch
+  // layer does, since nanobind matches positional arguments faster than keywords.
   m.def("forward", &forward, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a.none() = nb::none(),
-        nb::kw_only(), "softmax_scale"_a.none() = nb::none(), "causal"_a = false,
+        "softmax_scale"_a.none() = nb::none(), "causal"_a = false,
         "window_left"_a = -1, "window_right"_a = -1, "softcap"_a = 0.0f,
         "alibi_slopes"_a.none() = nb::none(), "dropout_p"_a = 0.0f, "dropout_seed"_a = 0,
         "dropout_offset"_a = 0, "cu_seqlens_q"_a.none() = nb::none(),
@@ -195,14 +238,18 @@ NB_MODULE(_ext, m) {
         "(cu_seqlens_q/k given): q (total_q, heads_q, d), ..., lse (heads_q, total_q).\n"
         "stream: a cudaStream_t as an integer (0: the default stream).");
   m.def("backward", &backward, "dout"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dq"_a, "dk"_a,
-        "dv"_a, nb::kw_only(), "softmax_scale"_a.none() = nb::none(), "causal"_a = false,
+        "dv"_a, "softmax_scale"_a.none() = nb::none(), "causal"_a = false,
         "window_left"_a = -1, "window_right"_a = -1, "softcap"_a = 0.0f,
         "alibi_slopes"_a.none() = nb::none(), "dropout_p"_a = 0.0f, "dropout_seed"_a = 0,
         "dropout_offset"_a = 0, "cu_seqlens_q"_a.none() = nb::none(),
         "cu_seqlens_k"_a.none() = nb::none(), "seqused_k"_a.none() = nb::none(),
         "max_seqlen_q"_a = 0, "max_seqlen_k"_a = 0, "deterministic"_a = false,
-        "num_threads"_a = 0, "stream"_a = 0,
-        "Writes dq, dk, dv: the gradients of forward() with the same options.");
+        "num_threads"_a = 0, "stream"_a = 0, "workspace"_a.none() = nb::none(),
+        "Writes dq, dk, dv: the gradients of forward() with the same options.\n"
+        "workspace: None (CUDA scratch from the library's own pool) or a callable\n"
+        "allocate(nbytes) -> object with data_ptr(), a device buffer kept until the call returns.");
+  m.def("release_workspace_pool", &flashattn::release_workspace_pool,
+        "Hands the memory of the library's own workspace pools back to the driver.");
 
   m.def("dropout_keep", &flashattn::dropout_keep, "seed"_a, "offset"_a, "dropout_p"_a,
         "batch_idx"_a, "head_idx"_a, "heads_q"_a, "row"_a, "col"_a,

@@ -21,61 +21,93 @@ import torch
 from . import ops  # registers torch.ops.flashattn.fwd / bwd
 
 
-def _fwd_args(q, softmax_scale, causal, window_size, softcap, dropout_p, max_seqlen_q,
-              max_seqlen_k):
-    """The scalar arguments of the ops, FlashAttention-2's defaults and rules applied."""
-    if softmax_scale is None:
-        softmax_scale = q.shape[-1] ** (-0.5)
-    window_left, window_right = int(window_size[0]), int(window_size[1])
-    if causal:
-        window_right = 0  # as FlashAttention-2: causal is the right window edge at 0
-    return (float(softmax_scale), bool(causal), window_left, window_right, float(softcap),
-            float(dropout_p), int(max_seqlen_q), int(max_seqlen_k))
-
-
-def _fwd(q, k, v, args, alibi_slopes, cu_seqlens_q, cu_seqlens_k):
-    # The op's body directly in plain eager mode, the op itself otherwise (ops.eager).
-    op = ops.fwd_impl if ops.eager(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k) \
-        else torch.ops.flashattn.fwd
-    return op(q, k, v, *args[:6], alibi_slopes, cu_seqlens_q, cu_seqlens_k, *args[6:], None)
-
-
 class _FlashAttnFunc(torch.autograd.Function):
-    """out, lse = attention(q, k, v); the gradient flows to q, k, v."""
+    """out (and lse, when return_lse) = attention(q, k, v); the gradient flows to q, k, v.
+    opts = (softmax_scale, causal, window_left, window_right, softcap, dropout_p, max_seqlen_q,
+    max_seqlen_k, deterministic, return_lse)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, args, alibi_slopes, cu_seqlens_q, cu_seqlens_k, deterministic):
-        out, lse, rng_state = _fwd(q, k, v, args, alibi_slopes, cu_seqlens_q, cu_seqlens_k)
-        ctx.save_for_backward(q, k, v, out, lse, rng_state, alibi_slopes, cu_seqlens_q,
-                              cu_seqlens_k)
-        ctx.args = args
-        ctx.deterministic = bool(deterministic)
+    def forward(ctx, q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k, opts):
+        scale, causal, left, right, softcap, dropout_p, max_q, max_k, _, return_lse = opts
+        # The backward takes the same path (ctx.eager): plain tensors and no mode here mean the
+        # saved tensors are plain too; only the incoming gradient is checked again.
+        ctx.eager = ops.eager(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k)
+        if ctx.eager:
+            seed = ops.draw_seed(q) if dropout_p > 0.0 else 0
+            out, lse = ops.forward(q, k, v, scale, causal, left, right, softcap, dropout_p, seed,
+                                   alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_q, max_k, None,
+                                   True)
+            rng_state = None
+        else:
+            out, lse, rng_state = torch.ops.flashattn.fwd(
+                q, k, v, scale, causal, left, right, softcap, dropout_p, alibi_slopes,
+                cu_seqlens_q, cu_seqlens_k, max_q, max_k, None)
+            seed = None
+        # The optional tensors are saved only when given (each saved entry costs the backward an
+        # unpack).
+        extras = (alibi_slopes, cu_seqlens_q, cu_seqlens_k, rng_state)
+        ctx.has_extras = any(t is not None for t in extras)
+        if ctx.has_extras:
+            ctx.save_for_backward(q, k, v, out, lse, *extras)
+        else:
+            ctx.save_for_backward(q, k, v, out, lse)
+        ctx.opts = opts
+        ctx.seed = seed
+        if not return_lse:
+            return out
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
-    def backward(ctx, dout, dlse):
-        q, k, v, out, lse, rng_state, alibi_slopes, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
-        scale, causal, left, right, softcap, dropout_p, max_q, max_k = ctx.args
-        op = ops.bwd_impl if ops.eager(dout, q, k, v, out, lse, alibi_slopes, cu_seqlens_q,
-                                       cu_seqlens_k) else torch.ops.flashattn.bwd
-        dq, dk, dv = op(
-            dout, q, k, v, out, lse, rng_state, scale, causal, left, right, softcap, dropout_p,
-            alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_q, max_k, None, ctx.deterministic)
-        return dq, dk, dv, None, None, None, None, None
+    def backward(ctx, dout, *_):
+        if ctx.has_extras:
+            q, k, v, out, lse, alibi_slopes, cu_seqlens_q, cu_seqlens_k, rng_state = \
+                ctx.saved_tensors
+        else:
+            q, k, v, out, lse = ctx.saved_tensors
+            alibi_slopes = cu_seqlens_q = cu_seqlens_k = rng_state = None
+        scale, causal, left, right, softcap, dropout_p, max_q, max_k, deterministic, _ = ctx.opts
+        if ctx.eager and ops.eager(dout):
+            seed = ctx.seed if rng_state is None else int(rng_state[0])
+            dq, dk, dv = ops.backward(dout, q, k, v, out, lse, scale, causal, left, right,
+                                      softcap, dropout_p, seed, alibi_slopes, cu_seqlens_q,
+                                      cu_seqlens_k, max_q, max_k, None, deterministic)
+        else:
+            if rng_state is None:
+                rng_state = torch.tensor([ctx.seed, 0], dtype=torch.int64)
+            dq, dk, dv = torch.ops.flashattn.bwd(
+                dout, q, k, v, out, lse, rng_state, scale, causal, left, right, softcap,
+                dropout_p, alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_q, max_k, None,
+                deterministic)
+        return dq, dk, dv, None, None, None, None
 
 
 def _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
                deterministic, return_attn_probs, cu_seqlens_q=None, cu_seqlens_k=None,
                max_seqlen_q=0, max_seqlen_k=0):
-    args = _fwd_args(q, softmax_scale, causal, window_size, softcap, dropout_p, max_seqlen_q,
-                     max_seqlen_k)
+    """FlashAttention-2's defaults and rules applied, then the autograd.Function where a gradient
+    is wanted, the library's forward alone otherwise (the Function costs ~15 µs a call)."""
+    if softmax_scale is None:
+        softmax_scale = q.shape[-1] ** (-0.5)
+    left, right = window_size
+    if causal:
+        right = 0  # as FlashAttention-2: causal is the right window edge at 0
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        out, lse = _FlashAttnFunc.apply(q, k, v, args, alibi_slopes, cu_seqlens_q, cu_seqlens_k,
-                                        deterministic)
+        opts = (float(softmax_scale), bool(causal), int(left), int(right), float(softcap),
+                float(dropout_p), int(max_seqlen_q), int(max_seqlen_k), bool(deterministic),
+                bool(return_attn_probs))
+        res = _FlashAttnFunc.apply(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k, opts)
+        return (*res, None) if return_attn_probs else res
+    args = (float(softmax_scale), bool(causal), int(left), int(right), float(softcap),
+            float(dropout_p))
+    if ops.eager(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k):
+        seed = ops.draw_seed(q) if dropout_p > 0.0 else 0
+        out, lse = ops.forward(q, k, v, *args, seed, alibi_slopes, cu_seqlens_q, cu_seqlens_k,
+                               int(max_seqlen_q), int(max_seqlen_k), None, return_attn_probs)
     else:
-        # Nothing to differentiate: the op alone (the autograd.Function costs ~15 µs a call).
-        out, lse, _ = _fwd(q, k, v, args, alibi_slopes, cu_seqlens_q, cu_seqlens_k)
+        out, lse, _ = torch.ops.flashattn.fwd(q, k, v, *args, alibi_slopes, cu_seqlens_q,
+                                              cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k),
+                                              None)
     return (out, lse, None) if return_attn_probs else out
 
 

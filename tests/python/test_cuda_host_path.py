@@ -1,0 +1,150 @@
+"""The host path of the CUDA calls (DESIGN §4): CUDA graph capture and replay of a training step
+and of a decode step, equal to eager; calls that do not wait for the stream; the backward's
+scratch from PyTorch's caching allocator. Skipped where there is no GPU or no CUDA kernels."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+flashattn = pytest.importorskip("flashattn")
+
+from flashattn import flash_attn_func, flash_attn_varlen_func, ops  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    not (torch.cuda.is_available() and flashattn.cuda_compiled()
+         and flashattn.cuda_device_count() > 0),
+    reason="no CUDA device or no CUDA kernels built")
+
+
+def _rand(*shape, seed, dtype=torch.bfloat16):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen).to(device="cuda", dtype=dtype)
+
+
+def _capture(step):
+    """A CUDA graph of step() (warmed up on a side stream, as autograd needs), and its outputs."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = step()
+    return graph, outs
+
+
+def test_graph_training_step_varlen_dropout_equals_eager():
+    """fwd + bwd of a varlen batch with dropout, max_seqlen given, deterministic: a replay gives
+    the eager call's bits for the seed drawn at capture, on new input values too."""
+    lens = [97, 1, 300, 0, 64]
+    cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int32, device="cuda")
+    total, smax = sum(lens), max(lens)
+    q = _rand(total, 8, 64, seed=1).requires_grad_()
+    k = _rand(total, 2, 64, seed=2).requires_grad_()
+    v = _rand(total, 2, 64, seed=3).requires_grad_()
+    dout = _rand(total, 8, 64, seed=4)
+
+    def step():
+        # The dropout seed comes from torch's default CPU generator: the same one every step (the
+        # CPU generator alone may be reseeded under capture).
+        torch.random.default_generator.manual_seed(123)
+        out = flash_attn_varlen_func(q, k, v, cu, cu, smax, smax, dropout_p=0.25, causal=True,
+                                     deterministic=True)
+        return (out, *torch.autograd.grad(out, (q, k, v), dout))
+
+    with pytest.warns(UserWarning, match="CUDA graph"):
+        graph, static = _capture(step)
+    for new_values in (False, True):
+        if new_values:
+            with torch.no_grad():
+                for t, seed in ((q, 11), (k, 12), (v, 13)):
+                    t.copy_(_rand(*t.shape, seed=seed))
+        graph.replay()
+        torch.cuda.synchronize()
+        eager = step()
+        for name, a, b in zip(("out", "dq", "dk", "dv"), static, eager):
+            assert torch.equal(a, b), f"{name}: replay differs from eager"
+        assert not torch.isnan(static[0]).any()
+
+
+def test_graph_decode_step_equals_eager():
+    """One query token against a cache (GQA 32/8, d 128): replays after the cache and the query
+    are updated in place give the eager results."""
+    b, cache, hq, hk, d = 4, 1000, 32, 8, 128
+    q = _rand(b, 1, hq, d, seed=5)
+    k_cache, v_cache = _rand(b, cache, hk, d, seed=6), _rand(b, cache, hk, d, seed=7)
+
+    def step():
+        return flash_attn_func(q, k_cache, v_cache, causal=True)
+
+    with torch.inference_mode():
+        graph, static = _capture(step)
+        for i in range(3):
+            q.copy_(_rand(*q.shape, seed=20 + i))
+            k_cache[:, -1].copy_(_rand(b, hk, d, seed=30 + i))
+            graph.replay()
+            torch.cuda.synchronize()
+            assert torch.equal(static, step())
+
+
+def _busy_stream():
+    """Queues ~50 ms of GPU work on the current stream, so that a call that waits for the stream
+    cannot return before it is done."""
+    torch.cuda.synchronize()
+    torch.cuda._sleep(100_000_000)
+
+
+@pytest.mark.parametrize("varlen", [False, True], ids=["padded", "varlen"])
+def test_calls_do_not_wait_for_the_stream(varlen):
+    """Forward and backward return while earlier work is still running: no synchronisation and no
+    host copy (varlen: cu_seqlens are not read when max_seqlen_q/k are given)."""
+    q = _rand(2, 128, 4, 64, seed=8).requires_grad_()
+    k = _rand(2, 128, 4, 64, seed=9).requires_grad_()
+    v = _rand(2, 128, 4, 64, seed=10).requires_grad_()
+    cu = torch.tensor([0, 100, 256], dtype=torch.int32, device="cuda")
+
+    def call():
+        if varlen:
+            return flash_attn_varlen_func(*(x.view(256, 4, 64) for x in (q, k, v)), cu, cu, 156,
+                                          156, causal=True)
+        return flash_attn_func(q, k, v, causal=True)
+
+    out = call()  # first call: kernels loaded, shared-memory opt-ins made
+    torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+    _busy_stream()
+    out = call()
+    assert not torch.cuda.current_stream().query(), "the forward waited for the stream"
+    grads = torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+    assert not torch.cuda.current_stream().query(), "the backward waited for the stream"
+    torch.cuda.synchronize()
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_backward_scratch_from_the_caching_allocator(monkeypatch):
+    """The CUDA backward asks the Python layer once for its scratch (from torch's allocator), and
+    gives the same bits as with the library's own pool (deterministic mode)."""
+    q = _rand(2, 300, 8, 128, seed=14).requires_grad_()
+    k = _rand(2, 200, 2, 128, seed=15).requires_grad_()
+    v = _rand(2, 200, 2, 128, seed=16).requires_grad_()
+    dout = _rand(2, 300, 8, 128, seed=17)
+    out = flash_attn_func(q, k, v, causal=True, deterministic=True)
+    expected = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+
+    asked = []
+    allocate = ops._workspace_allocator(0)
+
+    def recording(nbytes):
+        asked.append(nbytes)
+        return allocate(nbytes)
+
+    monkeypatch.setattr(ops, "_workspace_allocator", lambda device: recording)
+    got = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+    assert len(asked) == 1 and asked[0] > 0
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+    # The library's own pool (no allocator given), through the compiled module.
+    monkeypatch.setattr(ops, "_workspace_allocator", lambda device: None)
+    pooled = torch.autograd.grad(out, (q, k, v), dout)
+    for a, b in zip(pooled, expected):
+        assert torch.equal(a, b)
