@@ -1,25 +1,27 @@
-"""Call overhead of one tiny attention forward from Python: flashattn against PyTorch SDPA.
+"""Call overhead of a tiny attention call from Python: flashattn against PyTorch SDPA.
 
     python bench/python_overhead.py [--device cuda|cpu] [--calls 200] [--repeats 30] [--out F]
 
 The problem is tiny (batch 1, 1 head, seqlen 16, head dim 64; bf16 on the GPU, fp32 on the CPU),
-so the time is the cost of getting from Python to the kernel, not the kernel. Two measures, each
-the median over `repeats` runs of `calls` calls, in µs per call:
+so the time is the cost of getting from Python to the kernels, not the kernels. Two calls: a
+forward (under torch.inference_mode) and a forward + backward (inputs requiring grad,
+torch.autograd.grad). Two measures, each the median over `repeats` runs of `calls` calls, in µs
+per call:
 
 * throughput: `calls` calls back to back, one synchronisation at the end (the host-side cost per
   call while the GPU keeps up: what a model's Python loop pays);
-* latency: a synchronisation after every call (host cost + launch + kernel + sync).
+* latency: a synchronisation after every call (host cost + launch + kernels + sync).
 
-flashattn is timed at its three layers, so that the note can say where the time goes: the
-compiled module alone (`_ext.forward` on preallocated outputs, DLPack capsules in), the custom op
-(`torch.ops.flashattn.fwd`: allocation, seed, stream) and the drop-in `flash_attn_func`
-(autograd.Function on top). SDPA gets its own (batch, heads, seqlen, dim) layout, prepared outside
-the timed loop. Prints one JSON object (and writes it to --out if given).
+SDPA is timed with its default backend choice and with FLASH and CUDNN forced, in its own
+(batch, heads, seqlen, dim) layout prepared outside the timed loop. flashattn's forward is also
+timed at the compiled module alone (`_ext.forward` on preallocated outputs, DLPack capsules in),
+so that the note can say where the time goes. Prints one JSON object (and writes it to --out).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -27,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.dlpack import to_dlpack
 
 import flashattn
@@ -94,28 +97,49 @@ def main():
     stream = torch.cuda.current_stream().cuda_stream if device == "cuda" else 0
     scale = args.head_dim ** -0.5
 
-    candidates = {
+    fwd = {
         "sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q_t, k_t, v_t),
         "flashattn.flash_attn_func": lambda: flash_attn_func(q, k, v),
-        "torch.ops.flashattn.fwd": lambda: torch.ops.flashattn.fwd(
-            q, k, v, scale, False, -1, -1, 0.0, 0.0, None, None, None, 0, 0, None),
-        # As the op calls it: DLPack capsules from torch.utils.dlpack.to_dlpack.
+        # As the drop-in function calls it: DLPack capsules from torch.utils.dlpack.to_dlpack.
         "flashattn._ext.forward": lambda: _ext.forward(
             to_dlpack(q), to_dlpack(k), to_dlpack(v), to_dlpack(out), to_dlpack(lse),
             softmax_scale=scale, stream=stream),
     }
+    qg, kg, vg, qg_t, kg_t, vg_t = (x.detach().requires_grad_() for x in (q, k, v, q_t, k_t, v_t))
+    dout, dout_t = torch.randn_like(q), torch.randn_like(q_t)
+    fwdbwd = {
+        "sdpa": lambda: torch.autograd.grad(
+            torch.nn.functional.scaled_dot_product_attention(qg_t, kg_t, vg_t), (qg_t, kg_t, vg_t),
+            dout_t),
+        "flashattn.flash_attn_func": lambda: torch.autograd.grad(
+            flash_attn_func(qg, kg, vg), (qg, kg, vg), dout),
+    }
     # Same answer before timing anything.
-    ref = candidates["sdpa"]().transpose(1, 2)
-    torch.testing.assert_close(candidates["flashattn.flash_attn_func"](), ref, rtol=2e-2,
-                               atol=2e-2)
+    ref = fwd["sdpa"]().transpose(1, 2)
+    torch.testing.assert_close(fwd["flashattn.flash_attn_func"](), ref, rtol=2e-2, atol=2e-2)
 
-    with torch.inference_mode():
-        results = {name: measure(fn, device, args.calls, args.repeats)
-                   for name, fn in candidates.items()}
-    sdpa = results["sdpa"]
-    for r in results.values():
-        r["vs_sdpa_throughput"] = r["throughput_us"] / sdpa["throughput_us"]
-        r["vs_sdpa_latency"] = r["latency_us"] / sdpa["latency_us"]
+    backends = {"": None}
+    if device == "cuda":
+        backends.update({"[flash]": SDPBackend.FLASH_ATTENTION, "[cudnn]": SDPBackend.CUDNN_ATTENTION})
+    results = {"forward": {}, "forward_backward": {}}
+    for group, candidates, ctx in (("forward", fwd, torch.inference_mode),
+                                   ("forward_backward", fwdbwd, contextlib.nullcontext)):
+        with ctx():
+            for name, fn in candidates.items():
+                for suffix, backend in backends.items() if name == "sdpa" else {"": None}.items():
+                    try:
+                        with sdpa_kernel(backend) if backend is not None else \
+                                contextlib.nullcontext():
+                            results[group][name + suffix] = measure(fn, device, args.calls,
+                                                                    args.repeats)
+                    except (RuntimeError, TypeError) as e:  # a backend refusing the shape, or
+                        # an older flashattn without the module signature used here
+                        results[group][name + suffix] = {"error": str(e).splitlines()[0][:200]}
+        sdpa = results[group]["sdpa"]
+        for r in results[group].values():
+            if "error" not in r:
+                r["vs_sdpa_throughput"] = r["throughput_us"] / sdpa["throughput_us"]
+                r["vs_sdpa_latency"] = r["latency_us"] / sdpa["latency_us"]
     report = {
         "benchmark": "python_overhead",
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",

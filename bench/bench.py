@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""The benchmark of the path users call (DESIGN §6): flashattn's drop-in functions side by side
+with PyTorch SDPA's FLASH (FlashAttention-2's kernels) and CUDNN backends, in one process.
+
+Rows:
+  * the sweep of FlashAttention's benchmarks: 16k tokens (batch = 16384 / seqlen), hidden 2048
+    (heads = 2048 / head_dim), seqlen 512…16384, head dim 64/128/256, causal and not, bf16 and fp16;
+  * options, bf16, d 128, seqlen 4096, batch 4, 16 heads: sliding window, softcap, ALiBi, dropout,
+    GQA (16 query heads on 2 kv heads), a ragged varlen batch (flash_attn_varlen_func with
+    max_seqlen given), each beside the SDPA backends where SDPA can express the same function.
+
+Each row times forward, backward (autograd.grad on the forward's graph) and forward+backward,
+inputs requiring grad as in training. Two timing modes:
+  * sync: CUDA events around one call and a stream synchronisation after it, median of `reps`
+    calls: what a user timing a call sees (host work before the GPU starts counts);
+  * b2b: events around `reps` calls back to back, median of `trials`: the GPU-bound rate.
+TFLOP/s: forward 4 · batch · heads · seqlen_q · seqlen_k · head_dim, halved when causal
+(FlashAttention's formula); for a window or a varlen batch, 4 · head_dim · the visible (query, key)
+pairs; backward 2.5×, forward+backward 3.5× that. Inputs are 64 MiB a tensor (larger than L2).
+
+usage: bench.py [--json out.json] [--quick] [--no-options] [--no-sweep]
+       [--head-dims 64,128] [--seqlens 512,1024] [--dtypes bfloat16] [--causal both|y|n]
+       [--peers flash,cudnn]
+Prints a table last; writes JSON (device, git commit, every number).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import flashattn
+from flashattn import flash_attn_func, flash_attn_varlen_func
+
+PEERS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
+PASSES = {"fwd": 1.0, "bwd": 2.5, "fwdbwd": 3.5}
+
+
+def git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    marker = root / ".commit"  # written before a copy of the tree goes to a GPU machine
+    if marker.is_file():
+        return marker.read_text().strip()
+    try:
+        head = subprocess.check_output(["git", "-C", str(root), "rev-parse", "HEAD"],
+                                       text=True, stderr=subprocess.DEVNULL).strip()
+        dirty = subprocess.call(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", "src",
+                                 "include", "python"]) != 0
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# ---- Timing ------------------------------------------------------------------------------------
+def time_sync(fn, reps: int) -> float:
+    """ms: median over `reps` calls of (event, call, event, synchronise)."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def time_b2b(fn, reps: int, trials: int) -> float:
+    """ms per call: median over `trials` of events around `reps` calls back to back."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(trials):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / reps)
+    return statistics.median(times)
+
+
+# ---- One row -----------------------------------------------------------------------------------
+class Impl:
+    """One implementation of a row: forward() returns out; the three passes as callables."""
+
+    def __init__(self, forward, inputs, dout):
+        self.forward, self.inputs, self.dout = forward, inputs, dout
+        self.graph_out = None
+
+    def fwd(self):
+        return self.forward()
+
+    def bwd(self):
+        torch.autograd.grad(self.graph_out, self.inputs, self.dout, retain_graph=True)
+
+    def fwdbwd(self):
+        torch.autograd.grad(self.forward(), self.inputs, self.dout)
+
+    def prepare_bwd(self):
+        self.graph_out = self.forward()
+
+
+def time_impl(impl: Impl, flops_fwd: float, reps: int, trials: int) -> dict:
+    res = {}
+    impl.prepare_bwd()
+    for name, mult in PASSES.items():
+        fn = getattr(impl, name)
+        for mode in ("sync", "b2b"):
+            ms = time_sync(fn, reps) if mode == "sync" else time_b2b(fn, max(2, reps // 3), trials)
+            res[f"{name}_{mode}_ms"] = ms
+            res[f"{name}_{mode}_tflops"] = mult * flops_fwd / ms / 1e9
+    impl.graph_out = None
+    return res
+
+
+def sdpa_impl(q, k, v, dout, causal, backend, **kw) -> Impl:
+    """SDPA on (batch, heads, seqlen, d) views of our (batch, seqlen, heads, d) tensors."""
+    qt, kt, vt = (x.detach().transpose(1, 2).requires_grad_() for x in (q, k, v))
+    dot = dout.transpose(1, 2)
+
+    def forward():
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, **kw)
+
+    return Impl(forward, (qt, kt, vt), dot)
+
+
+def run_row(row: dict, ours: Impl, peers: dict, flops_fwd: float, reps: int, trials: int,
+            reference=None):
+    """Times ours and each peer (a peer that refuses the shape gets its error recorded)."""
+    row["flops_fwd"] = flops_fwd
+    row["results"] = {"flashattn": time_impl(ours, flops_fwd, reps, trials)}
+    out = ours.fwd()
+    for name, impl in peers.items():
+        try:
+            if reference is not None and name == "flash":
+                ref = impl.fwd().transpose(1, 2)
+                row["max_abs_diff_vs_flash"] = (out.float() - ref.float()).abs().max().item()
+            row["results"][name] = time_impl(impl, flops_fwd, reps, trials)
+        except Exception as e:  # noqa: BLE001 - a backend may not support a shape
+            row.setdefault("errors", {})[name] = str(e).splitlines()[0][:200]
+    return row
+
+
+def randn(*shape, dtype, device="cuda"):
+    return torch.randn(*shape, dtype=dtype, device=device)
+
+
+# ---- The sweep ---------------------------------------------------------------------------------
+def sweep_rows(args):
+    rows = []
+    for dtype in args.dtypes:
+        for d in args.head_dims:
+            for causal in args.causals:
+                for s in args.seqlens:
+                    b, h = 16384 // s, 2048 // d
+                    torch.manual_seed(0)
+                    q, k, v = (randn(b, s, h, d, dtype=dtype).requires_grad_() for _ in range(3))
+                    dout = randn(b, s, h, d, dtype=dtype)
+                    flops = 4 * b * h * s * s * d / (2 if causal else 1)
+                    ours = Impl(lambda: flash_attn_func(q, k, v, causal=causal), (q, k, v), dout)
+                    peers = {n: sdpa_impl(q, k, v, dout, causal, be)
+                             for n, be in args.peers.items()}
+                    row = {"kind": "sweep", "dtype": str(dtype).replace("torch.", ""),
+                           "head_dim": d, "causal": causal, "seqlen": s, "batch": b, "heads": h}
+                    rows.append(run_row(row, ours, peers, flops, args.reps, args.trials,
+                                        reference=True))
+                    print(summary_line(row), flush=True)
+                    del q, k, v, dout, ours, peers
+                    torch.cuda.empty_cache()
+    return rows
+
+
+# ---- Options -----------------------------------------------------------------------------------
+def visible_pairs(sq: int, sk: int, left: int, right: int) -> int:
+    """(query, key) pairs a bottom-right aligned window (−1 = unbounded) lets through."""
+    total = 0
+    for i in range(sq):
+        diag = i + sk - sq
+        lo = 0 if left < 0 else max(0, diag - left)
+        hi = sk - 1 if right < 0 else min(sk - 1, diag + right)
+        total += max(0, hi - lo + 1)
+    return total
+
+
+def option_rows(args):
+    dtype, d, s, b, h = torch.bfloat16, 128, 4096, 4, 16
+    rows = []
+
+    def base(name, **kw):
+        return {"kind": "option", "option": name, "dtype": "bfloat16", "head_dim": d,
+                "seqlen": s, "batch": b, "heads": h, **kw}
+
+    torch.manual_seed(0)
+    q, k, v = (randn(b, s, h, d, dtype=dtype).requires_grad_() for _ in range(3))
+    dout = randn(b, s, h, d, dtype=dtype)
+    full = 4 * b * h * s * s * d
+
+    # Sliding window (Mistral's 4096 tokens at seqlen 4096 would be causal: 1024 here), causal.
+    left = 1024
+    pairs = visible_pairs(s, s, left, 0)
+    ours = Impl(lambda: flash_attn_func(q, k, v, causal=True, window_size=(left, 0)), (q, k, v),
+                dout)
+    rows.append(run_row(base("window (1024, 0) causal"), ours, {}, 4 * b * h * d * pairs,
+                        args.reps, args.trials))
+    # Softcap (Gemma 2: 50), causal.
+    ours = Impl(lambda: flash_attn_func(q, k, v, causal=True, softcap=50.0), (q, k, v), dout)
+    rows.append(run_row(base("softcap 50 causal"), ours, {}, full / 2, args.reps, args.trials))
+    # ALiBi, causal: SDPA has no slopes; a float mask would be a different (memory-bound) kernel.
+    slopes = torch.tensor([2 ** (-8 * (i + 1) / h) for i in range(h)], device="cuda")
+    ours = Impl(lambda: flash_attn_func(q, k, v, causal=True, alibi_slopes=slopes), (q, k, v),
+                dout)
+    rows.append(run_row(base("alibi causal"), ours, {}, full / 2, args.reps, args.trials))
+    # Dropout 0.1, causal: SDPA's backends take dropout_p too.
+    ours = Impl(lambda: flash_attn_func(q, k, v, dropout_p=0.1, causal=True), (q, k, v), dout)
+    peers = {n: sdpa_impl(q, k, v, dout, True, be, dropout_p=0.1)
+             for n, be in args.peers.items()}
+    rows.append(run_row(base("dropout 0.1 causal"), ours, peers, full / 2, args.reps,
+                        args.trials))
+    del q, k, v
+    # GQA: 16 query heads on 2 kv heads, causal; SDPA with enable_gqa.
+    q = randn(b, s, h, d, dtype=dtype).requires_grad_()
+    k, v = (randn(b, s, 2, d, dtype=dtype).requires_grad_() for _ in range(2))
+    ours = Impl(lambda: flash_attn_func(q, k, v, causal=True), (q, k, v), dout)
+    peers = {n: sdpa_impl(q, k, v, dout, True, be, enable_gqa=True)
+             for n, be in args.peers.items()}
+    rows.append(run_row(base("gqa 16/2 causal", heads_kv=2), ours, peers, full / 2, args.reps,
+                        args.trials))
+    del q, k, v
+    # Varlen: 8 sequences of ragged lengths (512…3584 tokens), causal, max_seqlen given. SDPA has no
+    # varlen batch: its rows run the padded batch (8, max length), the work a user without
+    # varlen does; every TFLOP/s counts the same useful FLOPs (the ragged batch's).
+    gen = torch.Generator().manual_seed(0)
+    lens = [int(x) for x in torch.randint(512, 3585, (8,), generator=gen)]
+    total, smax = sum(lens), max(lens)
+    cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int32, device="cuda")
+    qv, kv_, vv = (randn(total, h, d, dtype=dtype).requires_grad_() for _ in range(3))
+    dv = randn(total, h, d, dtype=dtype)
+    ours = Impl(lambda: flash_attn_varlen_func(qv, kv_, vv, cu, cu, smax, smax, causal=True),
+                (qv, kv_, vv), dv)
+    qp, kp, vp = (randn(len(lens), smax, h, d, dtype=dtype).requires_grad_() for _ in range(3))
+    dp = randn(len(lens), smax, h, d, dtype=dtype)
+    peers = {f"{n}_padded": sdpa_impl(qp, kp, vp, dp, True, be) for n, be in args.peers.items()}
+    pairs = sum(visible_pairs(n, n, -1, 0) for n in lens)
+    rows.append(run_row({"kind": "option", "option": "varlen ragged causal", "dtype": "bfloat16",
+                         "head_dim": d, "heads": h, "seqlens": lens, "max_seqlen": smax},
+                        ours, peers, 4 * h * d * pairs, args.reps, args.trials))
+    for r in rows:
+        print(summary_line(r), flush=True)
+    return rows
+
+
+# ---- Output ------------------------------------------------------------------------------------
+def ratio(row, peer, key):
+    ours, other = row["results"]["flashattn"], row["results"].get(peer)
+    return ours[key] / other[key] if other else None
+
+
+def label(row) -> str:
+    if row["kind"] == "sweep":
+        return (f"{row['dtype']:8} d{row['head_dim']:<3} {'causal' if row['causal'] else 'full':6} "
+                f"{row['seqlen']:5d}")
+    return f"{row['option']:<29}"
+
+
+def summary_line(row) -> str:
+    def f(x):
+        return f"{x:5.2f}" if x is not None else "    -"
+    peer = "flash" if "flash" in row["results"] else "flash_padded"
+    cudnn = "cudnn" if "cudnn" in row["results"] else "cudnn_padded"
+    ours = row["results"]["flashattn"]
+    return (f"{label(row)} | fwd {ours['fwd_sync_tflops']:5.0f} "
+            f"/flash {f(ratio(row, peer, 'fwd_sync_tflops'))} {f(ratio(row, peer, 'fwd_b2b_tflops'))}"
+            f" /cudnn {f(ratio(row, cudnn, 'fwd_sync_tflops'))} | fwd+bwd "
+            f"{ours['fwdbwd_sync_tflops']:5.0f} /flash {f(ratio(row, peer, 'fwdbwd_sync_tflops'))} "
+            f"{f(ratio(row, peer, 'fwdbwd_b2b_tflops'))} /cudnn "
+            f"{f(ratio(row, cudnn, 'fwdbwd_sync_tflops'))} | bwd /flash "
+            f"{f(ratio(row, peer, 'bwd_sync_tflops'))}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json")
+    ap.add_argument("--quick", action="store_true", help="bf16, seqlen 512 and 4096 only")
+    ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--no-options", action="store_true")
+    ap.add_argument("--head-dims", default="64,128,256")
+    ap.add_argument("--seqlens", default="512,1024,2048,4096,8192,16384")
+    ap.add_argument("--dtypes", default="bfloat16,float16")
+    ap.add_argument("--causal", choices=("both", "y", "n"), default="both")
+    ap.add_argument("--peers", default="flash,cudnn",
+                    help="SDPA backends timed beside ours (empty: ours alone)")
+    ap.add_argument("--reps", type=int, default=24, help="sync: calls timed (median)")
+    ap.add_argument("--trials", type=int, default=5, help="b2b: trials of reps/3 calls (median)")
+    args = ap.parse_args()
+    args.head_dims = [int(x) for x in args.head_dims.split(",")]
+    args.seqlens = [int(x) for x in args.seqlens.split(",")]
+    args.dtypes = [getattr(torch, x) for x in args.dtypes.split(",")]
+    try:
+        args.peers = {n: PEERS[n] for n in args.peers.split(",") if n}
+    except KeyError as e:
+        ap.error(f"--peers: expected names from {sorted(PEERS)}, got {e}")
+    args.causals = {"both": (False, True), "y": (True,), "n": (False,)}[args.causal]
+    if args.quick:
+        args.dtypes, args.seqlens = [torch.bfloat16], [512, 4096]
+    if any(s < 1 or 16384 % s for s in args.seqlens):
+        ap.error(f"--seqlens: expected divisors of 16384, got {args.seqlens}")
+
+    rows = [] if args.no_sweep else sweep_rows(args)
+    if not args.no_options:
+        rows += option_rows(args)
+
+    dev = torch.device("cuda")
+    result = {
+        "benchmark": "attention",
+        "path": "flashattn.flash_attn_func / flash_attn_varlen_func (the drop-in functions)",
+        "device": torch.cuda.get_device_name(dev),
+        "sm_count": torch.cuda.get_device_properties(dev).multi_processor_count,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "flashattn": flashattn.__version__,
+        "git_commit": git_commit(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "timing": {"sync": f"events around one call, synchronise after it, median of {args.reps}",
+                   "b2b": f"events around {max(2, args.reps // 3)} calls back to back, "
+                          f"median of {args.trials}"},
+        "flops": "fwd 4*b*h*sq*sk*d (/2 causal; window and varlen: 4*h*d*visible pairs); "
+                 "bwd 2.5x, fwd+bwd 3.5x",
+        "rows": rows,
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+    print(f"\nflashattn {result['git_commit'][:12]} on {result['device']}, torch {torch.__version__}"
+          f", cuDNN {result['cudnn']}: ratios of TFLOP/s, ours / peer (sync | b2b)")
+    for r in rows:
+        print(summary_line(r))
+    sweep = [r for r in rows if r["kind"] == "sweep"]
+    for key in ("fwd_sync_tflops", "fwdbwd_sync_tflops", "fwd_b2b_tflops", "fwdbwd_b2b_tflops"):
+        vals = [ratio(r, "flash", key) for r in sweep if ratio(r, "flash", key) is not None]
+        if vals:
+            below = sum(v < 1.0 for v in vals)
+            print(f"sweep {key:20s} /flash: min {min(vals):.3f}, geomean "
+                  f"{math.exp(sum(map(math.log, vals)) / len(vals)):.3f}, below 1.0: {below} "
+                  f"of {len(vals)}")
+
+
+if __name__ == "__main__":
+    main()
