@@ -1,29 +1,37 @@
 #!/usr/bin/env bash
-# The GPU check, run on a machine with a CUDA GPU (the device tool runs it from the repo root):
-# builds with all cores, runs every test (GPU and CPU), compute-sanitizer (memcheck, racecheck,
-# synccheck) on a small case of each kernel variant, and the forward and backward benchmarks
-# against PyTorch SDPA's backends in one process; `python` installs the Python package with the
-# system python3 (pip install ., CUDA kernels for sm_90a) and runs its tests on CUDA tensors, the
-# transformers example on the GPU and the call-overhead benchmark. Logs and JSON go to $OUT
-# (default build/gpu-out); the short table is printed last.
+# The GPU check, run on a machine with a CUDA GPU (the device tool runs it from the repo root).
+# Steps (default: all):
+#   test      the C++ GPU tests (and the CPU tests when built here), then again with the sm80
+#             kernels forced (FLASHATTN_DISABLE_SM90=1)
+#   sanitize  compute-sanitizer (memcheck, racecheck, synccheck) on a small case of each kernel
+#             variant and on the backward's workspace paths
+#   demo      the demo on the GPU
+#   python    the Python package's tests on CUDA tensors (tests/python) and the transformers
+#             example on the GPU
+#   overhead  bench/python_overhead.py: tiny forward and fwd+bwd against SDPA
+#   profile   bench/host_profile.py: where the host time of a synchronised call goes
+#   bench     bench/bench.py: the sweep and the option rows through the drop-in functions, beside
+#             SDPA's FLASH and CUDNN backends (quick-bench: bf16, seqlen 512 and 4096)
+# The Python steps install the package once: the wheel in $FLASHATTN_GPU_BINS when there is one,
+# else `pip install .` here (kernels for sm_90a). Logs and JSON go to $OUT (default
+# build/gpu-out); the short table is printed last.
 #
-# usage: tools/gpu_check.sh [all|test|sanitize|demo|bench|quick-bench|bench-bwd|quick-bench-bwd|python]...
-#        (default: all; bench runs both benchmarks in full)
-# FLASHATTN_GPU_BINS=dir: use the binaries tools/gpu_prebuild.sh built elsewhere instead of
-# building here (saves the device's time; the CPU tests are then left to CI).
+# FLASHATTN_GPU_BINS=dir: use what tools/gpu_prebuild.sh built elsewhere (the C++ GPU tests, the
+# demo, the wheel) instead of building here (saves the device's time; the CPU tests are then
+# left to CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-out}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 BUILD=build/gpu
 JOBS=$(nproc)
 BINS=${FLASHATTN_GPU_BINS:-}
 if [[ -n $BINS ]]; then
-  TEST_FWD=$BINS/test_forward_gpu TEST_BWD=$BINS/test_backward_gpu
-  LIB=$BINS/libflashattn_c.so DEMO=$BINS/attention_demo
+  TEST_FWD=$BINS/test_forward_gpu TEST_BWD=$BINS/test_backward_gpu DEMO=$BINS/attention_demo
 else
   TEST_FWD=$BUILD/tests/gpu/test_forward_gpu TEST_BWD=$BUILD/tests/gpu/test_backward_gpu
-  LIB=$BUILD/libflashattn_c.so DEMO=$BUILD/examples/attention_demo
+  DEMO=$BUILD/examples/attention_demo
 fi
 test_bin() { [[ $1 == forward ]] && echo "$TEST_FWD" || echo "$TEST_BWD"; }
 steps=("${@:-all}")
@@ -43,9 +51,8 @@ if [[ -z $BINS && -d .gtest ]] && ! ls /usr/lib/x86_64-linux-gnu/cmake/GTest >/d
   export CMAKE_PREFIX_PATH=/tmp/gtest${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
 fi
 
-# The CMake build serves every step but `python` (pip builds the package on its own).
-if [[ -z $BINS ]] && { want test || want sanitize || want demo || want bench || want quick-bench ||
-  want bench-bwd || want quick-bench-bwd; }; then
+# The CMake build serves the C++ steps (pip builds the package on its own).
+if [[ -z $BINS ]] && { want test || want sanitize || want demo; }; then
   start=$(date +%s)
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
     -DFLASHATTN_CUDA=ON -DFLASHATTN_BUILD_EXAMPLES=ON >"$OUT/configure.log"
@@ -86,25 +93,24 @@ if want test; then
   summary+=("gpu tests: $(grep -E 'tests passed|tests failed' "$OUT/gpu_tests.log" | tail -1) (rc $rc_gpu)")
   summary+=("gpu tests, sm80 kernels forced: forward $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/gpu_tests_sm80_forward.log" | tr '\n' ' ')backward $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/gpu_tests_sm80_backward.log" | tr '\n' ' ')(rc $rc_sm80)")
   summary+=("cpu tests: $(grep -E 'tests passed|tests failed' "$OUT/cpu_tests.log" | tail -1) (rc $rc_cpu)")
-  grep -E "^\s+[0-9]+ - .*(Failed|Exception)" "$OUT/gpu_tests.log" | head -20 || true
+  grep -hE "^\[  FAILED  \] [A-Za-z]|^\s+[0-9]+ - .*(Failed|Exception)" "$OUT"/gpu_tests*.log | head -20 || true
 fi
 
 if want sanitize; then
   # Forward: every compiled head dim (plain variant) and the score-mods variant (softcap, ALiBi,
   # dropout, window). Backward: every compiled head dim, the score-mods variant, fully masked
-  # rows and deterministic cases (on Hopper the turn-taking dQ of the sm90 kernel: plain, window,
-  # varlen with a window, GQA causal; elsewhere the sm80 dQ kernel). fp16 and bf16.
-  # The HopperHeadDims grids (bf16) put the sm90 kernel through every option, varlen batch and
-  # layout on a Hopper GPU.
+  # rows, deterministic cases (on Hopper the turn-taking dQ of the sm90 kernel: plain, window,
+  # varlen with a window, GQA causal; elsewhere the sm80 dQ kernel) and the workspace paths.
+  # fp16 and bf16. The HopperHeadDims grids (bf16) put the sm90 kernel through every option,
+  # varlen batch and layout on a Hopper GPU.
   fwd_filter='AllHeadDims/*d*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Long/*:HopperHeadDims/*bf16*'
-  bwd_filter='HeadDims/*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Masked/*:Det/*_d64_det:Det/*detwindow_bf16*:Det/*detvarlenwindow_bf16*:Det/*detgqacausal_bf16*:HopperHeadDims/*bf16*'
+  bwd_filter='HeadDims/*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Masked/*:Det/*_d64_det:Det/*detwindow_bf16*:Det/*detvarlenwindow_bf16*:Det/*detgqacausal_bf16*:HopperHeadDims/*bf16*:GpuBackwardWorkspace.*'
   bwd_race_hopper='HopperHeadDims/*hopper_causal_bf16*:HopperHeadDims/*hopper_causalgqa_bf16*:HopperHeadDims/*hopper_layout_bf16*headmajor'
   for tool in memcheck racecheck synccheck; do
     for kind in forward backward; do
       filter=$fwd_filter; [[ $kind == backward ]] && filter=$bwd_filter
       # racecheck is slow on the Hopper backward (over a minute for 43 d = 256 cases): a dozen,
-      # causal, varlen GQA and head-major, over the three head dims. At 81e9244 every tool is
-      # clean on both filters (docs/performance_backward.md).
+      # causal, varlen GQA and head-major, over the three head dims.
       if [[ $kind == backward && $tool == racecheck ]]; then
         filter=${filter/HopperHeadDims\/\*bf16\*/$bwd_race_hopper}
       fi
@@ -124,65 +130,81 @@ if want demo; then
   summary+=("demo (GPU, bf16, 1×16×4096×128): $(grep -E '^forward:' "$OUT/demo.log"), $(grep -E '^result:' "$OUT/demo.log")")
 fi
 
-if want bench || want quick-bench; then
-  quick=(); want bench || quick=(--quick)
-  python3 bench/bench_fwd.py --lib "$LIB" --json "$OUT/bench_fwd.json" \
-    --commit "$commit" "${quick[@]}" 2>&1 | tee "$OUT/bench_fwd.log" | tail -80
-fi
-
-if want bench || want bench-bwd || want quick-bench-bwd; then
-  quick=(); want bench || want bench-bwd || quick=(--quick)
-  python3 bench/bench_bwd.py --lib "$LIB" --json "$OUT/bench_bwd.json" \
-    --commit "$commit" "${quick[@]}" 2>&1 | tee "$OUT/bench_bwd.log" | tail -80
-fi
-
-if want python; then
+# ---- The Python package: installed once, for every Python step ------------------------------
+python_installed=0
+install_python() {
+  ((python_installed)) && return 0
+  python_installed=1
+  local start rc wheel
+  start=$(date +%s)
+  wheel=$(ls "${BINS:-/nonexistent}"/flashattn-*.whl 2>/dev/null | head -1 || true)
   # The device image has torch, nanobind, scikit-build-core and transformers, and no network: no
   # build isolation, no dependencies fetched, the system python3 (no venv).
-  out_abs=$(cd "$OUT" && pwd)
-  start=$(date +%s)
-  # --config-settings, not -C: pip before 23.1 knows only the long form.
-  pip_args=(--no-build-isolation --no-deps -v --config-settings=cmake.define.FLASHATTN_CUDA=ON
-            --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=90a .)
+  local pip_args=(--no-build-isolation --no-deps --force-reinstall)
+  if [[ -n $wheel ]]; then
+    pip_args+=(--no-index "$wheel")
+  else
+    # --config-settings, not -C: pip before 23.1 knows only the long form.
+    pip_args+=(-v --config-settings=cmake.define.FLASHATTN_CUDA=ON
+               --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=90a .)
+  fi
   set +e
-  CMAKE_BUILD_PARALLEL_LEVEL=16 python3 -m pip install "${pip_args[@]}" >"$OUT/python_install.log" 2>&1
+  CMAKE_BUILD_PARALLEL_LEVEL=$JOBS python3 -m pip install "${pip_args[@]}" >"$OUT/python_install.log" 2>&1
   rc=$?
   if ((rc != 0)) && grep -q externally-managed-environment "$OUT/python_install.log"; then
-    CMAKE_BUILD_PARALLEL_LEVEL=16 python3 -m pip install --break-system-packages "${pip_args[@]}" \
-      >>"$OUT/python_install.log" 2>&1
+    CMAKE_BUILD_PARALLEL_LEVEL=$JOBS python3 -m pip install --break-system-packages \
+      "${pip_args[@]}" >>"$OUT/python_install.log" 2>&1
     rc=$?
   fi
-  summary+=("python: pip install . (sm_90a) rc $rc in $(( $(date +%s) - start )) s")
-  # pytest, if the image lacks it, from wheels carried in .whl/ (pip download pytest -d .whl).
-  if ! python3 -c 'import pytest' 2>/dev/null; then
-    if [[ -d .whl ]]; then
-      python3 -m pip install --no-index --find-links .whl pytest >>"$OUT/python_install.log" 2>&1 ||
-        python3 -m pip install --break-system-packages --no-index --find-links .whl pytest \
-          >>"$OUT/python_install.log" 2>&1
-    else
-      summary+=("python: no pytest on this machine; carry .whl/ (pip download pytest -d .whl)")
-    fi
-  fi
+  set -e
+  summary+=("python: pip install ${wheel:-.} rc $rc in $(( $(date +%s) - start )) s")
+}
+
+if want python; then
+  install_python
+  set +e
   # From tests/python, so that the installed package is imported and not python/flashattn.
   (cd tests/python && python3 -m pytest -q -p no:cacheprovider -rs \
-    --junitxml="$out_abs/python_tests.xml" .) >"$OUT/python_tests.log" 2>&1
+    --junitxml="$OUT/python_tests.xml" .) >"$OUT/python_tests.log" 2>&1
   rc=$?
   summary+=("python tests: $(grep -E '^[0-9]+ (passed|failed)' "$OUT/python_tests.log" | tail -1) (rc $rc)")
   grep -E "^(FAILED|ERROR) " "$OUT/python_tests.log" | head -20
   python3 examples/hf_llama.py --device cuda >"$OUT/hf_llama.log" 2>&1
   rc=$?
   summary+=("transformers example (GPU, bf16): rc $rc; $(grep -E '^(prefill|decode)' "$OUT/hf_llama.log" | tr -s ' ' | paste -sd ';')")
+  set -e
+fi
+
+if want overhead; then
+  install_python
+  set +e
   python3 bench/python_overhead.py --device cuda --out "$OUT/python_overhead.json" \
     >"$OUT/python_overhead.log" 2>&1
   rc=$?
   overhead=$(python3 - "$OUT/python_overhead.json" 2>/dev/null <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["results_us"]
-print(", ".join(f"{k} {v['throughput_us']:.1f} ({v['latency_us']:.1f} synced)" for k, v in r.items()))
+for group, rows in r.items():
+    for k in ("sdpa", "flashattn.flash_attn_func"):
+        v = rows[k]
+        print(f"{group} {k} {v['throughput_us']:.1f} ({v['latency_us']:.1f} synced)", end="; ")
 PY
 )
   summary+=("python call overhead, µs per call (1×16×1×64 bf16): rc $rc; $overhead")
   set -e
+fi
+
+if want profile; then
+  install_python
+  python3 bench/host_profile.py --cprofile --json "$OUT/host_profile.json" \
+    >"$OUT/host_profile.log" 2>&1 || summary+=("host profile failed: see host_profile.log")
+  summary+=("host profile (bf16 s512 d128 causal fwd+bwd, µs): $(grep -E '^(flashattn|sdpa_flash) ' "$OUT/host_profile.log" | paste -sd ';')")
+fi
+
+if want bench || want quick-bench; then
+  install_python
+  quick=(); want bench || quick=(--quick)
+  python3 bench/bench.py --json "$OUT/bench.json" "${quick[@]}" 2>&1 | tee "$OUT/bench.log" | tail -90
 fi
 
 printf '%s\n' "${summary[@]}"
