@@ -121,25 +121,23 @@ def forward(q, k, v, softmax_scale: float, causal: bool, window_left: int, windo
             cu_seqlens_k, max_seqlen_q: int, max_seqlen_k: int, seqused_k, with_lse: bool):
     """(out, lse): out (..., head_dim_v) like q; lse (batch, heads, seqlen_q) or (heads, total_q),
     or None when not with_lse (the kernels then skip writing it)."""
-    out = q.new_empty((*q.shape[:-1], v.shape[-1]))
     lse = q.new_empty(_lse_shape(q, cu_seqlens_q), dtype=_lse_dtype(q)) if with_lse else None
-    try:
-        _ext.forward(
-            _to_dlpack(q), _to_dlpack(k), _to_dlpack(v), _to_dlpack(out), _dl(lse),
-            softmax_scale, causal, window_left, window_right, softcap, _dl(alibi_slopes),
-            dropout_p, dropout_seed, 0, _dl(cu_seqlens_q), _dl(cu_seqlens_k), _dl(seqused_k),
-            max_seqlen_q, max_seqlen_k, 0, _stream(q))
-    except _ext.LayoutError:
-        head_dim_v, width = v.shape[-1], _width(q, v)
-        q, k, v = (_packed(x, width) for x in (q, k, v))
+
+    def run(q, k, v):
         out = q.new_empty((*q.shape[:-1], v.shape[-1]))
         _ext.forward(
             _to_dlpack(q), _to_dlpack(k), _to_dlpack(v), _to_dlpack(out), _dl(lse),
             softmax_scale, causal, window_left, window_right, softcap, _dl(alibi_slopes),
             dropout_p, dropout_seed, 0, _dl(cu_seqlens_q), _dl(cu_seqlens_k), _dl(seqused_k),
             max_seqlen_q, max_seqlen_k, 0, _stream(q))
-        out = _cut(out, head_dim_v)
-    return out, lse
+        return out
+
+    try:
+        return run(q, k, v), lse
+    except _ext.LayoutError:
+        width = _width(q, v)
+        out = run(*(_packed(x, width) for x in (q, k, v)))
+        return _cut(out, v.shape[-1]), lse
 
 
 # ---- Backward ----------------------------------------------------------------------------------
@@ -148,18 +146,9 @@ def backward(dout, q, k, v, out, lse, softmax_scale: float, causal: bool, window
              alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_seqlen_k: int,
              seqused_k, deterministic: bool):
     """(dq, dk, dv), contiguous, with the shapes and dtypes of q, k, v."""
-    dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
     workspace = _workspace_allocator(q.get_device()) if q.is_cuda else None
-    try:
-        _ext.backward(
-            _to_dlpack(dout), _to_dlpack(q), _to_dlpack(k), _to_dlpack(v), _to_dlpack(out),
-            _to_dlpack(lse), _to_dlpack(dq), _to_dlpack(dk), _to_dlpack(dv), softmax_scale,
-            causal, window_left, window_right, softcap, _dl(alibi_slopes), dropout_p,
-            dropout_seed, 0, _dl(cu_seqlens_q), _dl(cu_seqlens_k), _dl(seqused_k), max_seqlen_q,
-            max_seqlen_k, deterministic, 0, _stream(q), workspace)
-    except _ext.LayoutError:
-        head_dim, head_dim_v, width = q.shape[-1], v.shape[-1], _width(q, v)
-        dout, q, k, v, out = (_packed(x, width) for x in (dout, q, k, v, out))
+
+    def run(dout, q, k, v, out):
         dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
         _ext.backward(
             _to_dlpack(dout), _to_dlpack(q), _to_dlpack(k), _to_dlpack(v), _to_dlpack(out),
@@ -167,8 +156,14 @@ def backward(dout, q, k, v, out, lse, softmax_scale: float, causal: bool, window
             causal, window_left, window_right, softcap, _dl(alibi_slopes), dropout_p,
             dropout_seed, 0, _dl(cu_seqlens_q), _dl(cu_seqlens_k), _dl(seqused_k), max_seqlen_q,
             max_seqlen_k, deterministic, 0, _stream(q), workspace)
-        dq, dk, dv = _cut(dq, head_dim), _cut(dk, head_dim), _cut(dv, head_dim_v)
-    return dq, dk, dv
+        return dq, dk, dv
+
+    try:
+        return run(dout, q, k, v, out)
+    except _ext.LayoutError:
+        width = _width(q, v)
+        dq, dk, dv = run(*(_packed(x, width) for x in (dout, q, k, v, out)))
+        return _cut(dq, q.shape[-1]), _cut(dk, k.shape[-1]), _cut(dv, v.shape[-1])
 
 
 # ---- When the ops may be skipped ---------------------------------------------------------------
