@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -39,24 +38,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import flashattn
 from flashattn import flash_attn_func, flash_attn_varlen_func
+from provenance import git_commit
 
 PEERS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
 PASSES = {"fwd": 1.0, "bwd": 2.5, "fwdbwd": 3.5}
-
-
-def git_commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    marker = root / ".commit"  # written before a copy of the tree goes to a GPU machine
-    if marker.is_file():
-        return marker.read_text().strip()
-    try:
-        head = subprocess.check_output(["git", "-C", str(root), "rev-parse", "HEAD"],
-                                       text=True, stderr=subprocess.DEVNULL).strip()
-        dirty = subprocess.call(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", "src",
-                                 "include", "python"]) != 0
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 # ---- Timing ------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from flashattn import flash_attn_func
+from provenance import git_commit
 
 
 def make_calls(args):
@@ -118,7 +119,7 @@ def main():
                        "batch": args.batch or 16384 // args.seqlen,
                        "heads": args.heads or 2048 // args.head_dim,
                        "causal": args.causal, "pass": "fwd" if args.fwd_only else "fwd+bwd"},
-              "device": torch.cuda.get_device_name()}
+              "device": torch.cuda.get_device_name(), "git_commit": git_commit()}
     for name, fn in calls.items():
         report[name] = profile_one(fn, args.calls, args.top)
     if args.cprofile:

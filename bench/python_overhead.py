@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from torch.utils.dlpack import to_dlpack
 
 import flashattn
 from flashattn import _ext, flash_attn_func
+from provenance import git_commit
 
 
 def _sync(device):
@@ -60,18 +60,6 @@ def measure(fn, device, calls, repeats):
         latency.append((time.perf_counter() - start) / calls * 1e6)
     return {"throughput_us": statistics.median(throughput),
             "latency_us": statistics.median(latency)}
-
-
-def git_commit():
-    # .commit is written before a copy of the tree goes to a GPU machine (the copy's .git may lag).
-    marker = Path(__file__).resolve().parent.parent / ".commit"
-    if marker.is_file():
-        return marker.read_text().strip()[:12]
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def main():

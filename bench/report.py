@@ -82,7 +82,7 @@ def plot(bench: dict, docs: Path) -> list[Path]:
                          fontsize=10)
             fig.tight_layout(rect=(0, 0.04, 1, 1))
             path = docs / f"perf_{pass_}_{dtype}.png"
-            fig.savefig(path, dpi=110)
+            fig.savefig(path, dpi=90)
             plt.close(fig)
             written.append(path)
     return written
@@ -129,6 +129,21 @@ def summary(rows) -> list[str]:
             out.append(f"| {name} | {mode} | {min(vs_flash):.2f} | {geomean(vs_flash):.2f} | "
                        f"{below} of {len(vs_flash)} | {fmt(min(vs_cudnn) if vs_cudnn else None)} | "
                        f"{fmt(geomean(vs_cudnn) if vs_cudnn else None)} |")
+    return out
+
+
+def below_one(rows) -> list[str]:
+    """The sweep's rows where ours is slower than FLASH, per pass and timing."""
+    out = []
+    for pass_, name in PASS_NAMES.items():
+        for mode in ("sync", "b2b"):
+            key = f"{pass_}_{mode}_tflops"
+            slow = [f"{r['dtype']} d{r['head_dim']} {'causal' if r['causal'] else 'no mask'} "
+                    f"{r['seqlen']} ({ratio(r, 'flash', key):.2f})"
+                    for r in rows if ratio(r, "flash", key) is not None
+                    and ratio(r, "flash", key) < 1.0]
+            if slow:
+                out.append(f"- {name}, {mode}: " + "; ".join(slow))
     return out
 
 
@@ -186,6 +201,10 @@ def page(bench: dict, bench_path: Path, charts, overhead=None, overhead_path=Non
         "## Summary (the sweep)",
         "",
         *summary(sweep(rows)),
+        "",
+        "Rows below 1.0× FLASH:",
+        "",
+        *below_one(sweep(rows)),
         "",
     ]
     for path in charts:
