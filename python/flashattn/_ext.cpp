@@ -43,6 +43,16 @@ std::string dlpack_dtype_name(const nb::dlpack::dtype& t) {
   return name;
 }
 
+// The dtypes an argument takes, for the message about one that no argument takes.
+const char* dtypes_taken(const char* name) {
+  const std::string arg(name);
+  if (arg.rfind("cu_seqlens", 0) == 0 || arg == "seqused_k") {
+    return "int32 (torch.cumsum returns int64: convert with .int())";
+  }
+  if (arg == "alibi_slopes" || arg == "lse") return "float32 (float64 with float64 inputs)";
+  return "float16 or bfloat16 (float32 and float64 on the CPU)";
+}
+
 flashattn::DType to_dtype(const nb::dlpack::dtype& t, const char* name) {
   using C = nb::dlpack::dtype_code;
   if (t.lanes == 1) {
@@ -54,8 +64,8 @@ flashattn::DType to_dtype(const nb::dlpack::dtype& t, const char* name) {
     if (code == C::Int && t.bits == 32) return flashattn::DType::i32;
   }
   throw flashattn::Error(std::string("flashattn: argument '") + name + "': dtype " +
-                         dlpack_dtype_name(t) +
-                         " is not supported (float16, bfloat16, float32, float64, int32)");
+                         dlpack_dtype_name(t) + " is not supported, expected " +
+                         dtypes_taken(name));
 }
 
 template <class A>

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from . import ops  # registers torch.ops.flashattn.fwd / bwd
+from ._ext import FlashAttnError
 
 
 class _FlashAttnFunc(torch.autograd.Function):
@@ -87,18 +88,22 @@ def _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, 
                max_seqlen_q=0, max_seqlen_k=0):
     """FlashAttention-2's defaults and rules applied, then the autograd.Function where a gradient
     is wanted, the library's forward alone otherwise (the Function costs ~15 µs a call)."""
+    if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)
+            and isinstance(v, torch.Tensor)):
+        _not_tensors(q=q, k=k, v=v)
     if softmax_scale is None:
-        softmax_scale = q.shape[-1] ** (-0.5)
-    left, right = window_size
+        # (A head dim of 0 is the library's to refuse, with its own message.)
+        softmax_scale = q.shape[-1] ** (-0.5) if q.shape[-1] > 0 else 1.0
+    left, right = _window(window_size)
     if causal:
         right = 0  # as FlashAttention-2: causal is the right window edge at 0
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        opts = (float(softmax_scale), bool(causal), int(left), int(right), float(softcap),
+        opts = (float(softmax_scale), bool(causal), left, right, float(softcap),
                 float(dropout_p), int(max_seqlen_q), int(max_seqlen_k), bool(deterministic),
                 bool(return_attn_probs))
         res = _FlashAttnFunc.apply(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k, opts)
         return (*res, None) if return_attn_probs else res
-    args = (float(softmax_scale), bool(causal), int(left), int(right), float(softcap),
+    args = (float(softmax_scale), bool(causal), left, right, float(softcap),
             float(dropout_p))
     if ops.eager(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k):
         seed = ops.draw_seed(q) if dropout_p > 0.0 else 0
@@ -109,6 +114,34 @@ def _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, 
                                               cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k),
                                               None)
     return (out, lse, None) if return_attn_probs else out
+
+
+def _not_tensors(**args):
+    for name, t in args.items():
+        if not isinstance(t, torch.Tensor):
+            raise FlashAttnError(f"flashattn: argument '{name}': expected a torch.Tensor, got "
+                                 f"{type(t).__name__} (flashattn._ext takes other DLPack "
+                                 "arrays, NumPy's among them)")
+
+
+def _window(window_size):
+    """(left, right) from FlashAttention-2's window_size, or the library's kind of error."""
+    try:
+        left, right = window_size
+        return int(left), int(right)
+    except (TypeError, ValueError):
+        raise FlashAttnError(
+            "flashattn: argument 'window_size': expected a pair (left, right) of ints, -1 for "
+            f"unbounded, got {window_size!r}") from None
+
+
+def _unpack(packed, name: str, dim: int, count: int, layout: str):
+    """The `count` tensors packed along `dim` (qkv: 3, kv: 2), or the library's kind of error."""
+    if not isinstance(packed, torch.Tensor) or packed.dim() != dim + 3 \
+            or packed.shape[dim] != count:
+        got = tuple(packed.shape) if isinstance(packed, torch.Tensor) else type(packed).__name__
+        raise FlashAttnError(f"flashattn: argument '{name}': expected shape {layout}, got {got}")
+    return packed.unbind(dim)
 
 
 def _no_block_table(block_table):
@@ -129,16 +162,18 @@ def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=Fal
                               window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                               deterministic=False, return_attn_probs=False):
     """qkv: (batch, seqlen, 3, nheads, headdim)."""
-    return _attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], dropout_p, softmax_scale, causal,
-                      window_size, softcap, alibi_slopes, deterministic, return_attn_probs)
+    q, k, v = _unpack(qkv, "qkv", 2, 3, "(batch, seqlen, 3, nheads, headdim)")
+    return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
+                      alibi_slopes, deterministic, return_attn_probs)
 
 
 def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=False,
                              window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                              deterministic=False, return_attn_probs=False):
     """q: (batch, seqlen_q, nheads, headdim); kv: (batch, seqlen_k, 2, nheads_k, headdim)."""
-    return _attention(q, kv[:, :, 0], kv[:, :, 1], dropout_p, softmax_scale, causal, window_size,
-                      softcap, alibi_slopes, deterministic, return_attn_probs)
+    k, v = _unpack(kv, "kv", 2, 2, "(batch, seqlen_k, 2, nheads_k, headdim)")
+    return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
+                      alibi_slopes, deterministic, return_attn_probs)
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
@@ -159,9 +194,10 @@ def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0,
                                      softcap=0.0, alibi_slopes=None, deterministic=False,
                                      return_attn_probs=False):
     """qkv: (total, 3, nheads, headdim); cu_seqlens: int32 (batch + 1)."""
-    return _attention(qkv[:, 0], qkv[:, 1], qkv[:, 2], dropout_p, softmax_scale, causal,
-                      window_size, softcap, alibi_slopes, deterministic, return_attn_probs,
-                      cu_seqlens, cu_seqlens, max_seqlen, max_seqlen)
+    q, k, v = _unpack(qkv, "qkv", 1, 3, "(total, 3, nheads, headdim)")
+    return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
+                      alibi_slopes, deterministic, return_attn_probs, cu_seqlens, cu_seqlens,
+                      max_seqlen, max_seqlen)
 
 
 def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
@@ -169,6 +205,7 @@ def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqle
                                     window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                                     deterministic=False, return_attn_probs=False):
     """q: (total_q, nheads, headdim); kv: (total_k, 2, nheads_k, headdim)."""
-    return _attention(q, kv[:, 0], kv[:, 1], dropout_p, softmax_scale, causal, window_size,
-                      softcap, alibi_slopes, deterministic, return_attn_probs, cu_seqlens_q,
-                      cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    k, v = _unpack(kv, "kv", 1, 2, "(total_k, 2, nheads_k, headdim)")
+    return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
+                      alibi_slopes, deterministic, return_attn_probs, cu_seqlens_q, cu_seqlens_k,
+                      max_seqlen_q, max_seqlen_k)

@@ -583,6 +583,27 @@ def test_error_on_bad_cu_seqlens():
         flash_attn_varlen_func(q, q, q, cu, cu, 5, 5)
 
 
+@pytest.mark.parametrize("call, match", [
+    (lambda q: flash_attn_func(q, q, q, window_size=3), "argument 'window_size': expected a pair"),
+    (lambda q: flash_attn_func(q, q, q, window_size=(1, 2, 3)),
+     "argument 'window_size': expected a pair"),
+    (lambda q: flash_attn_func(q[..., :0], q[..., :0], q[..., :0]), "argument 'q'"),
+    (lambda q: flash_attn_qkvpacked_func(q), r"argument 'qkv': expected shape \(batch, seqlen, 3"),
+    (lambda q: flash_attn_kvpacked_func(q, q), r"argument 'kv': expected shape \(batch, seqlen_k, 2"),
+    (lambda q: flash_attn_varlen_qkvpacked_func(q[0], _cu([4]), 4),
+     r"argument 'qkv': expected shape \(total, 3"),
+    (lambda q: flash_attn_func(q.numpy(), q, q), "argument 'q': expected a torch.Tensor, got "
+                                                 "ndarray"),
+    (lambda q: flash_attn_varlen_func(q[0], q[0], q[0], _cu([4]).long(), _cu([4]), 4, 4),
+     r"argument 'cu_seqlens_q': dtype int64 is not supported, expected int32 \(torch.cumsum"),
+])
+def test_malformed_arguments_get_the_library_error(call, match):
+    """Each malformed argument gets a FlashAttnError that names it and says what is expected."""
+    q = _rand(1, 4, 2, 8)
+    with pytest.raises(flashattn.FlashAttnError, match=match):
+        call(q)
+
+
 @CUDA
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_refuses_fp32_fp64(dtype):
