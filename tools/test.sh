@@ -13,7 +13,24 @@ flashattn_configure_release
 cmake --build "$FLASHATTN_BUILD" -j "$FLASHATTN_JOBS"
 
 echo "==> C++ tests"
-ctest --test-dir "$FLASHATTN_BUILD" --output-on-failure -j "$FLASHATTN_JOBS"
+# Without a GPU the GPU tests would only skip, each one listed: they are left out, and said so.
+ctest_args=()
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  ctest_args=(-LE gpu)
+  echo "(no GPU here: the GPU tests are not run; tools/gpu_check.sh runs them on a GPU machine)"
+fi
+# One line a test goes to a log; the summary (and, on failure, what failed) is printed here.
+log="$FLASHATTN_BUILD/ctest.log"
+status=0
+ctest --test-dir "$FLASHATTN_BUILD" --output-on-failure -j "$FLASHATTN_JOBS" "${ctest_args[@]}" \
+  >"$log" 2>&1 || status=$?
+if ((status != 0)); then
+  grep -E -A40 '\*\*\*(Failed|Exception)|Not Run' "$log" | head -200 || true
+  sed -n '/The following tests FAILED/,$p' "$log"
+fi
+grep -E 'tests passed|Total Test time' "$log" || tail -20 "$log"
+echo "(every test's line: $log)"
+((status == 0)) || exit "$status"
 
 if [[ "${FLASHATTN_PYTHON_TESTS:-1}" != 0 ]]; then
   bash "$FLASHATTN_ROOT/tools/test_python.sh"

@@ -81,4 +81,4 @@ echo "==> pip install . (FLASHATTN_CUDA=${FLASHATTN_CUDA:-AUTO})"
 echo "==> Python tests"
 # Run from tests/python so that the installed package is imported, not python/flashattn.
 cd "$ROOT/tests/python"
-"$py" -m pytest -q -p no:cacheprovider "$@" .
+"$py" -m pytest -q -rs -p no:cacheprovider "$@" .  # -rs: the reason of each skip, grouped
