@@ -304,7 +304,6 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
             "causal already sets window_right = 0, got " + std::to_string(o.window_right));
   p.window_left = o.window_left;
   p.window_right = o.causal ? 0 : o.window_right;
-  p.is_causal = p.window_left == -1 && p.window_right == 0;
   c.require(std::isfinite(o.dropout_p) && o.dropout_p >= 0.0f && o.dropout_p < 1.0f, "dropout_p",
             "must be in [0, 1), got " + std::to_string(o.dropout_p));
   p.dropout_p = o.dropout_p;

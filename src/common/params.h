@@ -59,7 +59,6 @@ struct AttentionParams {
   // Bottom-right aligned window, −1 = unbounded. causal has been folded in as window_right = 0.
   int64_t window_left = -1;
   int64_t window_right = -1;
-  bool is_causal = false;  // window_left == −1 && window_right == 0, kept for dispatch
 
   const float* alibi_slopes = nullptr;  // (heads_q) or (batch, heads_q)
   int64_t alibi_batch_stride = 0;       // 0 when the slopes are per head only

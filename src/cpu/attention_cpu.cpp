@@ -253,17 +253,18 @@ void dropout_tile(const HeadContext& ctx, A* keep, int64_t ld, int64_t m0, int64
   }
 }
 
-// Key blocks that some row of [m0, m0 + mr) can see: [first, last] (first > last if none).
+// Key blocks that some row of [m0, m0 + mr) can see: [first, end) (empty if none), the same
+// convention as the CUDA kernels' BlockRange.
 struct BlockRange {
-  int64_t first, last;
+  int64_t first, end;
 };
 
 BlockRange key_blocks(const HeadContext& ctx, int64_t m0, int64_t mr) {
   // The first and last visible keys grow with the row, so the block's span is set by its ends.
   const KeyRange top = ctx.keys(m0), bottom = ctx.keys(m0 + mr - 1);
   const int64_t first = top.first, last = bottom.last;
-  if (first > last || ctx.seq.seqlen_k == 0) return {0, -1};
-  return {first / kBlockN, last / kBlockN};
+  if (first > last || ctx.seq.seqlen_k == 0) return {0, 0};
+  return {first / kBlockN, last / kBlockN + 1};
 }
 
 // ---- Forward ---------------------------------------------------------------------------------
@@ -303,7 +304,7 @@ void forward_block(const AttentionParams& p, int64_t b, int64_t h, int64_t m_blo
 
   // Main loop over the key blocks this query block can see (the rest are skipped).
   const BlockRange blocks = key_blocks(ctx, m0, mr);
-  for (int64_t nb = blocks.first; nb <= blocks.last; ++nb) {
+  for (int64_t nb = blocks.first; nb < blocks.end; ++nb) {
     const int64_t n0 = nb * kBlockN, nc = std::min(kBlockN, ctx.seq.seqlen_k - n0);
     load_tile_transposed(k, n0, nc, d, w.kt.data(), kBlockN);
     load_tile(v, n0, nc, dv, w.v.data(), dv);
@@ -510,7 +511,7 @@ void backward_dkdv_block(const AttentionParams& p, const std::vector<Acc<T>>& de
       for (int64_t mb = 0; mb < m_blocks; ++mb) {
         const int64_t m0 = mb * kBlockM, mr = std::min(kBlockM, seq.seqlen_q - m0);
         const BlockRange blocks = key_blocks(ctx, m0, mr);
-        if (n_block < blocks.first || n_block > blocks.last) continue;
+        if (n_block < blocks.first || n_block >= blocks.end) continue;
         if (!key_side_loaded) {
           load_key_side<T>(p, ctx, n0, nc, w, /*row_major_k=*/false);
           key_side_loaded = true;
@@ -544,7 +545,7 @@ void backward_dq_block(const AttentionParams& p, const std::vector<Acc<T>>& delt
 
   load_query_side<T>(p, ctx, delta, m0, mr, w);
   const BlockRange blocks = key_blocks(ctx, m0, mr);
-  for (int64_t nb = blocks.first; nb <= blocks.last; ++nb) {
+  for (int64_t nb = blocks.first; nb < blocks.end; ++nb) {
     const int64_t n0 = nb * kBlockN, nc = std::min(kBlockN, ctx.seq.seqlen_k - n0);
     load_key_side<T>(p, ctx, n0, nc, w, /*row_major_k=*/true);
     backward_tile(ctx, m0, mr, n0, nc, w);

@@ -16,10 +16,10 @@
 
 #include "common/params.h"
 #include "common/philox.h"
+#include "cuda/common/masking.cuh"
 #include "cuda/common/mma.cuh"
 #include "cuda/common/tile_io.cuh"
 #include "cuda/sm80/fwd_tile.h"
-#include "cuda/sm80/masking.cuh"
 
 namespace flashattn::detail::cuda {
 

@@ -17,7 +17,6 @@ struct FwdTile {
   // Shared rows are padded by 16 bytes: 8 consecutive rows then start in 8 distinct 16-byte bank
   // groups whenever kHeadDim is a multiple of 16, so ldmatrix and cp.async are conflict-free.
   static constexpr int kPitch = kHeadDim + 8;
-  static constexpr int kChunksPerRow = kHeadDim / 8;  // 16-byte chunks
   static constexpr int kSmemElems = (kBlockM + 2 * kBlockN) * kPitch;  // sQ, sK, sV
 
   static_assert(kWarpRows % 16 == 0, "each warp owns whole m16 tiles");

@@ -1,5 +1,6 @@
 // FlashAttention backward, step 2 (dK, dV and the dQ sums) on Hopper tensor cores (wgmma;
-// sm_90a). Steps 1 and 3 (D = rowsum(dO ∘ O), the dQ conversion) are the sm80 kernels'.
+// sm_90a). Steps 1 and 3 (D = rowsum(dO ∘ O), the dQ conversion) are shared with the sm80
+// backward: cuda/common/bwd_common.cuh.
 //
 // One thread block per (key block, kv head, batch), two compute warpgroups, walking every query
 // head of the GQA group and every query block of 64 rows that sees its keys (as the sm80 kernel).
@@ -14,12 +15,9 @@
 //            keys; Pᵀ and dSᵀ are the A operands of dV/dK straight from the registers (RS).
 //            A third warpgroup (the dQ warpgroup, 24 registers; the compute warpgroups get 240
 //            through setmaxnreg) adds each step's dQ sums, which the compute warpgroups leave in
-//            one of two fp32 buffers in shared memory (mbarriers "full" and "empty" a buffer;
-//            named barriers worked as well, but racecheck reported hazards on their bar.arrive /
-//            bar.sync ring and reports none on this one): the compute warpgroups neither issue the
-//            reductions nor, in the deterministic mode, wait for turns (docs/tuning.md: +11–26%
-//            backward at d = 128, +13–29% at d = 64 with the change before it; det / non-det
-//            0.76–0.84 → 0.92–1.08).
+//            one of two fp32 buffers in shared memory (mbarriers "full" and "empty" a buffer):
+//            the compute warpgroups neither issue the reductions nor, in the deterministic mode,
+//            wait for turns (the measurements behind this split: docs/tuning.md).
 //   d = 256: 64 keys a block (dK + dV for 64 keys × 256 columns is 256 floats a thread, twice
 //            what a warpgroup can hold next to the rest). The warpgroups split Sᵀ and dPᵀ by
 //            query columns (32 each), meet through shared memory (Pᵀ and dSᵀ), and split dV, dK
@@ -50,9 +48,9 @@
 //   - A block waits only on key blocks above it of the same (kv head, batch), which were launched
 //     before it, so every wait ends; a counter that never comes round (a bug) traps after about
 //     ten seconds instead of hanging.
-// Measured on an H200 over the full sweep (add9050): 0.92–1.08× of the atomic mode at d ≤ 128,
-// 0.82–0.94× at d = 256, against 0.60–0.79× for the sm80
-// kernels' deterministic mode (a separate dQ pass) that it replaces.
+// The deterministic mode runs at 0.92–1.08× of the atomic mode at d ≤ 128 and 0.82–0.94× at
+// d = 256 (H200, full sweep); the sm80 kernels' deterministic mode (a separate dQ pass) runs at
+// 0.60–0.79×.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -61,15 +59,15 @@
 
 #include "common/block_schedule.h"
 #include "common/params.h"
+#include "cuda/common/bwd_common.cuh"
+#include "cuda/common/masking.cuh"
 #include "cuda/common/mma.cuh"
-#include "cuda/sm80/flash_bwd_kernel.cuh"
-#include "cuda/sm80/masking.cuh"
 #include "cuda/sm90/wgmma.cuh"
 
 namespace flashattn::detail::cuda::sm90 {
 
 // Query rows of one step (every head dim): also the granularity of the deterministic turns
-// (turn_blocks, sm80/flash_bwd_kernel.cuh).
+// (turn_blocks, cuda/common/bwd_common.cuh).
 constexpr int kBwdBlockM = kDqTurnRows;
 
 template <int kHeadDim_>

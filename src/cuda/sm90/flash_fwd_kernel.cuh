@@ -23,8 +23,8 @@
 
 #include "common/params.h"
 #include "common/philox.h"
+#include "cuda/common/masking.cuh"
 #include "cuda/common/mma.cuh"
-#include "cuda/sm80/masking.cuh"
 #include "cuda/sm90/wgmma.cuh"
 
 namespace flashattn::detail::cuda::sm90 {

@@ -1,5 +1,6 @@
-// The causal/local window in block terms, shared by the sm80 kernels: which key blocks a query
-// block sees, and what a warp needs to mask its S fragments of one (query block, key block) pair.
+// The causal/local window in block terms, shared by the sm80 and sm90 kernels: which key blocks a
+// query block sees, and what a warp needs to mask its S fragments of one (query block, key block)
+// pair.
 // Windows are bottom-right aligned: key j is on row i's diagonal at j = i + seqlen_k − seqlen_q.
 #pragma once
 
