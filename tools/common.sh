@@ -5,6 +5,7 @@
 # Environment:
 #   FLASHATTN_CUDA        AUTO (default: CUDA kernels when nvcc is found), ON or OFF
 #   FLASHATTN_CUDA_ARCHS  the CUDA architectures compiled (default 80;90a)
+#   FLASHATTN_HEAD_DIMS, FLASHATTN_DTYPES  the CUDA kernels compiled (e.g. 128 and bf16; default all)
 
 FLASHATTN_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FLASHATTN_BUILD="$FLASHATTN_ROOT/build/release"
@@ -51,5 +52,6 @@ flashattn_install_deps() {
 flashattn_configure_release() {
   cmake --preset release -S "$FLASHATTN_ROOT" \
     -DFLASHATTN_CUDA="${FLASHATTN_CUDA:-AUTO}" \
-    -DCMAKE_CUDA_ARCHITECTURES="${FLASHATTN_CUDA_ARCHS:-80;90a}"
+    -DCMAKE_CUDA_ARCHITECTURES="${FLASHATTN_CUDA_ARCHS:-80;90a}" \
+    -DFLASHATTN_HEAD_DIMS="${FLASHATTN_HEAD_DIMS:-}" -DFLASHATTN_DTYPES="${FLASHATTN_DTYPES:-}"
 }

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -36,15 +37,29 @@ void check_aligned(const char* fn, const char* name, const void* data, const Ope
   }
 }
 
+// The head dims this build compiled, for messages: "64, 128".
+std::string compiled_head_dims() {
+  std::string list;
+  for (int d : kAllHeadDims) {
+    if (head_dim_compiled(d)) list += (list.empty() ? "" : ", ") + std::to_string(d);
+  }
+  return list;
+}
+
 // The compiled head dim that serves head_dim (rounded up).
 int compiled_head_dim(const char* fn, int64_t head_dim) {
   if (head_dim % 8 != 0) {
     fail<LayoutError>(fn, "q", "CUDA kernels need head_dim to be a multiple of 8, got " + std::to_string(head_dim));
   }
-  for (int d : kCompiledHeadDims) {
-    if (head_dim <= d) return d;
+  for (int d : kAllHeadDims) {
+    if (head_dim <= d && head_dim_compiled(d)) return d;
   }
-  fail(fn, "q", "head_dim must be ≤ 256, got " + std::to_string(head_dim));
+  if (head_dim > kAllHeadDims[std::size(kAllHeadDims) - 1]) {
+    fail(fn, "q", "head_dim must be ≤ 256, got " + std::to_string(head_dim));
+  }
+  fail(fn, "q", "this build has CUDA kernels for head dims " + compiled_head_dims() +
+                    " only (FLASHATTN_HEAD_DIMS): none serves head_dim " +
+                    std::to_string(head_dim) + "; rebuild with a head dim ≥ it");
 }
 
 // Makes `device` current for the call and restores the caller's device after it (one
@@ -104,23 +119,40 @@ void dispatch_kernel(const char* fn, const AttentionParams& p, int head_dim, Run
     }
   };
   auto with_head_dim = [&](auto dtype) {
+    // compiled_head_dim returns compiled head dims only; the others are not even referenced.
+    auto run_dim = [&](auto hd) {
+      if constexpr (head_dim_compiled(decltype(hd)::value)) {
+        with_mods(dtype, hd);
+      } else {
+        throw Error(std::string(fn) + ": internal error: head dim " +
+                    std::to_string(decltype(hd)::value) + " was not compiled");
+      }
+    };
     switch (head_dim) {
-      case 32: return with_mods(dtype, std::integral_constant<int, 32>{});
-      case 64: return with_mods(dtype, std::integral_constant<int, 64>{});
-      case 96: return with_mods(dtype, std::integral_constant<int, 96>{});
-      case 128: return with_mods(dtype, std::integral_constant<int, 128>{});
-      case 160: return with_mods(dtype, std::integral_constant<int, 160>{});
-      case 192: return with_mods(dtype, std::integral_constant<int, 192>{});
-      case 224: return with_mods(dtype, std::integral_constant<int, 224>{});
-      case 256: return with_mods(dtype, std::integral_constant<int, 256>{});
+      case 32: return run_dim(std::integral_constant<int, 32>{});
+      case 64: return run_dim(std::integral_constant<int, 64>{});
+      case 96: return run_dim(std::integral_constant<int, 96>{});
+      case 128: return run_dim(std::integral_constant<int, 128>{});
+      case 160: return run_dim(std::integral_constant<int, 160>{});
+      case 192: return run_dim(std::integral_constant<int, 192>{});
+      case 224: return run_dim(std::integral_constant<int, 224>{});
+      case 256: return run_dim(std::integral_constant<int, 256>{});
       default: break;
     }
     throw Error(std::string(fn) + ": internal error: no kernel compiled for head dim " +
                 std::to_string(head_dim));
   };
+  auto not_compiled = [&] {
+    fail(fn, "q", std::string("this build has no CUDA kernels for ") + dtype_name(p.dtype) +
+                      " (FLASHATTN_DTYPES): rebuild with it");
+  };
   switch (p.dtype) {
-    case DType::f16: return with_head_dim(__half{});
-    case DType::bf16: return with_head_dim(__nv_bfloat16{});
+    case DType::f16:
+      if constexpr (dtype_compiled(DType::f16)) return with_head_dim(__half{});
+      return not_compiled();
+    case DType::bf16:
+      if constexpr (dtype_compiled(DType::bf16)) return with_head_dim(__nv_bfloat16{});
+      return not_compiled();
     case DType::f32:
     case DType::f64:
       fail(fn, "q", std::string("CUDA kernels take float16 or bfloat16, got ") +

@@ -7,11 +7,37 @@
 
 #include "common/params.h"
 #include "cuda/api.h"
+#include "cuda/instantiations/table.h"
+
+// What this build compiled (FLASHATTN_HEAD_DIMS / FLASHATTN_DTYPES, passed by CMake as bit masks
+// over the generated table's order); everything where they are not given.
+#ifndef FLASHATTN_CUDA_HEAD_DIM_MASK
+#define FLASHATTN_CUDA_HEAD_DIM_MASK (~0u)
+#endif
+#ifndef FLASHATTN_CUDA_DTYPE_MASK
+#define FLASHATTN_CUDA_DTYPE_MASK (~0u)
+#endif
 
 namespace flashattn::detail::cuda {
 
-// Head dims compiled; any other head dim ≤ 256 that is a multiple of 8 runs on the next one up.
-inline constexpr int kCompiledHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256};
+// Head dims there are kernels for; any other head dim ≤ 256 that is a multiple of 8 runs on the
+// next compiled one up.
+inline constexpr int kAllHeadDims[] = {FLASHATTN_ALL_HEAD_DIMS};
+
+constexpr bool head_dim_compiled(int head_dim) {
+  for (unsigned i = 0; i < sizeof(kAllHeadDims) / sizeof(kAllHeadDims[0]); ++i) {
+    if (kAllHeadDims[i] == head_dim) return ((FLASHATTN_CUDA_HEAD_DIM_MASK) >> i) & 1u;
+  }
+  return false;
+}
+
+constexpr bool dtype_compiled(DType dtype) {
+  switch (dtype) {
+    case DType::f16: return ((FLASHATTN_CUDA_DTYPE_MASK) >> FLASHATTN_DTYPE_BIT_FP16) & 1u;
+    case DType::bf16: return ((FLASHATTN_CUDA_DTYPE_MASK) >> FLASHATTN_DTYPE_BIT_BF16) & 1u;
+    default: return false;
+  }
+}
 
 // Whether the Hopper (sm_90a) kernels serve this device: a compute capability 9.0 GPU, unless the
 // environment sets FLASHATTN_DISABLE_SM90=1 (then every call takes the sm80 kernels).

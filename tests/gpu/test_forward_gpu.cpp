@@ -7,10 +7,12 @@
 
 #include <cmath>
 #include <functional>
+#include <iterator>
 #include <string>
 #include <vector>
 
 #include "cases.h"
+#include "cuda/dispatch.h"
 #include "gpu_harness.h"
 #include "harness.h"
 #include "shared_cases.h"
@@ -151,6 +153,31 @@ TEST(GpuErrors, NamesTheArgument) {
   c.layout = Layout::gappy;
   expect_error(run_case(c), "stride");  // rows not 16-byte aligned
   // The backward's errors: GpuBackwardErrors in test_backward_gpu.cpp.
+}
+
+// A build that left kernels out (FLASHATTN_HEAD_DIMS, FLASHATTN_DTYPES) refuses a call that needs
+// one, naming the option. Skipped in a build of every kernel.
+TEST(GpuErrors, KernelLeftOutOfTheBuildNamesTheOption) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  using flashattn::detail::cuda::dtype_compiled;
+  using flashattn::detail::cuda::head_dim_compiled;
+  using flashattn::detail::cuda::kAllHeadDims;
+  Case c;
+  c.seqlen_q = c.seqlen_k = 16;
+  c.dtype = dtype_compiled(DType::bf16) ? DType::bf16 : DType::f16;
+  c.head_dim = 0;
+  for (int d : kAllHeadDims) {
+    if (head_dim_compiled(d)) c.head_dim = d;  // the largest compiled one
+  }
+  if (!dtype_compiled(DType::f16) || !dtype_compiled(DType::bf16)) {
+    c.dtype = dtype_compiled(DType::f16) ? DType::bf16 : DType::f16;
+    expect_error([c] { Problem p(c); run_forward_gpu(p); }, "FLASHATTN_DTYPES");
+  } else if (c.head_dim < kAllHeadDims[std::size(kAllHeadDims) - 1]) {
+    c.head_dim = kAllHeadDims[std::size(kAllHeadDims) - 1];
+    expect_error([c] { Problem p(c); run_forward_gpu(p); }, "FLASHATTN_HEAD_DIMS");
+  } else {
+    GTEST_SKIP() << "this build has every kernel";
+  }
 }
 
 }  // namespace
