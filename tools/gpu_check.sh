@@ -89,8 +89,17 @@ if want test; then
     FLASHATTN_DISABLE_SM90=1 "$(test_bin $kind)" --gtest_brief=1 \
       >"$OUT/gpu_tests_sm80_${kind}.log" 2>&1 || rc_sm80=$?
   done
+  # Emulated smaller GPUs (an A100's 166,912 bytes of shared memory a block, sm_86/89/120's
+  # 101,376), sm80 kernels forced: a kernel over the limit is refused by name.
+  rc_smem=0
+  for limit in 166912 101376; do
+    FLASHATTN_TEST_SMEM_LIMIT=$limit FLASHATTN_DISABLE_SM90=1 "$(test_bin backward)" \
+      --gtest_filter='GpuSmemLimit.*' --gtest_brief=1 >"$OUT/gpu_tests_smem_$limit.log" 2>&1 ||
+      rc_smem=$?
+  done
   set -e
   summary+=("gpu tests: $(grep -E 'tests passed|tests failed' "$OUT/gpu_tests.log" | tail -1) (rc $rc_gpu)")
+  summary+=("gpu tests, emulated shared-memory limits 166912 and 101376: $(cat "$OUT"/gpu_tests_smem_*.log | grep -cE '^\[  PASSED  \] 1 test') of 2 passed (rc $rc_smem)")
   summary+=("gpu tests, sm80 kernels forced: forward $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/gpu_tests_sm80_forward.log" | tr '\n' ' ')backward $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/gpu_tests_sm80_backward.log" | tr '\n' ' ')(rc $rc_sm80)")
   summary+=("cpu tests: $(grep -E 'tests passed|tests failed' "$OUT/cpu_tests.log" | tail -1) (rc $rc_cpu)")
   grep -hE "^\[  FAILED  \] [A-Za-z]|^\s+[0-9]+ - .*(Failed|Exception)" "$OUT"/gpu_tests*.log | head -20 || true

@@ -88,16 +88,28 @@ void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream) {
   const unsigned row_blocks =
       static_cast<unsigned>((p.seqlen_q + kPreprocessWarps * kPreprocessRowsPerWarp - 1) /
                             (kPreprocessWarps * kPreprocessRowsPerWarp));
-  // (Grids with a zero dimension are skipped: seqlen_q = 0 still needs dK = dV = 0, seqlen_k = 0
-  // still needs dQ = 0.)
-  if (row_blocks > 0) {
+  using Dq = DqTile<kHeadDim>;
+  constexpr size_t kDqSmemBytes = Dq::kSmemElems * sizeof(T);
+  auto dq_kernel = flash_bwd_dq_kernel<T, Dq, kScoreMods>;
+  // Every kernel's shared memory is allowed (or refused, with an error naming it) before the
+  // first launch, so that a refused call has written nothing.
+  if (ws.dq_accum == nullptr && row_blocks > 0) {
+    allow_dynamic_smem(reinterpret_cast<const void*>(dq_kernel), kDqSmemBytes, p.device.index,
+                       "the backward's dQ kernel", kHeadDim);
+  }
+  // Step 1 runs once the dK/dV kernel is allowed (grids with a zero dimension are skipped:
+  // seqlen_q = 0 still needs dK = dV = 0, seqlen_k = 0 still needs dQ = 0).
+  auto preprocess = [&] {
+    if (row_blocks == 0) return;
     flash_bwd_preprocess_kernel<T>
         <<<dim3(row_blocks, heads_q, batch), 32 * kPreprocessWarps, 0, stream>>>(p, ws);
     FLASHATTN_CUDA_CHECK(cudaGetLastError());
-  }
-
-  auto launch_dkdv = [&](auto kernel, dim3 grid, int threads, size_t smem_bytes) {
-    allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem_bytes, p.device.index);
+  };
+  auto launch_dkdv = [&](auto kernel, dim3 grid, int threads, size_t smem_bytes,
+                         const char* what) {
+    allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem_bytes, p.device.index, what,
+                       kHeadDim);
+    preprocess();
     if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
     kernel<<<grid, threads, smem_bytes, stream>>>(p, ws);
     FLASHATTN_CUDA_CHECK(cudaGetLastError());
@@ -105,7 +117,7 @@ void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream) {
   auto launch_dkdv_sm80 = [&] {
     using Tile = BwdTileFor<kHeadDim>;
     launch_dkdv(flash_bwd_dkdv_kernel<T, Tile, kScoreMods>, dkdv_grid(p, Tile::kBlockN, false),
-                Tile::kThreads, Tile::template smem_bytes<T>());
+                Tile::kThreads, Tile::template smem_bytes<T>(), "the sm80 backward (dK/dV) kernel");
   };
   if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
     using Tile = sm90::BwdTile<kHeadDim>;
@@ -113,7 +125,8 @@ void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream) {
       const bool det = p.deterministic;
       launch_dkdv(det ? sm90::flash_bwd_dkdv_kernel<T, Tile, true>
                       : sm90::flash_bwd_dkdv_kernel<T, Tile, false>,
-                  dkdv_grid(p, Tile::kBlockN, det), Tile::kThreadsAll, Tile::kSmemBytesAll);
+                  dkdv_grid(p, Tile::kBlockN, det), Tile::kThreadsAll, Tile::kSmemBytesAll,
+                  "the sm90 backward (dK/dV) kernel");
     } else {
       launch_dkdv_sm80();
     }
@@ -127,13 +140,9 @@ void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream) {
         <<<dim3(row_blocks, heads_q, batch), 32 * kPreprocessWarps, 0, stream>>>(p, ws);
     FLASHATTN_CUDA_CHECK(cudaGetLastError());
   } else {
-    using Dq = DqTile<kHeadDim>;
-    constexpr size_t kSmemBytes = Dq::kSmemElems * sizeof(T);
-    auto kernel = flash_bwd_dq_kernel<T, Dq, kScoreMods>;
-    allow_dynamic_smem(reinterpret_cast<const void*>(kernel), kSmemBytes, p.device.index);
     const dim3 grid(static_cast<unsigned>((p.seqlen_q + Dq::kBlockM - 1) / Dq::kBlockM), heads_q,
                     batch);
-    kernel<<<grid, Dq::kThreads, kSmemBytes, stream>>>(p, ws);
+    dq_kernel<<<grid, Dq::kThreads, kDqSmemBytes, stream>>>(p, ws);
     FLASHATTN_CUDA_CHECK(cudaGetLastError());
   }
 }

@@ -267,7 +267,8 @@ void release_workspace_pool() {
   }
 }
 
-void allow_dynamic_smem(const void* kernel, size_t bytes, int device) {
+void allow_dynamic_smem(const void* kernel, size_t bytes, int device, const char* what,
+                        int head_dim) {
   if (bytes <= 48 * 1024) return;
   // (kernel, device) pairs already allowed: a handful of entries, read under a lock.
   static std::mutex mutex;
@@ -275,6 +276,27 @@ void allow_dynamic_smem(const void* kernel, size_t bytes, int device) {
   const std::lock_guard<std::mutex> lock(mutex);
   for (const auto& [k, d] : allowed) {
     if (k == kernel && d == device) return;
+  }
+  // The block's limit is the device's opt-in maximum less the kernel's static shared memory: the
+  // runtime refuses the attribute past it (the emulated limit of the tests refuses the same way).
+  static const long long emulated = [] {
+    const char* env = std::getenv("FLASHATTN_TEST_SMEM_LIMIT");
+    return env != nullptr ? std::atoll(env) : 0LL;
+  }();
+  cudaFuncAttributes attributes{};
+  FLASHATTN_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+  long long limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (emulated > 0 && emulated < limit) limit = emulated;
+  const long long needed = static_cast<long long>(bytes) + attributes.sharedSizeBytes;
+  if (needed > limit) {
+    throw Error(std::string("flashattn: ") + what + " for head dim " + std::to_string(head_dim) +
+                " needs " + std::to_string(needed) + " bytes of shared memory a block; device " +
+                std::to_string(device) + " (compute capability " +
+                std::to_string(device_attribute(cudaDevAttrComputeCapabilityMajor, device)) + "." +
+                std::to_string(device_attribute(cudaDevAttrComputeCapabilityMinor, device)) +
+                ") allows " + std::to_string(limit) +
+                (emulated > 0 ? " (FLASHATTN_TEST_SMEM_LIMIT)" : "") +
+                ": this head dim has no kernel for this GPU yet");
   }
   FLASHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(bytes)));

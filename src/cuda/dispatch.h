@@ -47,8 +47,13 @@ bool use_sm90(int device);
 int multiprocessors(int device);
 
 // Lets `kernel` use `bytes` of dynamic shared memory on `device` (over 48 KB needs an opt-in):
-// cudaFuncSetAttribute once per kernel and device, a table lookup after that.
-void allow_dynamic_smem(const void* kernel, size_t bytes, int device);
+// cudaFuncSetAttribute once per kernel and device, a table lookup after that. Where the device
+// cannot give that much (an A100 has 163 KB a block, sm_86/89/120 99 KB), an Error names the
+// kernel (`what`, e.g. "the sm80 backward (dK/dV) kernel"), the head dim, the bytes and the
+// limit. FLASHATTN_TEST_SMEM_LIMIT=bytes in the environment (tests only; read once) lowers the
+// limit, to emulate a smaller GPU.
+void allow_dynamic_smem(const void* kernel, size_t bytes, int device, const char* what,
+                        int head_dim);
 
 template <class T, int kHeadDim, bool kScoreMods>
 void run_fwd(const AttentionParams& p, cudaStream_t stream);

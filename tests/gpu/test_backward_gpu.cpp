@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -658,6 +659,21 @@ TEST(GpuBackwardErrors, NamesTheArgument) {
   expect_backward_error(c, "'dq'", [&](Buf&, Buf&, BackwardRun& g) { g.dq = misaligned(g.dq); });
   expect_backward_error(c, "'dk'", [&](Buf&, Buf&, BackwardRun& g) { g.dk = misaligned(g.dk); });
   expect_backward_error(c, "'dv'", [&](Buf&, Buf&, BackwardRun& g) { g.dv = misaligned(g.dv); });
+}
+
+// Under an emulated smaller GPU (FLASHATTN_TEST_SMEM_LIMIT=bytes: tools/gpu_check.sh sets it for
+// this test alone, the sm80 kernels forced), a backward kernel that needs more shared memory than
+// that is refused by name before anything is written. Skipped without the variable.
+TEST(GpuSmemLimit, KernelOverTheLimitIsRefusedByName) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  if (std::getenv("FLASHATTN_TEST_SMEM_LIMIT") == nullptr) {
+    GTEST_SKIP() << "FLASHATTN_TEST_SMEM_LIMIT is not set";
+  }
+  Case c;
+  c.dtype = DType::bf16;
+  c.seqlen_q = c.seqlen_k = 16;
+  c.head_dim = 256;  // the sm80 dK/dV kernel asks 222,208 bytes: more than any GPU but Hopper has
+  expect_backward_error(c, "FLASHATTN_TEST_SMEM_LIMIT");
 }
 
 }  // namespace
