@@ -5,9 +5,12 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <initializer_list>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace flashattn::detail {
@@ -44,17 +47,25 @@ class Checker {
   explicit Checker(const char* fn) : fn_(fn) {}
 
   template <class E = Error>
-  [[noreturn]] void fail(const std::string& arg, const std::string& what) const {
-    throw E(std::string(fn_) + ": argument '" + arg + "': " + what);
+  [[noreturn]] void fail(std::string_view arg, const std::string& what) const {
+    throw E(std::string(fn_) + ": argument '" + std::string(arg) + "': " + what);
   }
 
-  void require(bool ok, const std::string& arg, const std::string& what) const {
-    if (!ok) fail(arg, what);
+  // `what`: the message, as text or as a callable that builds it. A call runs some forty checks,
+  // so messages that take work are built only when a check fails.
+  template <class What>
+  void require(bool ok, std::string_view arg, const What& what) const {
+    if (ok) return;
+    if constexpr (std::is_invocable_v<const What&>) {
+      fail(arg, what());
+    } else {
+      fail(arg, std::string(what));
+    }
   }
 
   // A tensor that must be there, with this rank, dtype and device; last dimension contiguous.
   // (The checks below build their messages only on failure: a call runs some forty of them.)
-  void tensor(const Tensor& t, const std::string& name, int rank, const char* dims,
+  void tensor(const Tensor& t, std::string_view name, int rank, const char* dims,
               const Device& device) const {
     if (!t.defined()) {
       fail(name, std::string("required tensor is missing (expected rank ") +
@@ -78,24 +89,29 @@ class Checker {
     if (t.data == nullptr && t.numel() != 0) fail(name, "data pointer is null");
   }
 
-  void dtype(const Tensor& t, const std::string& name, DType expected, const char* why) const {
+  void dtype(const Tensor& t, std::string_view name, DType expected, const char* why) const {
     if (t.dtype != expected) {
       fail(name, std::string("expected dtype ") + dtype_name(expected) + " (" + why + "), got " +
                      dtype_name(t.dtype));
     }
   }
 
-  void shape(const Tensor& t, const std::string& name, const std::vector<int64_t>& expected,
+  void shape(const Tensor& t, std::string_view name, const int64_t* expected, int rank,
              const char* dims) const {
-    bool same = static_cast<size_t>(t.rank) == expected.size();
+    bool same = t.rank == rank;
     for (int d = 0; same && d < t.rank; ++d) same = t.shape[d] == expected[d];
     if (!same) {
-      fail(name, "expected shape " + shape_str(expected) + " " + dims + ", got " + shape_str(t));
+      fail(name, "expected shape " + shape_str(std::vector<int64_t>(expected, expected + rank)) +
+                     " " + dims + ", got " + shape_str(t));
     }
+  }
+  void shape(const Tensor& t, std::string_view name, std::initializer_list<int64_t> expected,
+             const char* dims) const {
+    shape(t, name, expected.begin(), static_cast<int>(expected.size()), dims);
   }
 
   // Outputs are written by many threads: no two elements may share an address.
-  void writable(const Tensor& t, const std::string& name) const {
+  void writable(const Tensor& t, std::string_view name) const {
     if (t.numel() == 0) return;  // nothing to write, nothing to alias (NumPy gives such stride 0)
     for (int d = 0; d < t.rank; ++d) {
       if (t.shape[d] > 1 && t.stride[d] == 0) {
@@ -108,13 +124,13 @@ class Checker {
   // An int32 vector (cu_seqlens, seqused_k). Its values, read on the host (a copy for device
   // memory) when `read`, or nothing: not asked for, or not readable now (a CUDA stream being
   // captured).
-  std::optional<std::vector<int64_t>> int_vector(const Tensor& t, const std::string& name,
+  std::optional<std::vector<int64_t>> int_vector(const Tensor& t, std::string_view name,
                                                  int64_t length, const Device& device,
                                                  void* stream, bool read) const {
     tensor(t, name, 1, "(length)", device);
     dtype(t, name, DType::i32, "sequence lengths are int32");
     require(t.shape[0] == length, name,
-            "expected length " + std::to_string(length) + ", got " + std::to_string(t.shape[0]));
+            [&] { return "expected length " + std::to_string(length) + ", got " + std::to_string(t.shape[0]); });
     require(t.shape[0] <= 1 || t.stride[0] == 1, name, "must be contiguous (stride 1)");
     if (!read) return std::nullopt;
     std::vector<int32_t> raw(static_cast<size_t>(length));
@@ -145,15 +161,15 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   c.require(q.defined(), "q", "required tensor is missing");
   const Device dev = q.device;
   c.require(dev.type == DeviceType::cpu || dev.type == DeviceType::cuda, "q",
-            "unknown device type " + std::to_string(static_cast<int>(dev.type)));
+            [&] { return "unknown device type " + std::to_string(static_cast<int>(dev.type)); });
   c.require(q.dtype == DType::f16 || q.dtype == DType::bf16 || q.dtype == DType::f32 ||
                 q.dtype == DType::f64,
             "q",
-            std::string("expected dtype float16, bfloat16, float32 or float64, got ") +
-                dtype_name(q.dtype));
+            [&] { return std::string("expected dtype float16, bfloat16, float32 or float64, got ") +
+                dtype_name(q.dtype); });
   c.require(dev.type != DeviceType::cuda || q.dtype == DType::f16 || q.dtype == DType::bf16, "q",
-            "on device " + device_str(dev) + " the CUDA kernels take float16 or bfloat16, got " +
-                dtype_name(q.dtype) + " (float32 and float64 run on the CPU)");
+            [&] { return "on device " + device_str(dev) + " the CUDA kernels take float16 or bfloat16, got " +
+                dtype_name(q.dtype) + " (float32 and float64 run on the CPU)"; });
 
   // Varlen: both cu_seqlens or neither.
   c.require(o.cu_seqlens_q.has_value() == o.cu_seqlens_k.has_value(),
@@ -180,38 +196,38 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   p.head_dim = q.shape[hd + 1];
   p.head_dim_v = v.shape[hd + 1];
   c.require(p.head_dim >= 1 && p.head_dim <= kMaxHeadDim, "q",
-            "head_dim must be in [1, " + std::to_string(kMaxHeadDim) + "], got " +
-                std::to_string(p.head_dim));
+            [&] { return "head_dim must be in [1, " + std::to_string(kMaxHeadDim) + "], got " +
+                std::to_string(p.head_dim); });
   c.require(p.head_dim_v >= 1 && p.head_dim_v <= kMaxHeadDim, "v",
-            "head_dim_v must be in [1, " + std::to_string(kMaxHeadDim) + "], got " +
-                std::to_string(p.head_dim_v));
+            [&] { return "head_dim_v must be in [1, " + std::to_string(kMaxHeadDim) + "], got " +
+                std::to_string(p.head_dim_v); });
   c.require(k.shape[hd + 1] == p.head_dim, "k",
-            "head_dim must equal that of q (" + std::to_string(p.head_dim) + "), got " +
-                std::to_string(k.shape[hd + 1]));
-  c.require(p.heads_q >= 1, "q", "heads_q must be ≥ 1, got " + std::to_string(p.heads_q));
-  c.require(p.heads_kv >= 1, "k", "heads_kv must be ≥ 1, got " + std::to_string(p.heads_kv));
+            [&] { return "head_dim must equal that of q (" + std::to_string(p.head_dim) + "), got " +
+                std::to_string(k.shape[hd + 1]); });
+  c.require(p.heads_q >= 1, "q", [&] { return "heads_q must be ≥ 1, got " + std::to_string(p.heads_q); });
+  c.require(p.heads_kv >= 1, "k", [&] { return "heads_kv must be ≥ 1, got " + std::to_string(p.heads_kv); });
   c.require(p.heads_q % p.heads_kv == 0, "k",
-            "heads_q (" + std::to_string(p.heads_q) + ") must be a multiple of heads_kv (" +
-                std::to_string(p.heads_kv) + ")");
+            [&] { return "heads_q (" + std::to_string(p.heads_q) + ") must be a multiple of heads_kv (" +
+                std::to_string(p.heads_kv) + ")"; });
   c.require(v.shape[hd] == p.heads_kv, "v",
-            "heads_kv must equal that of k (" + std::to_string(p.heads_kv) + "), got " +
-                std::to_string(v.shape[hd]));
+            [&] { return "heads_kv must equal that of k (" + std::to_string(p.heads_kv) + "), got " +
+                std::to_string(v.shape[hd]); });
   c.require(v.shape[0] == k.shape[0] && (varlen || v.shape[1] == k.shape[1]), "v",
-            "expected the leading dimensions of k " + shape_str(k) + ", got " + shape_str(v));
+            [&] { return "expected the leading dimensions of k " + shape_str(k) + ", got " + shape_str(v); });
   p.group = p.heads_q / p.heads_kv;
 
   std::vector<int64_t> k_lengths;  // varlen: seqlen_k of each sequence, where readable
   if (varlen) {
     const int64_t batch = o.cu_seqlens_q->shape[0] - 1;
     c.require(o.cu_seqlens_q->rank == 1 && batch >= 0, "cu_seqlens_q",
-              "expected a vector of length batch + 1 ≥ 1, got shape " + shape_str(*o.cu_seqlens_q));
+              [&] { return "expected a vector of length batch + 1 ≥ 1, got shape " + shape_str(*o.cu_seqlens_q); });
     p.batch = batch;
     // On CUDA, bounds given are trusted: no copy to the host, no wait for the stream.
     const bool read = dev.type == DeviceType::cpu || o.max_seqlen_q <= 0 || o.max_seqlen_k <= 0;
     const auto cq = c.int_vector(*o.cu_seqlens_q, "cu_seqlens_q", batch + 1, dev, o.stream, read);
     const auto ck = c.int_vector(*o.cu_seqlens_k, "cu_seqlens_k", batch + 1, dev, o.stream, read);
-    c.require(o.max_seqlen_q >= 0, "max_seqlen_q", "must be ≥ 0, got " + std::to_string(o.max_seqlen_q));
-    c.require(o.max_seqlen_k >= 0, "max_seqlen_k", "must be ≥ 0, got " + std::to_string(o.max_seqlen_k));
+    c.require(o.max_seqlen_q >= 0, "max_seqlen_q", [&] { return "must be ≥ 0, got " + std::to_string(o.max_seqlen_q); });
+    c.require(o.max_seqlen_k >= 0, "max_seqlen_k", [&] { return "must be ≥ 0, got " + std::to_string(o.max_seqlen_k); });
     p.seqlen_q = o.max_seqlen_q;
     p.seqlen_k = o.max_seqlen_k;
     if (cq && ck) {
@@ -220,23 +236,23 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
       for (const auto& [cu, name] : lists) {
         const bool is_q = cu == &*cq;
         const int64_t total = (is_q ? q : k).shape[0];
-        c.require((*cu)[0] == 0, name, "must start at 0, got " + std::to_string((*cu)[0]));
+        c.require((*cu)[0] == 0, name, [&] { return "must start at 0, got " + std::to_string((*cu)[0]); });
         for (int64_t b = 0; b < batch; ++b) {
           const int64_t len = (*cu)[b + 1] - (*cu)[b];
           c.require(len >= 0, name,
-                    "must be non-decreasing, got " + std::to_string((*cu)[b]) + " then " +
-                        std::to_string((*cu)[b + 1]) + " at index " + std::to_string(b));
+                    [&] { return "must be non-decreasing, got " + std::to_string((*cu)[b]) + " then " +
+                        std::to_string((*cu)[b + 1]) + " at index " + std::to_string(b); });
           int64_t& max_len = is_q ? p.seqlen_q : p.seqlen_k;
           const int64_t given = is_q ? o.max_seqlen_q : o.max_seqlen_k;
           c.require(given == 0 || len <= given, is_q ? "max_seqlen_q" : "max_seqlen_k",
-                    "is " + std::to_string(given) + " but sequence " + std::to_string(b) +
-                        " has length " + std::to_string(len));
+                    [&] { return "is " + std::to_string(given) + " but sequence " + std::to_string(b) +
+                        " has length " + std::to_string(len); });
           if (len > max_len) max_len = len;
         }
         c.require((*cu)[batch] <= total, name,
-                  "last value " + std::to_string((*cu)[batch]) +
+                  [&] { return "last value " + std::to_string((*cu)[batch]) +
                       " exceeds the packed length " + std::to_string(total) + " of " +
-                      (is_q ? "q" : "k"));
+                      (is_q ? "q" : "k"); });
       }
       for (int64_t b = 0; b < batch; ++b) {
         k_lengths.push_back((*ck)[b + 1] - (*ck)[b]);
@@ -255,12 +271,12 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
     p.seqlen_q = q.shape[1];
     p.seqlen_k = k.shape[1];
     c.require(k.shape[0] == p.batch, "k",
-              "batch must equal that of q (" + std::to_string(p.batch) + "), got " +
-                  std::to_string(k.shape[0]));
+              [&] { return "batch must equal that of q (" + std::to_string(p.batch) + "), got " +
+                  std::to_string(k.shape[0]); });
     c.require(o.max_seqlen_q == 0, "max_seqlen_q",
-              "is for varlen batches only (cu_seqlens_q given), got " + std::to_string(o.max_seqlen_q));
+              [&] { return "is for varlen batches only (cu_seqlens_q given), got " + std::to_string(o.max_seqlen_q); });
     c.require(o.max_seqlen_k == 0, "max_seqlen_k",
-              "is for varlen batches only (cu_seqlens_k given), got " + std::to_string(o.max_seqlen_k));
+              [&] { return "is for varlen batches only (cu_seqlens_k given), got " + std::to_string(o.max_seqlen_k); });
   }
   c.require(p.seqlen_q <= kMaxSeqlen, "q", "seqlen_q must be < 2^31");
   c.require(p.seqlen_k <= kMaxSeqlen, "k", "seqlen_k must be < 2^31");
@@ -275,9 +291,9 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
         const int64_t len = varlen ? k_lengths[static_cast<size_t>(b)] : p.seqlen_k;
         const int64_t u = (*used)[static_cast<size_t>(b)];
         c.require(u >= 0 && u <= len, "seqused_k",
-                  "entry " + std::to_string(b) + " is " + std::to_string(u) +
+                  [&] { return "entry " + std::to_string(b) + " is " + std::to_string(u) +
                       ", expected a value in [0, " + std::to_string(len) +
-                      "] (the sequence's seqlen_k)");
+                      "] (the sequence's seqlen_k)"; });
       }
     }
     p.seqused_k = static_cast<const int32_t*>(o.seqused_k->data);
@@ -286,7 +302,7 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   // Options that are plain numbers.
   if (o.softmax_scale) {
     c.require(std::isfinite(*o.softmax_scale) && std::fabs(*o.softmax_scale) <= FLT_MAX,
-              "softmax_scale", "must be finite (as a float), got " + std::to_string(*o.softmax_scale));
+              "softmax_scale", [&] { return "must be finite (as a float), got " + std::to_string(*o.softmax_scale); });
   }
   // fp64 inputs compute with the unrounded scale; the others with it rounded to float.
   p.scale_f64 = o.softmax_scale ? *o.softmax_scale : 1.0 / std::sqrt(static_cast<double>(p.head_dim));
@@ -294,25 +310,25 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
                             : 1.0f / std::sqrt(static_cast<float>(p.head_dim));
   p.scale_log2 = p.scale * 1.4426950408889634f;
   c.require(std::isfinite(o.softcap) && o.softcap >= 0.0f, "softcap",
-            "must be ≥ 0 and finite (0 = off), got " + std::to_string(o.softcap));
+            [&] { return "must be ≥ 0 and finite (0 = off), got " + std::to_string(o.softcap); });
   p.softcap = o.softcap;
   c.require(o.window_left >= -1, "window_left",
-            "must be ≥ 0, or −1 for unbounded, got " + std::to_string(o.window_left));
+            [&] { return "must be ≥ 0, or −1 for unbounded, got " + std::to_string(o.window_left); });
   c.require(o.window_right >= -1, "window_right",
-            "must be ≥ 0, or −1 for unbounded, got " + std::to_string(o.window_right));
+            [&] { return "must be ≥ 0, or −1 for unbounded, got " + std::to_string(o.window_right); });
   c.require(!o.causal || o.window_right == -1 || o.window_right == 0, "window_right",
-            "causal already sets window_right = 0, got " + std::to_string(o.window_right));
+            [&] { return "causal already sets window_right = 0, got " + std::to_string(o.window_right); });
   p.window_left = o.window_left;
   p.window_right = o.causal ? 0 : o.window_right;
   c.require(std::isfinite(o.dropout_p) && o.dropout_p >= 0.0f && o.dropout_p < 1.0f, "dropout_p",
-            "must be in [0, 1), got " + std::to_string(o.dropout_p));
+            [&] { return "must be in [0, 1), got " + std::to_string(o.dropout_p); });
   p.dropout_p = o.dropout_p;
   p.dropout_scale = 1.0f / (1.0f - o.dropout_p);
   p.dropout_threshold = dropout_keep_threshold(o.dropout_p);
   p.dropout_seed = o.dropout_seed;
   p.dropout_offset = o.dropout_offset;
   c.require(o.num_threads >= 0, "num_threads",
-            "must be ≥ 0 (0 = all hardware threads), got " + std::to_string(o.num_threads));
+            [&] { return "must be ≥ 0 (0 = all hardware threads), got " + std::to_string(o.num_threads); });
   p.num_threads = o.num_threads;
   p.deterministic = o.deterministic;
   p.stream = o.stream;
@@ -320,7 +336,7 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   if (o.alibi_slopes) {
     const Tensor& a = *o.alibi_slopes;
     c.require(a.defined() && (a.rank == 1 || a.rank == 2), "alibi_slopes",
-              "expected rank 1 (heads_q) or 2 (batch, heads_q), got rank " + std::to_string(a.rank));
+              [&] { return "expected rank 1 (heads_q) or 2 (batch, heads_q), got rank " + std::to_string(a.rank); });
     c.tensor(a, "alibi_slopes", a.rank, a.rank == 1 ? "[heads_q]" : "[batch, heads_q]", dev);
     c.dtype(a, "alibi_slopes", DType::f32, "slopes are float32");
     if (a.rank == 1) {
@@ -333,14 +349,13 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   }
 
   // Outputs (forward) or saved forward results (backward).
-  const std::vector<int64_t> out_shape =
-      varlen ? std::vector<int64_t>{q.shape[0], p.heads_q, p.head_dim_v}
-             : std::vector<int64_t>{p.batch, p.seqlen_q, p.heads_q, p.head_dim_v};
+  const int64_t out_shape[4] = {varlen ? q.shape[0] : p.batch, varlen ? p.heads_q : p.seqlen_q,
+                                varlen ? p.head_dim_v : p.heads_q, p.head_dim_v};
   const char* out_dims =
       varlen ? "[total_q, heads_q, head_dim_v]" : "[batch, seqlen_q, heads_q, head_dim_v]";
   c.tensor(out, "out", rank, out_dims, dev);
   c.dtype(out, "out", q.dtype, "that of q");
-  c.shape(out, "out", out_shape, out_dims);
+  c.shape(out, "out", out_shape, rank, out_dims);
   if (lse_required || lse.defined()) {
     const int lse_rank = varlen ? 2 : 3;
     const char* lse_dims = varlen ? "[heads_q, total_q]" : "[batch, heads_q, seqlen_q]";
@@ -349,10 +364,9 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
     c.dtype(lse, "lse", lse_f64 ? DType::f64 : DType::f32,
             lse_f64 ? "the log-sum-exp of float64 inputs is float64"
                     : "the log-sum-exp is float32");
-    c.shape(lse, "lse",
-            varlen ? std::vector<int64_t>{p.heads_q, q.shape[0]}
-                   : std::vector<int64_t>{p.batch, p.heads_q, p.seqlen_q},
-            lse_dims);
+    const int64_t lse_shape[3] = {varlen ? p.heads_q : p.batch, varlen ? q.shape[0] : p.heads_q,
+                                  p.seqlen_q};
+    c.shape(lse, "lse", lse_shape, lse_rank, lse_dims);
     if (lse_f64) {
       p.lse_f64 = static_cast<double*>(lse.data);
     } else {
@@ -395,13 +409,15 @@ AttentionParams check_backward(const Tensor& dout, const Tensor& q, const Tensor
     const Tensor& t;
     const char* name;
     const Tensor& like;
-    const char* like_name;
-  } grads[] = {{dout, "dout", out, "out"}, {dq, "dq", q, "q"}, {dk, "dk", k, "k"}, {dv, "dv", v, "v"}};
+    const char* dims;
+  } grads[] = {{dout, "dout", out, "[shape of out]"},
+               {dq, "dq", q, "[shape of q]"},
+               {dk, "dk", k, "[shape of k]"},
+               {dv, "dv", v, "[shape of v]"}};
   for (const auto& g : grads) {
-    const std::string dims = std::string("[shape of ") + g.like_name + "]";
-    c.tensor(g.t, g.name, rank, dims.c_str(), p.device);
+    c.tensor(g.t, g.name, rank, g.dims, p.device);
     c.dtype(g.t, g.name, q.dtype, "that of q");
-    c.shape(g.t, g.name, std::vector<int64_t>(g.like.shape, g.like.shape + rank), dims.c_str());
+    c.shape(g.t, g.name, g.like.shape, rank, g.dims);
   }
   c.writable(dq, "dq");
   c.writable(dk, "dk");
