@@ -12,6 +12,9 @@ per call:
   call while the GPU keeps up: what a model's Python loop pays);
 * latency: a synchronisation after every call (host cost + launch + kernels + sync).
 
+Each round times every candidate in turn (so that drift weighs on all alike); the JSON has the
+medians over the rounds and the minima.
+
 SDPA is timed with its default backend choice and with FLASH and CUDNN forced, in its own
 (batch, heads, seqlen, dim) layout prepared outside the timed loop. flashattn's forward is also
 timed at the compiled module alone (`_ext.forward` on preallocated outputs, DLPack capsules in),
@@ -41,25 +44,42 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def measure(fn, device, calls, repeats):
-    for _ in range(max(10, calls // 10)):  # warm-up
-        fn()
-    _sync(device)
-    throughput, latency = [], []
-    for _ in range(repeats):
+def _block(fn, ctx, device, calls, sync_each):
+    """µs per call of `calls` calls of fn under ctx (a synchronisation after each when
+    sync_each, else one at the end)."""
+    with ctx():
         start = time.perf_counter()
         for _ in range(calls):
             fn()
+            if sync_each:
+                _sync(device)
         _sync(device)
-        throughput.append((time.perf_counter() - start) / calls * 1e6)
+        return (time.perf_counter() - start) / calls * 1e6
+
+
+def measure(candidates, device, calls, repeats):
+    """{name: {throughput_us, latency_us, ...}}: medians (and minima) over `repeats` rounds. Each
+    round times every candidate once, in turn, so that the machine's drift over the run (clocks,
+    other tenants) weighs on all of them alike. A candidate that raises (a backend refusing the
+    shape, an older flashattn) gets its error instead."""
+    results, live = {}, {}
+    for name, (fn, ctx) in candidates.items():
+        try:
+            _block(fn, ctx, device, max(10, calls // 10), False)  # warm-up
+            live[name] = (fn, ctx)
+        except (RuntimeError, TypeError) as e:
+            results[name] = {"error": str(e).splitlines()[0][:200]}
+    times = {name: {"throughput": [], "latency": []} for name in live}
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-            _sync(device)
-        latency.append((time.perf_counter() - start) / calls * 1e6)
-    return {"throughput_us": statistics.median(throughput),
-            "latency_us": statistics.median(latency)}
+        for name, (fn, ctx) in live.items():
+            times[name]["throughput"].append(_block(fn, ctx, device, calls, False))
+            times[name]["latency"].append(_block(fn, ctx, device, calls, True))
+    for name, t in times.items():
+        results[name] = {"throughput_us": statistics.median(t["throughput"]),
+                         "latency_us": statistics.median(t["latency"]),
+                         "throughput_min_us": min(t["throughput"]),
+                         "latency_min_us": min(t["latency"])}
+    return results
 
 
 def main():
@@ -109,20 +129,20 @@ def main():
     backends = {"": None}
     if device == "cuda":
         backends.update({"[flash]": SDPBackend.FLASH_ATTENTION, "[cudnn]": SDPBackend.CUDNN_ATTENTION})
-    results = {"forward": {}, "forward_backward": {}}
-    for group, candidates, ctx in (("forward", fwd, torch.inference_mode),
-                                   ("forward_backward", fwdbwd, contextlib.nullcontext)):
-        with ctx():
-            for name, fn in candidates.items():
-                for suffix, backend in backends.items() if name == "sdpa" else {"": None}.items():
-                    try:
-                        with sdpa_kernel(backend) if backend is not None else \
-                                contextlib.nullcontext():
-                            results[group][name + suffix] = measure(fn, device, args.calls,
-                                                                    args.repeats)
-                    except (RuntimeError, TypeError) as e:  # a backend refusing the shape, or
-                        # an older flashattn without the module signature used here
-                        results[group][name + suffix] = {"error": str(e).splitlines()[0][:200]}
+    results = {}
+    for group, fns, mode in (("forward", fwd, torch.inference_mode),
+                             ("forward_backward", fwdbwd, contextlib.nullcontext)):
+        candidates = {}
+        for name, fn in fns.items():
+            for suffix, backend in backends.items() if name == "sdpa" else {"": None}.items():
+                def ctx(mode=mode, backend=backend):
+                    stack = contextlib.ExitStack()
+                    stack.enter_context(mode())
+                    if backend is not None:
+                        stack.enter_context(sdpa_kernel(backend))
+                    return stack
+                candidates[name + suffix] = (fn, ctx)
+        results[group] = measure(candidates, device, args.calls, args.repeats)
         sdpa = results[group]["sdpa"]
         for r in results[group].values():
             if "error" not in r:
