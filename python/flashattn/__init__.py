@@ -34,6 +34,7 @@ _TORCH_API = (
     "flash_attn_varlen_func",
     "flash_attn_varlen_qkvpacked_func",
     "flash_attn_varlen_kvpacked_func",
+    "flash_attn_with_kvcache",
 )
 
 __all__ = [

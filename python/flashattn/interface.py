@@ -209,3 +209,108 @@ def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqle
     return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
                       alibi_slopes, deterministic, return_attn_probs, cu_seqlens_q, cu_seqlens_k,
                       max_seqlen_q, max_seqlen_k)
+
+
+# ---- KV cache ----------------------------------------------------------------------------------
+def _rotary(x, cos, sin, positions, interleaved: bool):
+    """x (batch, seqlen, heads, d) with its first rotary_dim = 2 · cos.shape[1] dims rotated by
+    the angles of rows `positions` (batch, seqlen) of cos and sin: pairs (2i, 2i + 1) when
+    interleaved (GPT-J), (i, i + rotary_dim / 2) otherwise (GPT-NeoX). Computed in fp32 (fp64 for
+    fp64 inputs), rounded once."""
+    rd = 2 * cos.shape[1]
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    c = cos[positions].unsqueeze(2).to(wide)
+    s = sin[positions].unsqueeze(2).to(wide)
+    xr = x[..., :rd].to(wide)
+    if interleaved:
+        x0, x1 = xr[..., 0::2], xr[..., 1::2]
+        rotated = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1).flatten(-2)
+    else:
+        x0, x1 = xr[..., :rd // 2], xr[..., rd // 2:]
+        rotated = torch.cat((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)
+    return torch.cat((rotated.to(x.dtype), x[..., rd:]), dim=-1)
+
+
+def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
+                            cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None,
+                            block_table=None, softmax_scale=None, causal=False,
+                            window_size=(-1, -1), softcap=0.0, rotary_interleaved=True,
+                            alibi_slopes=None, num_splits=0, return_softmax_lse=False):
+    """FlashAttention-2's flash_attn_with_kvcache: attention of q (batch, seqlen_q, heads, d)
+    over a KV cache k_cache, v_cache (batch_cache, seqlen_cache, heads_k, d), inference only.
+    k, v (batch, seqlen_new, heads_k, d), if given, are written into the cache in place at rows
+    cache_seqlens[i] … of sequence i (cache_batch_idx[i] of the cache, when given) before the
+    attention, which then covers cache_seqlens[i] + seqlen_new keys (the whole cache when
+    cache_seqlens is None). cache_seqlens: an int or int32 (batch). Rotary embedding (rotary_cos,
+    rotary_sin (seqlen_ro, rotary_dim / 2); needs k and v): k at positions cache_seqlens + j, q at
+    cache_seqlens + i when causal or local, at cache_seqlens otherwise. Causal and window masks
+    are aligned to the bottom-right corner of each sequence's updated cache. Returns out, or
+    (out, softmax_lse (batch, heads, seqlen_q)) with return_softmax_lse.
+
+    This first version composes the library's forward (seqused_k) with PyTorch indexing for the
+    append and the rotary embedding: paged caches (block_table) and cache_leftpad are not
+    supported yet; num_splits is accepted and ignored."""
+    if block_table is not None:
+        raise NotImplementedError("flashattn: argument 'block_table': paged KV caches are not "
+                                  "supported yet")
+    if cache_leftpad is not None:
+        raise NotImplementedError("flashattn: argument 'cache_leftpad' is not supported yet")
+    if not all(isinstance(t, torch.Tensor) for t in (q, k_cache, v_cache)):
+        _not_tensors(q=q, k_cache=k_cache, v_cache=v_cache)
+    if (k is None) != (v is None):
+        raise FlashAttnError("flashattn: argument 'v': k and v are given together or not at all")
+    if (rotary_cos is None) != (rotary_sin is None):
+        raise FlashAttnError("flashattn: argument 'rotary_sin': rotary_cos and rotary_sin are "
+                             "given together or not at all")
+    if rotary_cos is not None and k is None:
+        raise FlashAttnError("flashattn: argument 'rotary_cos': rotary embedding needs the new "
+                             "keys k and v")
+    if q.dim() != 4 or k_cache.dim() != 4:
+        raise FlashAttnError("flashattn: argument 'q': expected q (batch, seqlen_q, heads, d) and "
+                             f"k_cache (batch_cache, seqlen_cache, heads_k, d), got shapes "
+                             f"{tuple(q.shape)} and {tuple(k_cache.shape)}")
+    batch, seqlen_q = q.shape[0], q.shape[1]
+    seqlen_new = 0 if k is None else k.shape[1]
+    left, right = _window(window_size)
+    if causal:
+        right = 0
+    lens = None
+    if cache_seqlens is not None:
+        if isinstance(cache_seqlens, int):
+            lens = torch.full((batch,), cache_seqlens, dtype=torch.int32, device=q.device)
+        elif isinstance(cache_seqlens, torch.Tensor) and cache_seqlens.dtype == torch.int32 \
+                and cache_seqlens.shape == (batch,):
+            lens = cache_seqlens
+        else:
+            raise FlashAttnError("flashattn: argument 'cache_seqlens': expected an int or an int32 "
+                                 f"tensor of shape ({batch},), got {cache_seqlens!r}")
+    elif k is not None:
+        raise FlashAttnError("flashattn: argument 'cache_seqlens': required with k and v (the row "
+                             "at which each sequence's new keys go)")
+    if k is not None:
+        ahead = lens.long().unsqueeze(1) + torch.arange(seqlen_new, device=q.device)
+        if rotary_cos is not None:
+            k = _rotary(k, rotary_cos, rotary_sin, ahead, rotary_interleaved)
+            local = causal or left >= 0 or right >= 0
+            q_pos = (lens.long().unsqueeze(1) + torch.arange(seqlen_q, device=q.device) if local
+                     else lens.long().unsqueeze(1).expand(batch, seqlen_q))
+            q = _rotary(q, rotary_cos, rotary_sin, q_pos, rotary_interleaved)
+        rows = (cache_batch_idx if cache_batch_idx is not None
+                else torch.arange(batch, device=q.device)).long().unsqueeze(1)
+        k_cache[rows, ahead] = k.to(k_cache.dtype)
+        v_cache[rows, ahead] = v.to(v_cache.dtype)
+    keys, values = k_cache, v_cache
+    if cache_batch_idx is not None:
+        keys, values = k_cache[cache_batch_idx.long()], v_cache[cache_batch_idx.long()]
+    seqused_k = None if lens is None else (lens + seqlen_new).to(torch.int32)
+    if softmax_scale is None:
+        softmax_scale = q.shape[-1] ** (-0.5) if q.shape[-1] > 0 else 1.0
+    args = (float(softmax_scale), bool(causal), left, right, float(softcap), 0.0)
+    with torch.no_grad():
+        if ops.eager(q, keys, values, alibi_slopes, seqused_k):
+            out, lse = ops.forward(q, keys, values, *args, 0, alibi_slopes, None, None, 0, 0,
+                                   seqused_k, return_softmax_lse)
+        else:
+            out, lse, _ = torch.ops.flashattn.fwd(q, keys, values, *args, alibi_slopes, None, None,
+                                                  0, 0, seqused_k)
+    return (out, lse) if return_softmax_lse else out

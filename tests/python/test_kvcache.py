@@ -1,0 +1,159 @@
+"""flash_attn_with_kvcache against a float64 reference written here: the append of the new keys
+into the cache (in place, at cache_seqlens, through cache_batch_idx), the rotary embedding at the
+positions FlashAttention-2 defines, and attention over each sequence's updated cache with every
+score option; under DESIGN §4's rule, on the CPU and on CUDA."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+flashattn = pytest.importorskip("flashattn")
+
+from flashattn import flash_attn_with_kvcache  # noqa: E402
+from test_interface import (  # noqa: E402
+    DEVICE_DTYPES,
+    _check,
+    _rand,
+    check_against_reference,
+    ref_attention,
+)
+
+
+def ref_rotary(x, cos, sin, positions, interleaved):
+    """The rotary embedding, written out: pairs (2i, 2i + 1) (GPT-J) or (i, i + rd / 2) (NeoX)."""
+    rd = 2 * cos.shape[1]
+    out = x.clone()
+    for b in range(x.shape[0]):
+        for t in range(x.shape[1]):
+            c, s = cos[positions[b][t]], sin[positions[b][t]]
+            for i in range(rd // 2):
+                a, z = (2 * i, 2 * i + 1) if interleaved else (i, i + rd // 2)
+                x0, x1 = x[b, t, :, a], x[b, t, :, z]
+                out[b, t, :, a] = x0 * c[i] - x1 * s[i]
+                out[b, t, :, z] = x0 * s[i] + x1 * c[i]
+    return out
+
+
+def ref_kvcache(q, k_cache, v_cache, k, v, lens, batch_idx, cos, sin, interleaved, causal,
+                window_size, **kw):
+    """(out, lse, updated k_cache, updated v_cache), computed in the dtype of q."""
+    batch, seqlen_q = q.shape[:2]
+    new = 0 if k is None else k.shape[1]
+    k_cache, v_cache = k_cache.clone(), v_cache.clone()
+    rows = batch_idx if batch_idx is not None else list(range(batch))
+    local = causal or window_size != (-1, -1)
+    if cos is not None:
+        k = ref_rotary(k, cos, sin, [[lens[b] + j for j in range(new)] for b in range(batch)],
+                       interleaved)
+        q = ref_rotary(q, cos, sin, [[lens[b] + (i if local else 0) for i in range(seqlen_q)]
+                                     for b in range(batch)], interleaved)
+    for b in range(batch):
+        if k is not None:
+            k_cache[rows[b], lens[b]:lens[b] + new] = k[b]
+            v_cache[rows[b], lens[b]:lens[b] + new] = v[b]
+    outs, lses = [], []
+    for b in range(batch):
+        used = lens[b] + new
+        slopes = kw.get("alibi_slopes")
+        kwb = dict(kw, alibi_slopes=None if slopes is None else
+                   (slopes if slopes.dim() == 1 else slopes[b]))
+        o, lse = ref_attention(q[b:b + 1], k_cache[rows[b]:rows[b] + 1, :used],
+                               v_cache[rows[b]:rows[b] + 1, :used], causal=causal,
+                               window_size=window_size, **kwb)
+        outs.append(o)
+        lses.append(lse)
+    return torch.cat(outs), torch.cat(lses), k_cache, v_cache
+
+
+CASES = {
+    # name: (batch, seqlen_q, seqlen_new, heads, heads_k, d, cache_len, options)
+    "decode": (3, 1, 1, 4, 4, 32, 40, dict(causal=True)),
+    "decode_gqa_no_append": (2, 1, 0, 8, 2, 32, 33, dict()),
+    "prefill_chunk_causal": (2, 5, 5, 4, 2, 24, 30, dict(causal=True)),
+    "window_softcap": (2, 3, 3, 2, 1, 16, 50, dict(window_size=(7, 0), softcap=5.0)),
+    "alibi_batch_idx": (2, 2, 2, 4, 4, 16, 20, dict(causal=True, alibi=True, batch_idx=True)),
+    "rotary_neox": (2, 3, 3, 2, 2, 32, 24, dict(causal=True, rotary=16, interleaved=False)),
+    "rotary_gptj_full_dim": (2, 2, 2, 2, 1, 16, 24, dict(rotary=16, interleaved=True)),
+    "rotary_not_causal": (1, 4, 4, 2, 2, 32, 16, dict(rotary=8, interleaved=False)),
+}
+
+
+@pytest.mark.parametrize("device, dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_kvcache_matches_reference(case, device, dtype):
+    batch, seqlen_q, new, h, hk, d, cache_len, opts = CASES[case]
+    opts = dict(opts)
+    causal = opts.pop("causal", False)
+    window = opts.pop("window_size", (-1, -1))
+    softcap = opts.pop("softcap", 0.0)
+    rotary = opts.pop("rotary", 0)
+    interleaved = opts.pop("interleaved", True)
+    with_alibi = opts.pop("alibi", False)
+    batch_idx = [1, 0] if opts.pop("batch_idx", False) else None
+    assert not opts
+    lens = [cache_len - new - 3 - b for b in range(batch)]  # room left; lengths differ
+    q = _rand(batch, seqlen_q, h, d, seed=1)
+    k_cache, v_cache = _rand(batch, cache_len, hk, d, seed=2), _rand(batch, cache_len, hk, d, seed=3)
+    k = _rand(batch, new, hk, d, seed=4) if new else None
+    v = _rand(batch, new, hk, d, seed=5) if new else None
+    angles = torch.rand(cache_len, rotary // 2, generator=torch.Generator().manual_seed(6)) * 6
+    cos, sin = (angles.cos(), angles.sin()) if rotary else (None, None)
+    slopes = (torch.rand(batch, h, generator=torch.Generator().manual_seed(7)) * 0.5).to(device) \
+        if with_alibi else None
+    lens_t = torch.tensor(lens, dtype=torch.int32, device=device)
+    idx_t = None if batch_idx is None else torch.tensor(batch_idx, dtype=torch.int32,
+                                                        device=device)
+    kept = {}
+
+    def ours(q, kc, vc, *new_kv):
+        kn, vn = new_kv if new_kv else (None, None)
+        c, s = (None, None) if cos is None else (cos.to(device, q.dtype), sin.to(device, q.dtype))
+        out, lse = flash_attn_with_kvcache(
+            q, kc, vc, kn, vn, rotary_cos=c, rotary_sin=s, cache_seqlens=lens_t,
+            cache_batch_idx=idx_t, causal=causal, window_size=window, softcap=softcap,
+            rotary_interleaved=interleaved, alibi_slopes=slopes, return_softmax_lse=True)
+        kept["k_cache"], kept["v_cache"] = kc, vc  # updated in place
+        return out, lse
+
+    def ref(q, kc, vc, *new_kv):
+        kn, vn = new_kv if new_kv else (None, None)
+        c, s = (None, None) if cos is None else (cos.to(device, q.dtype), sin.to(device, q.dtype))
+        out, lse, kc2, vc2 = ref_kvcache(q, kc, vc, kn, vn, lens, batch_idx, c, s, interleaved,
+                                         causal, window, softcap=softcap, alibi_slopes=slopes)
+        kept[f"ref_{q.dtype}"] = (kc2, vc2)
+        return out, lse
+
+    inputs = [x.to(device) for x in (q, k_cache, v_cache, *((k, v) if new else ()))]
+    check_against_reference(ours, ref, inputs, dtype, backward=False)
+    # The cache after the call: the new keys (rotated) and values in place, every other row as
+    # it was.
+    k64, v64 = kept["ref_torch.float64"]
+    kp, vp = kept[f"ref_{dtype}"]
+    _check(kept["k_cache"], k64, kp, dtype, "k_cache")
+    _check(kept["v_cache"], v64, vp, dtype, "v_cache")
+
+
+def test_kvcache_int_seqlens_and_no_append():
+    """cache_seqlens as an int; without k and v the cache is left alone."""
+    q, kc, vc = _rand(2, 1, 2, 16, seed=1), _rand(2, 12, 2, 16, seed=2), _rand(2, 12, 2, 16, seed=3)
+    before = kc.clone()
+    out = flash_attn_with_kvcache(q, kc, vc, cache_seqlens=7)
+    assert torch.equal(kc, before)
+    ref, _ = ref_attention(q.double(), kc[:, :7].double(), vc[:, :7].double())
+    assert (out.double() - ref).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(block_table=torch.zeros(1, 1, dtype=torch.int32)), NotImplementedError, "block_table"),
+    (dict(cache_leftpad=torch.zeros(2, dtype=torch.int32)), NotImplementedError, "cache_leftpad"),
+    (dict(k=_rand(2, 1, 2, 16)), flashattn.FlashAttnError, "argument 'v'"),
+    (dict(k=_rand(2, 1, 2, 16), v=_rand(2, 1, 2, 16)), flashattn.FlashAttnError,
+     "argument 'cache_seqlens': required"),
+    (dict(cache_seqlens=torch.tensor([1, 2])), flashattn.FlashAttnError,
+     "argument 'cache_seqlens': expected an int or an int32"),
+    (dict(cache_seqlens=3, rotary_cos=torch.ones(12, 4), rotary_sin=torch.ones(12, 4)),
+     flashattn.FlashAttnError, "argument 'rotary_cos'"),
+])
+def test_kvcache_errors_name_the_argument(kwargs, error, match):
+    q, kc, vc = _rand(2, 1, 2, 16, seed=1), _rand(2, 12, 2, 16, seed=2), _rand(2, 12, 2, 16, seed=3)
+    with pytest.raises(error, match=match):
+        flash_attn_with_kvcache(q, kc, vc, **kwargs)
