@@ -7,7 +7,9 @@ Rows:
     (heads = 2048 / head_dim), seqlen 512…16384, head dim 64/128/256, causal and not, bf16 and fp16;
   * options, bf16, d 128, seqlen 4096, batch 4, 16 heads: sliding window, softcap, ALiBi, dropout,
     GQA (16 query heads on 2 kv heads), a ragged varlen batch (flash_attn_varlen_func with
-    max_seqlen given), each beside the SDPA backends where SDPA can express the same function.
+    max_seqlen given), each beside the SDPA backends where SDPA can express the same function;
+  * decode (--no-decode skips it): one query token against a KV cache through
+    flash_attn_with_kvcache, beside SDPA with enable_gqa, in K + V bytes read per second.
 
 Each row times forward, backward (autograd.grad on the forward's graph) and forward+backward,
 inputs requiring grad as in training. Two timing modes:
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import flashattn
-from flashattn import flash_attn_func, flash_attn_varlen_func
+from flashattn import flash_attn_func, flash_attn_varlen_func, flash_attn_with_kvcache
 from provenance import git_commit
 
 PEERS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
@@ -247,6 +249,56 @@ def option_rows(args):
     return rows
 
 
+# ---- Decode ------------------------------------------------------------------------------------
+DECODE_SHAPES = ((1, 4096), (1, 65536), (16, 16384), (64, 16384))  # (batch, keys in the cache)
+
+
+def decode_rows(args):
+    """One query token against a full KV cache, as a serving engine calls attention per layer and
+    token: 32 query heads on 8 kv heads, d 128, bf16; flash_attn_with_kvcache beside SDPA
+    (enable_gqa) on the same cache. The figure of merit is K + V bytes read per second."""
+    h, hk, d, dtype = 32, 8, 128, torch.bfloat16
+    rows = []
+    for b, s in DECODE_SHAPES:
+        torch.manual_seed(0)
+        q = randn(b, 1, h, d, dtype=dtype)
+        kc, vc = randn(b, s, hk, d, dtype=dtype), randn(b, s, hk, d, dtype=dtype)
+        lens = torch.full((b,), s, dtype=torch.int32, device="cuda")
+        impls = {"flashattn": lambda: flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens)}
+        qt, kt, vt = (x.transpose(1, 2) for x in (q, kc, vc))
+        for name, backend in args.peers.items():
+            def peer(backend=backend):
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True)
+            impls[name] = peer
+        nbytes = 2 * b * s * hk * d * kc.element_size()
+        row = {"kind": "decode", "option": f"decode b{b} keys {s}", "dtype": "bfloat16",
+               "batch": b, "seqlen_k": s, "heads": h, "heads_kv": hk, "head_dim": d,
+               "kv_bytes": nbytes, "results": {}}
+        with torch.inference_mode():
+            for name, fn in impls.items():
+                try:
+                    sync = time_sync(fn, args.reps)
+                    b2b = time_b2b(fn, 50, args.trials)
+                except Exception as e:  # noqa: BLE001 - a backend may not support a shape
+                    row.setdefault("errors", {})[name] = str(e).splitlines()[0][:200]
+                    continue
+                row["results"][name] = {"sync_ms": sync, "b2b_ms": b2b,
+                                        "sync_tbps": nbytes / sync / 1e9,
+                                        "b2b_tbps": nbytes / b2b / 1e9}
+        rows.append(row)
+        print(decode_line(row), flush=True)
+        del q, kc, vc, qt, kt, vt, impls
+        torch.cuda.empty_cache()
+    return rows
+
+
+def decode_line(row) -> str:
+    parts = [f"{name} {r['b2b_tbps']:.2f} TB/s ({r['b2b_ms'] * 1e3:.0f} us; sync "
+             f"{r['sync_tbps']:.2f})" for name, r in row["results"].items()]
+    return f"{row['option']:<29} | " + " | ".join(parts)
+
+
 # ---- Output ------------------------------------------------------------------------------------
 def ratio(row, peer, key):
     ours, other = row["results"]["flashattn"], row["results"].get(peer)
@@ -281,6 +333,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="bf16, seqlen 512 and 4096 only")
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--no-options", action="store_true")
+    ap.add_argument("--no-decode", action="store_true", help="skip the KV-cache decode rows")
     ap.add_argument("--head-dims", default="64,128,256")
     ap.add_argument("--seqlens", default="512,1024,2048,4096,8192,16384")
     ap.add_argument("--dtypes", default="bfloat16,float16")
@@ -306,11 +359,14 @@ def main():
     rows = [] if args.no_sweep else sweep_rows(args)
     if not args.no_options:
         rows += option_rows(args)
+    if not args.no_decode:
+        rows += decode_rows(args)
 
     dev = torch.device("cuda")
     result = {
         "benchmark": "attention",
-        "path": "flashattn.flash_attn_func / flash_attn_varlen_func (the drop-in functions)",
+        "path": "flashattn.flash_attn_func / flash_attn_varlen_func / flash_attn_with_kvcache "
+                "(the drop-in functions)",
         "device": torch.cuda.get_device_name(dev),
         "sm_count": torch.cuda.get_device_properties(dev).multi_processor_count,
         "torch": torch.__version__,
@@ -332,7 +388,7 @@ def main():
     print(f"\nflashattn {result['git_commit'][:12]} on {result['device']}, torch {torch.__version__}"
           f", cuDNN {result['cudnn']}: ratios of TFLOP/s, ours / peer (sync | b2b)")
     for r in rows:
-        print(summary_line(r))
+        print(decode_line(r) if r["kind"] == "decode" else summary_line(r))
     sweep = [r for r in rows if r["kind"] == "sweep"]
     for key in ("fwd_sync_tflops", "fwdbwd_sync_tflops", "fwd_b2b_tflops", "fwdbwd_b2b_tflops"):
         vals = [ratio(r, "flash", key) for r in sweep if ratio(r, "flash", key) is not None]

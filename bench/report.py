@@ -221,6 +221,19 @@ def page(bench: dict, bench_path: Path, charts, overhead=None, overhead_path=Non
         for pass_, name in PASS_NAMES.items():
             lines += [f"### {name[0].upper() + name[1:]}", "", *pass_table(options, pass_, False),
                       ""]
+    decode = [r for r in rows if r["kind"] == "decode"]
+    if decode:
+        lines += ["## Decode (KV cache)", "",
+                  "One query token against a full KV cache (32 query heads on 8 kv heads, d 128, "
+                  "bf16) through `flash_attn_with_kvcache`, beside SDPA with `enable_gqa`: K + V "
+                  "bytes read per second, back to back (50 calls) and synchronised.", "",
+                  "| batch × keys | implementation | TB/s, back to back | µs a call | TB/s, sync |",
+                  "|---|---|---|---|---|"]
+        for r in decode:
+            for impl, v in r["results"].items():
+                lines.append(f"| {r['batch']} × {r['seqlen_k']} | {impl} | {v['b2b_tbps']:.2f} | "
+                             f"{v['b2b_ms'] * 1e3:.0f} | {v['sync_tbps']:.2f} |")
+        lines.append("")
     if overhead is not None:
         shape = "×".join(str(x) for x in overhead["shape_bshd"])
         lines += ["## Call overhead", "",
