@@ -131,6 +131,12 @@ struct Options {
   // Checked on the CPU; on CUDA tensors never read on the host (each value is clamped to
   // [0, seqlen_k] on the device).
   std::optional<Tensor> seqused_k;
+  // int32 (batch, max_pages_per_seq): k and v are a paged cache, (num_pages, page_size, heads_kv,
+  // head_dim) with any page_size ≥ 1, and row j of sequence b is row j % page_size of page
+  // block_table[b][j / page_size]; seqlen_k is then max_pages_per_seq · page_size (seqused_k
+  // says how many rows each sequence uses). Forward only, padded batches (not varlen), and on the
+  // CPU only for now (the CUDA kernels refuse it by name).
+  std::optional<Tensor> block_table;
   // Varlen only: upper bounds of the per-sequence lengths; 0 = derive them from cu_seqlens. On
   // CUDA tensors, with both given, they are trusted and cu_seqlens is not read on the host (no
   // copy, no synchronisation: as FlashAttention-2); with either one 0, cu_seqlens_q and _k are

@@ -164,12 +164,14 @@ void forward(const Array& q, const Array& k, const Array& v, const OutArray& out
              const std::optional<Array>& alibi_slopes, float dropout_p, uint64_t dropout_seed,
              uint64_t dropout_offset, const std::optional<Array>& cu_seqlens_q,
              const std::optional<Array>& cu_seqlens_k, const std::optional<Array>& seqused_k,
-             int64_t max_seqlen_q, int64_t max_seqlen_k, int num_threads, uintptr_t stream) {
+             int64_t max_seqlen_q, int64_t max_seqlen_k, int num_threads, uintptr_t stream,
+             const std::optional<Array>& block_table) {
   const CallOptions call{softmax_scale, causal,       window_left,  window_right,  softcap,
                          alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
                          cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  false,
                          num_threads,   stream};
-  const flashattn::Options options = call.to_options();
+  flashattn::Options options = call.to_options();
+  options.block_table = to_optional(block_table, "block_table");
   const flashattn::Tensor tq = to_tensor(q, "q"), tk = to_tensor(k, "k"), tv = to_tensor(v, "v"),
                           to = to_tensor(out, "out");
   const flashattn::Tensor tl = lse ? to_tensor(*lse, "lse") : flashattn::Tensor{};
@@ -241,12 +243,15 @@ NB_MODULE(_ext, m) {
         "dropout_offset"_a = 0, "cu_seqlens_q"_a.none() = nb::none(),
         "cu_seqlens_k"_a.none() = nb::none(), "seqused_k"_a.none() = nb::none(),
         "max_seqlen_q"_a = 0, "max_seqlen_k"_a = 0, "num_threads"_a = 0, "stream"_a = 0,
+        "block_table"_a.none() = nb::none(),
         "Writes out (and lse, if given): attention of q over k, v. Shapes as in flashattn.h:\n"
         "q (batch, seqlen_q, heads_q, d), k/v (batch, seqlen_k, heads_kv, d[_v]),\n"
         "out (batch, seqlen_q, heads_q, d_v), lse fp32 (fp64 for fp64 inputs)\n"
         "(batch, heads_q, seqlen_q); varlen\n"
         "(cu_seqlens_q/k given): q (total_q, heads_q, d), ..., lse (heads_q, total_q).\n"
-        "stream: a cudaStream_t as an integer (0: the default stream).");
+        "stream: a cudaStream_t as an integer (0: the default stream).\n"
+        "block_table: int32 (batch, max_pages): k/v are a paged cache (num_pages, page_size,\n"
+        "heads_kv, d[_v]) (flashattn.h, Options::block_table; the CPU only for now).");
   m.def("backward", &backward, "dout"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dq"_a, "dk"_a,
         "dv"_a, "softmax_scale"_a.none() = nb::none(), "causal"_a = false,
         "window_left"_a = -1, "window_right"_a = -1, "softcap"_a = 0.0f,

@@ -247,12 +247,16 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     are aligned to the bottom-right corner of each sequence's updated cache. Returns out, or
     (out, softmax_lse (batch, heads, seqlen_q)) with return_softmax_lse.
 
+    block_table, int32 (batch, max_pages): a paged cache, k_cache and v_cache (num_pages,
+    page_size, heads_k, d) with any page_size; row j of sequence i is row j % page_size of page
+    block_table[i, j // page_size]. On the CPU only for now.
+
     This first version composes the library's forward (seqused_k) with PyTorch indexing for the
-    append and the rotary embedding: paged caches (block_table) and cache_leftpad are not
-    supported yet; num_splits is accepted and ignored."""
-    if block_table is not None:
-        raise NotImplementedError("flashattn: argument 'block_table': paged KV caches are not "
-                                  "supported yet")
+    append and the rotary embedding; cache_leftpad is not supported yet, and num_splits is
+    accepted and ignored."""
+    if block_table is not None and cache_batch_idx is not None:
+        raise FlashAttnError("flashattn: argument 'cache_batch_idx': not with a paged cache "
+                             "(block_table says where each sequence's rows are)")
     if cache_leftpad is not None:
         raise NotImplementedError("flashattn: argument 'cache_leftpad' is not supported yet")
     if not all(isinstance(t, torch.Tensor) for t in (q, k_cache, v_cache)):
@@ -295,8 +299,13 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             q_pos = (lens.long().unsqueeze(1) + torch.arange(seqlen_q, device=q.device) if local
                      else lens.long().unsqueeze(1).expand(batch, seqlen_q))
             q = _rotary(q, rotary_cos, rotary_sin, q_pos, rotary_interleaved)
-        rows = (cache_batch_idx if cache_batch_idx is not None
-                else torch.arange(batch, device=q.device)).long().unsqueeze(1)
+        if block_table is not None:  # row j of sequence b: page table[b, j // size], j % size
+            size = k_cache.shape[1]
+            rows = block_table.long().gather(1, torch.div(ahead, size, rounding_mode="floor"))
+            ahead = ahead % size
+        else:
+            rows = (cache_batch_idx if cache_batch_idx is not None
+                    else torch.arange(batch, device=q.device)).long().unsqueeze(1)
         k_cache[rows, ahead] = k.to(k_cache.dtype)
         v_cache[rows, ahead] = v.to(v_cache.dtype)
     keys, values = k_cache, v_cache
@@ -307,10 +316,10 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         softmax_scale = q.shape[-1] ** (-0.5) if q.shape[-1] > 0 else 1.0
     args = (float(softmax_scale), bool(causal), left, right, float(softcap), 0.0)
     with torch.no_grad():
-        if ops.eager(q, keys, values, alibi_slopes, seqused_k):
+        if ops.eager(q, keys, values, alibi_slopes, seqused_k, block_table):
             out, lse = ops.forward(q, keys, values, *args, 0, alibi_slopes, None, None, 0, 0,
-                                   seqused_k, return_softmax_lse)
+                                   seqused_k, return_softmax_lse, block_table)
         else:
             out, lse, _ = torch.ops.flashattn.fwd(q, keys, values, *args, alibi_slopes, None, None,
-                                                  0, 0, seqused_k)
+                                                  0, 0, seqused_k, block_table)
     return (out, lse) if return_softmax_lse else out

@@ -178,9 +178,12 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   const bool varlen = o.cu_seqlens_q.has_value();
   const int rank = varlen ? 3 : 4;
   const char* q_dims = varlen ? "[total_q, heads_q, head_dim]" : "[batch, seqlen_q, heads_q, head_dim]";
-  const char* k_dims = varlen ? "[total_k, heads_kv, head_dim]" : "[batch, seqlen_k, heads_kv, head_dim]";
-  const char* v_dims =
-      varlen ? "[total_k, heads_kv, head_dim_v]" : "[batch, seqlen_k, heads_kv, head_dim_v]";
+  const char* k_dims = varlen           ? "[total_k, heads_kv, head_dim]"
+                      : o.block_table ? "[num_pages, page_size, heads_kv, head_dim]"
+                                      : "[batch, seqlen_k, heads_kv, head_dim]";
+  const char* v_dims = varlen           ? "[total_k, heads_kv, head_dim_v]"
+                      : o.block_table ? "[num_pages, page_size, heads_kv, head_dim_v]"
+                                      : "[batch, seqlen_k, heads_kv, head_dim_v]";
   c.tensor(q, "q", rank, q_dims, dev);
   c.tensor(k, "k", rank, k_dims, dev);
   c.tensor(v, "v", rank, v_dims, dev);
@@ -218,6 +221,7 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
 
   std::vector<int64_t> k_lengths;  // varlen: seqlen_k of each sequence, where readable
   if (varlen) {
+    c.require(!o.block_table, "block_table", "paged caches take padded batches only for now");
     const int64_t batch = o.cu_seqlens_q->shape[0] - 1;
     c.require(o.cu_seqlens_q->rank == 1 && batch >= 0, "cu_seqlens_q",
               [&] { return "expected a vector of length batch + 1 ≥ 1, got shape " + shape_str(*o.cu_seqlens_q); });
@@ -270,9 +274,39 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
     p.batch = q.shape[0];
     p.seqlen_q = q.shape[1];
     p.seqlen_k = k.shape[1];
-    c.require(k.shape[0] == p.batch, "k",
-              [&] { return "batch must equal that of q (" + std::to_string(p.batch) + "), got " +
-                  std::to_string(k.shape[0]); });
+    if (o.block_table) {
+      // Paged k and v: (num_pages, page_size, heads_kv, d), pages of each sequence from the table.
+      const Tensor& t = *o.block_table;
+      c.tensor(t, "block_table", 2, "[batch, max_pages_per_seq]", dev);
+      c.dtype(t, "block_table", DType::i32, "page indices are int32");
+      c.require(t.shape[0] == p.batch, "block_table", [&] {
+        return "expected " + std::to_string(p.batch) + " rows (the batch of q), got shape " +
+               shape_str(t);
+      });
+      const int64_t pages = k.shape[0];
+      p.page_size = k.shape[1];
+      c.require(p.page_size >= 1, "k", "a paged cache needs page_size (dimension 1) ≥ 1");
+      p.seqlen_k = t.shape[1] * p.page_size;
+      p.block_table = static_cast<const int32_t*>(t.data);
+      p.block_table_stride = t.stride[0];
+      if (dev.type == DeviceType::cpu) {
+        for (int64_t b = 0; b < t.shape[0]; ++b) {
+          for (int64_t i = 0; i < t.shape[1]; ++i) {
+            const int64_t page = p.block_table[b * p.block_table_stride + i];
+            c.require(page >= 0 && page < pages, "block_table", [&] {
+              return "entry (" + std::to_string(b) + ", " + std::to_string(i) + ") is " +
+                     std::to_string(page) + ", expected a page of k in [0, " +
+                     std::to_string(pages) + ")";
+            });
+          }
+        }
+      }
+    } else {
+      c.require(k.shape[0] == p.batch, "k", [&] {
+        return "batch must equal that of q (" + std::to_string(p.batch) + "), got " +
+               std::to_string(k.shape[0]);
+      });
+    }
     c.require(o.max_seqlen_q == 0, "max_seqlen_q",
               [&] { return "is for varlen batches only (cu_seqlens_q given), got " + std::to_string(o.max_seqlen_q); });
     c.require(o.max_seqlen_k == 0, "max_seqlen_k",
@@ -403,6 +437,7 @@ AttentionParams check_backward(const Tensor& dout, const Tensor& q, const Tensor
                                const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                const Options& options) {
   const Checker c("flashattn::backward");
+  c.require(!options.block_table, "block_table", "paged caches are for the forward only");
   AttentionParams p = check_common(c, q, k, v, out, lse, /*lse_required=*/true, options);
   const int rank = q.rank;
   const struct {

@@ -50,6 +50,12 @@ struct AttentionParams {
   const int32_t* cu_seqlens_q = nullptr;  // (batch + 1), varlen only
   const int32_t* cu_seqlens_k = nullptr;  // (batch + 1), varlen only
   const int32_t* seqused_k = nullptr;     // (batch) or null
+  // Paged k and v (forward, CPU only for now): (num_pages, page_size, heads_kv, d); row j of
+  // sequence b is row j % page_size of page block_table[b · block_table_stride + j / page_size].
+  // k_stride.batch and v_stride.batch are then the strides of a page.
+  const int32_t* block_table = nullptr;
+  int64_t block_table_stride = 0;
+  int64_t page_size = 0;
 
   float scale = 1.0f;       // multiplies Q Kᵀ
   double scale_f64 = 1.0;   // the same scale unrounded: float64 inputs compute with it

@@ -115,13 +115,19 @@ void matmul_tn_acc(A* __restrict__ c, int64_t ldc, const A* __restrict__ a, int6
   }
 }
 
-// One (rows, heads, dim) operand of one sequence and head.
+// One (rows, heads, dim) operand of one sequence and head; k and v may be paged.
 template <class T>
 struct Rows {
-  const T* base;  // element (row 0, dim 0)
+  const T* base;  // element (row 0, dim 0); paged: of page 0
   int64_t row_stride;
+  const int32_t* pages = nullptr;  // paged: the sequence's row of the block table
+  int64_t page_size = 1;
+  int64_t page_stride = 0;
 
-  const T* row(int64_t r) const { return base + r * row_stride; }
+  const T* row(int64_t r) const {
+    if (pages == nullptr) return base + r * row_stride;
+    return base + pages[r / page_size] * page_stride + (r % page_size) * row_stride;
+  }
 };
 
 template <class T>
@@ -129,6 +135,15 @@ Rows<T> operand_rows(const void* data, const OperandStrides& s, int64_t b, int64
                      int64_t head) {
   const T* base = static_cast<const T*>(data) + b * s.batch + seq_start * s.row + head * s.head;
   return Rows<T>{base, s.row};
+}
+
+// k or v of sequence b and kv head `head`: through the block table when the cache is paged.
+template <class T>
+Rows<T> key_rows_of(const AttentionParams& p, const void* data, const OperandStrides& s, int64_t b,
+                    int64_t seq_start, int64_t head) {
+  if (p.block_table == nullptr) return operand_rows<T>(data, s, b, seq_start, head);
+  return Rows<T>{static_cast<const T*>(data) + head * s.head, s.row,
+                 p.block_table + b * p.block_table_stride, p.page_size, s.batch};
 }
 
 // dst[r][d] = src row (row0 + r), for r < nrows, d < dim
@@ -293,8 +308,8 @@ void forward_block(const AttentionParams& p, int64_t b, int64_t h, int64_t m_blo
   const int64_t mr = std::min(kBlockM, ctx.seq.seqlen_q - m0);
   const int64_t hk = h / p.group, d = p.head_dim, dv = p.head_dim_v;
   const auto q = operand_rows<T>(p.q, p.q_stride, b, ctx.seq.q_start, h);
-  const auto k = operand_rows<T>(p.k, p.k_stride, b, ctx.seq.k_start, hk);
-  const auto v = operand_rows<T>(p.v, p.v_stride, b, ctx.seq.k_start, hk);
+  const auto k = key_rows_of<T>(p, p.k, p.k_stride, b, ctx.seq.k_start, hk);
+  const auto v = key_rows_of<T>(p, p.v, p.v_stride, b, ctx.seq.k_start, hk);
 
   // Prologue: the query tile and the running state (m, l, acc).
   load_tile(q, m0, mr, d, w.q.data(), d);

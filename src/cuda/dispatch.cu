@@ -322,6 +322,9 @@ int multiprocessors(int device) {
 
 void forward(const AttentionParams& p) {
   constexpr const char* fn = "flashattn::forward";
+  if (p.block_table != nullptr) {
+    fail(fn, "block_table", "paged KV caches run on the CPU only for now");
+  }
   const int head_dim = check_kernel_params(fn, p);
   check_aligned(fn, "out", p.out, p.out_stride);
   if (p.batch == 0 || p.seqlen_q == 0) return;

@@ -142,8 +142,65 @@ def test_kvcache_int_seqlens_and_no_append():
     assert (out.double() - ref).abs().max().item() < 1e-5
 
 
+def _paged(cache, page_size, gen):
+    """cache (batch, length, heads, d) as pages (num_pages, page_size, heads, d) in a shuffled
+    order, plus one spare page, and the block table (batch, length / page_size)."""
+    batch, length = cache.shape[:2]
+    per_seq = length // page_size
+    order = torch.randperm(batch * per_seq + 1, generator=gen)
+    pages = torch.zeros(batch * per_seq + 1, page_size, *cache.shape[2:], dtype=cache.dtype)
+    table = order[:batch * per_seq].view(batch, per_seq)
+    pages[table.flatten()] = cache.reshape(batch * per_seq, page_size, *cache.shape[2:])
+    return pages, table.to(torch.int32)
+
+
+def _unpaged(pages, table):
+    batch, per_seq = table.shape
+    return pages[table.long().flatten()].reshape(batch, per_seq * pages.shape[1], *pages.shape[2:])
+
+
+@pytest.mark.parametrize("page_size", [1, 3, 16])
+@pytest.mark.parametrize("rotary", [0, 8])
+def test_kvcache_paged_matches_the_contiguous_cache(page_size, rotary):
+    """A paged cache of any page size gives what the same cache unpaged gives: the output and LSE,
+    and the new keys and values written into the right rows of the right pages (CPU)."""
+    batch, seqlen_q, new, h, hk, d, length = 3, 2, 2, 4, 2, 16, 48
+    gen = torch.Generator().manual_seed(11)
+    q, k, v = (_rand(batch, n, heads, d, seed=s) for n, heads, s in
+               ((seqlen_q, h, 1), (new, hk, 4), (new, hk, 5)))
+    k_cache, v_cache = _rand(batch, length, hk, d, seed=2), _rand(batch, length, hk, d, seed=3)
+    lens = torch.tensor([5, 30, 45], dtype=torch.int32)
+    angles = torch.rand(length, 4, generator=gen) * 6
+    rot = dict(rotary_cos=angles.cos(), rotary_sin=angles.sin()) if rotary else {}
+    kw = dict(cache_seqlens=lens, causal=True, return_softmax_lse=True, **rot)
+    kp, table = _paged(k_cache, page_size, torch.Generator().manual_seed(12))
+    vp, _ = _paged(v_cache, page_size, torch.Generator().manual_seed(12))
+    assert torch.equal(_unpaged(vp, table), v_cache)
+    out, lse = flash_attn_with_kvcache(q, kp, vp, k, v, block_table=table, **kw)
+    kc, vc = k_cache.clone(), v_cache.clone()
+    ref_out, ref_lse = flash_attn_with_kvcache(q, kc, vc, k, v, **kw)
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lse, ref_lse, rtol=1e-5, atol=1e-5)
+    assert torch.equal(_unpaged(kp, table), kc) and torch.equal(_unpaged(vp, table), vc)
+
+
+def test_kvcache_paged_refuses_bad_pages_and_cuda():
+    q, k_cache = _rand(2, 1, 2, 16, seed=1), _rand(5, 4, 2, 16, seed=2)
+    table = torch.tensor([[0, 1], [2, 5]], dtype=torch.int32)  # page 5 does not exist
+    with pytest.raises(flashattn.FlashAttnError, match=r"argument 'block_table': entry \(1, 1\)"):
+        flash_attn_with_kvcache(q, k_cache, k_cache, cache_seqlens=3, block_table=table)
+    if torch.cuda.is_available() and flashattn.cuda_compiled() and flashattn.cuda_device_count():
+        with pytest.raises(flashattn.FlashAttnError, match="'block_table': paged KV caches run on "
+                                                           "the CPU only"):
+            flash_attn_with_kvcache(q.cuda().half(), k_cache.cuda().half(),
+                                    k_cache.cuda().half(), cache_seqlens=3,
+                                    block_table=(table - 1).clamp(min=0).cuda())
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(block_table=torch.zeros(1, 1, dtype=torch.int32)), NotImplementedError, "block_table"),
+    (dict(block_table=torch.zeros(2, 1, dtype=torch.int32),
+          cache_batch_idx=torch.zeros(2, dtype=torch.int32)), flashattn.FlashAttnError,
+     "cache_batch_idx"),
     (dict(cache_leftpad=torch.zeros(2, dtype=torch.int32)), NotImplementedError, "cache_leftpad"),
     (dict(k=_rand(2, 1, 2, 16)), flashattn.FlashAttnError, "argument 'v'"),
     (dict(k=_rand(2, 1, 2, 16), v=_rand(2, 1, 2, 16)), flashattn.FlashAttnError,
