@@ -146,7 +146,9 @@ def _unpack(packed, name: str, dim: int, count: int, layout: str):
 
 def _no_block_table(block_table):
     if block_table is not None:
-        raise NotImplementedError("flashattn: block_table (paged KV cache) is not supported yet")
+        raise NotImplementedError("flashattn: argument 'block_table': paged caches with varlen "
+                                  "batches are not supported yet (flash_attn_with_kvcache "
+                                  "takes them, on the CPU)")
 
 
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
