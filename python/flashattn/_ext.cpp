@@ -118,6 +118,7 @@ struct CallOptions {
   bool deterministic;
   int num_threads;
   uintptr_t stream;
+  std::optional<Array> block_table;  // forward only
 
   flashattn::Options to_options() const {
     flashattn::Options o;
@@ -138,6 +139,7 @@ struct CallOptions {
     o.deterministic = deterministic;
     o.num_threads = num_threads;
     o.stream = reinterpret_cast<void*>(stream);
+    o.block_table = to_optional(block_table, "block_table");
     return o;
   }
 };
@@ -169,9 +171,8 @@ void forward(const Array& q, const Array& k, const Array& v, const OutArray& out
   const CallOptions call{softmax_scale, causal,       window_left,  window_right,  softcap,
                          alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
                          cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  false,
-                         num_threads,   stream};
-  flashattn::Options options = call.to_options();
-  options.block_table = to_optional(block_table, "block_table");
+                         num_threads,   stream,       block_table};
+  const flashattn::Options options = call.to_options();
   const flashattn::Tensor tq = to_tensor(q, "q"), tk = to_tensor(k, "k"), tv = to_tensor(v, "v"),
                           to = to_tensor(out, "out");
   const flashattn::Tensor tl = lse ? to_tensor(*lse, "lse") : flashattn::Tensor{};
@@ -206,7 +207,7 @@ void backward(const Array& dout, const Array& q, const Array& k, const Array& v,
   const CallOptions call{softmax_scale, causal,       window_left,  window_right,  softcap,
                          alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
                          cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  deterministic,
-                         num_threads,   stream};
+                         num_threads,   stream,       std::nullopt};
   flashattn::Options options = call.to_options();
   PyWorkspace py_workspace;
   if (workspace && !workspace->is_none()) {

@@ -30,20 +30,12 @@ class _FlashAttnFunc(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k, opts):
         scale, causal, left, right, softcap, dropout_p, max_q, max_k, _, return_lse = opts
+        out, lse, seed, rng_state = _forward(q, k, v, scale, causal, left, right, softcap,
+                                             dropout_p, alibi_slopes, cu_seqlens_q, cu_seqlens_k,
+                                             max_q, max_k, True)
         # The backward takes the same path (ctx.eager): plain tensors and no mode here mean the
         # saved tensors are plain too; only the incoming gradient is checked again.
-        ctx.eager = ops.eager(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k)
-        if ctx.eager:
-            seed = ops.draw_seed(q) if dropout_p > 0.0 else 0
-            out, lse = ops.forward(q, k, v, scale, causal, left, right, softcap, dropout_p, seed,
-                                   alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_q, max_k, None,
-                                   True)
-            rng_state = None
-        else:
-            out, lse, rng_state = torch.ops.flashattn.fwd(
-                q, k, v, scale, causal, left, right, softcap, dropout_p, alibi_slopes,
-                cu_seqlens_q, cu_seqlens_k, max_q, max_k, None)
-            seed = None
+        ctx.eager = rng_state is None
         # The optional tensors are saved only when given (each saved entry costs the backward an
         # unpack).
         extras = (alibi_slopes, cu_seqlens_q, cu_seqlens_k, rng_state)
@@ -91,29 +83,45 @@ def _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, 
     if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)
             and isinstance(v, torch.Tensor)):
         _not_tensors(q=q, k=k, v=v)
+    scale, left, right = _rules(q, softmax_scale, causal, window_size)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        opts = (scale, bool(causal), left, right, float(softcap), float(dropout_p),
+                int(max_seqlen_q), int(max_seqlen_k), bool(deterministic),
+                bool(return_attn_probs))
+        res = _FlashAttnFunc.apply(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k, opts)
+        return (*res, None) if return_attn_probs else res
+    out, lse, _, _ = _forward(q, k, v, scale, bool(causal), left, right, float(softcap),
+                              float(dropout_p), alibi_slopes, cu_seqlens_q, cu_seqlens_k,
+                              int(max_seqlen_q), int(max_seqlen_k), return_attn_probs)
+    return (out, lse, None) if return_attn_probs else out
+
+
+def _rules(q, softmax_scale, causal, window_size):
+    """FlashAttention-2's defaults and rules: (scale, window left, window right), the scale
+    1/sqrt(head_dim) unless given, causal as the right window edge at 0."""
     if softmax_scale is None:
         # (A head dim of 0 is the library's to refuse, with its own message.)
         softmax_scale = q.shape[-1] ** (-0.5) if q.shape[-1] > 0 else 1.0
     left, right = _window(window_size)
-    if causal:
-        right = 0  # as FlashAttention-2: causal is the right window edge at 0
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        opts = (float(softmax_scale), bool(causal), left, right, float(softcap),
-                float(dropout_p), int(max_seqlen_q), int(max_seqlen_k), bool(deterministic),
-                bool(return_attn_probs))
-        res = _FlashAttnFunc.apply(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k, opts)
-        return (*res, None) if return_attn_probs else res
-    args = (float(softmax_scale), bool(causal), left, right, float(softcap),
-            float(dropout_p))
-    if ops.eager(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k):
+    return float(softmax_scale), left, 0 if causal else right
+
+
+def _forward(q, k, v, scale, causal, left, right, softcap, dropout_p, alibi_slopes, cu_seqlens_q,
+             cu_seqlens_k, max_seqlen_q, max_seqlen_k, with_lse, seqused_k=None,
+             block_table=None):
+    """The library's forward: straight to the module in plain eager mode, through the custom op
+    otherwise (ops.eager). Returns (out, lse, seed, rng_state): the dropout seed drawn on the
+    direct path, or the op's rng_state (the other one None)."""
+    if ops.eager(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table):
         seed = ops.draw_seed(q) if dropout_p > 0.0 else 0
-        out, lse = ops.forward(q, k, v, *args, seed, alibi_slopes, cu_seqlens_q, cu_seqlens_k,
-                               int(max_seqlen_q), int(max_seqlen_k), None, return_attn_probs)
-    else:
-        out, lse, _ = torch.ops.flashattn.fwd(q, k, v, *args, alibi_slopes, cu_seqlens_q,
-                                              cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k),
-                                              None)
-    return (out, lse, None) if return_attn_probs else out
+        out, lse = ops.forward(q, k, v, scale, causal, left, right, softcap, dropout_p, seed,
+                               alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                               max_seqlen_k, seqused_k, with_lse, block_table)
+        return out, lse, seed, None
+    out, lse, rng_state = torch.ops.flashattn.fwd(
+        q, k, v, scale, causal, left, right, softcap, dropout_p, alibi_slopes, cu_seqlens_q,
+        cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_k, block_table)
+    return out, lse, None, rng_state
 
 
 def _not_tensors(**args):
@@ -277,9 +285,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                              f"{tuple(q.shape)} and {tuple(k_cache.shape)}")
     batch, seqlen_q = q.shape[0], q.shape[1]
     seqlen_new = 0 if k is None else k.shape[1]
-    left, right = _window(window_size)
-    if causal:
-        right = 0
+    scale, left, right = _rules(q, softmax_scale, causal, window_size)
     lens = None
     if cache_seqlens is not None:
         if isinstance(cache_seqlens, int):
@@ -294,12 +300,13 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         raise FlashAttnError("flashattn: argument 'cache_seqlens': required with k and v (the row "
                              "at which each sequence's new keys go)")
     if k is not None:
-        ahead = lens.long().unsqueeze(1) + torch.arange(seqlen_new, device=q.device)
+        start = lens.long().unsqueeze(1)  # (batch, 1): each sequence's first new row
+        ahead = start + torch.arange(seqlen_new, device=q.device)
         if rotary_cos is not None:
             k = _rotary(k, rotary_cos, rotary_sin, ahead, rotary_interleaved)
             local = causal or left >= 0 or right >= 0
-            q_pos = (lens.long().unsqueeze(1) + torch.arange(seqlen_q, device=q.device) if local
-                     else lens.long().unsqueeze(1).expand(batch, seqlen_q))
+            q_pos = (start + torch.arange(seqlen_q, device=q.device) if local
+                     else start.expand(batch, seqlen_q))
             q = _rotary(q, rotary_cos, rotary_sin, q_pos, rotary_interleaved)
         if block_table is not None:  # row j of sequence b: page table[b, j // size], j % size
             size = k_cache.shape[1]
@@ -314,14 +321,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     if cache_batch_idx is not None:
         keys, values = k_cache[cache_batch_idx.long()], v_cache[cache_batch_idx.long()]
     seqused_k = None if lens is None else (lens + seqlen_new).to(torch.int32)
-    if softmax_scale is None:
-        softmax_scale = q.shape[-1] ** (-0.5) if q.shape[-1] > 0 else 1.0
-    args = (float(softmax_scale), bool(causal), left, right, float(softcap), 0.0)
     with torch.no_grad():
-        if ops.eager(q, keys, values, alibi_slopes, seqused_k, block_table):
-            out, lse = ops.forward(q, keys, values, *args, 0, alibi_slopes, None, None, 0, 0,
-                                   seqused_k, return_softmax_lse, block_table)
-        else:
-            out, lse, _ = torch.ops.flashattn.fwd(q, keys, values, *args, alibi_slopes, None, None,
-                                                  0, 0, seqused_k, block_table)
+        out, lse, _, _ = _forward(q, keys, values, scale, bool(causal), left, right,
+                                  float(softcap), 0.0, alibi_slopes, None, None, 0, 0,
+                                  return_softmax_lse, seqused_k, block_table)
     return (out, lse) if return_softmax_lse else out

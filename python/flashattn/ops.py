@@ -85,11 +85,6 @@ def _workspace_allocator(device: int):
 
 
 # ---- Packed copies for the layouts the library refuses (LayoutError) ---------------------------
-def _kernel_width(head_dim: int, head_dim_v: int) -> int:
-    """The head dim the CUDA kernels run at: both dims padded to one multiple of 8."""
-    return -(-max(head_dim, head_dim_v) // 8) * 8
-
-
 def _kernel_ready(t: torch.Tensor) -> bool:
     stride = t.stride()
     return stride[-1] == 1 and t.data_ptr() % 16 == 0 and all(s % 8 == 0 for s in stride[:-1])
@@ -112,7 +107,9 @@ def _cut(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _width(q: torch.Tensor, v: torch.Tensor) -> Optional[int]:
-    return _kernel_width(q.shape[-1], v.shape[-1]) if q.is_cuda else None
+    """The head dim the CUDA kernels run at (both dims padded to one multiple of 8); None on the
+    CPU."""
+    return -(-max(q.shape[-1], v.shape[-1]) // 8) * 8 if q.is_cuda else None
 
 
 # ---- Forward -----------------------------------------------------------------------------------
