@@ -47,35 +47,29 @@ PASSES = {"fwd": 1.0, "bwd": 2.5, "fwdbwd": 3.5}
 
 
 # ---- Timing ------------------------------------------------------------------------------------
+def _events_ms(fn, calls: int) -> float:
+    """ms per call: CUDA events around `calls` calls back to back, then a synchronisation."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / calls
+
+
 def time_sync(fn, reps: int) -> float:
     """ms: median over `reps` calls of (event, call, event, synchronise)."""
     fn()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(_events_ms(fn, 1) for _ in range(reps))
 
 
 def time_b2b(fn, reps: int, trials: int) -> float:
     """ms per call: median over `trials` of events around `reps` calls back to back."""
     fn()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(trials):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(reps):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / reps)
-    return statistics.median(times)
+    return statistics.median(_events_ms(fn, reps) for _ in range(trials))
 
 
 # ---- One row -----------------------------------------------------------------------------------
