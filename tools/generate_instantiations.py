@@ -17,7 +17,9 @@ HEAD_DIMS = [32, 64, 96, 128, 160, 192, 224, 256]
 
 # kernel → (its launch header, the function templates it defines and each file instantiates)
 KERNELS = {
-    "fwd": ("fwd_launch.cuh", ["void run_fwd<{args}>(const AttentionParams&, cudaStream_t)"]),
+    "fwd": ("fwd_launch.cuh", ["FwdPlan plan_fwd<{args}>(const AttentionParams&)",
+                               "void run_fwd<{args}>(const AttentionParams&, const FwdPlan&, void*, "
+                               "cudaStream_t)"]),
     "bwd": ("bwd_launch.cuh", ["size_t bwd_workspace_bytes<{args}>(const AttentionParams&)",
                                "void run_bwd<{args}>(const AttentionParams&, void*, cudaStream_t)"]),
 }

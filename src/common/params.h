@@ -53,9 +53,12 @@ struct AttentionParams {
   // Paged k and v (forward, CPU only for now): (num_pages, page_size, heads_kv, d); row j of
   // sequence b is row j % page_size of page block_table[b · block_table_stride + j / page_size].
   // k_stride.batch and v_stride.batch are then the strides of a page.
+  // On CUDA the table is not read on the host: entries outside [0, num_pages) are clamped into it
+  // on the device (a wrong page, never a read out of bounds).
   const int32_t* block_table = nullptr;
   int64_t block_table_stride = 0;
   int64_t page_size = 0;
+  int64_t num_pages = 0;
 
   float scale = 1.0f;       // multiplies Q Kᵀ
   double scale_f64 = 1.0;   // the same scale unrounded: float64 inputs compute with it
@@ -74,6 +77,14 @@ struct AttentionParams {
   uint32_t dropout_threshold = 65536;  // keep iff the element's uint16 < threshold
   uint64_t dropout_seed = 0;
   uint64_t dropout_offset = 0;
+
+  // Forward: how many ways to split the keys (0 = the implementation picks, 1 = no split).
+  int num_splits = 0;
+  // Set by the CUDA forward's plan (cuda/dispatch.h, FwdPlan) for its decode kernel:
+  bool pack_gqa = false;          // a tile's rows are (query row, query head of one KV group)
+  int splits = 1;                 // > 1: partial results below, merged by the combine kernel
+  float* out_partial = nullptr;   // (splits, heads_q, batch · seqlen_q, head_dim_v), fp32
+  float* lse_partial = nullptr;   // (splits, heads_q, batch · seqlen_q)
 
   bool deterministic = false;
   int num_threads = 0;

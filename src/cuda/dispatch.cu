@@ -6,6 +6,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
@@ -198,7 +200,7 @@ cudaMemPool_t pools[kMaxDevices] = {};
 
 cudaMemPool_t library_pool(int device) {
   if (device < 0 || device >= kMaxDevices) {
-    throw Error("flashattn::backward: argument 'q': device index " + std::to_string(device) +
+    throw Error("flashattn: argument 'q': device index " + std::to_string(device) +
                 " is out of range for the workspace pool (pass Options::workspace)");
   }
   const std::lock_guard<std::mutex> lock(pools_mutex);
@@ -216,18 +218,19 @@ cudaMemPool_t library_pool(int device) {
   return pools[device];
 }
 
-// The scratch of one backward call: the caller's buffer, the caller's allocation, or one from the
-// library's pool (freed, stream-ordered, when the call has enqueued its work).
+// The scratch of one call: the caller's buffer, the caller's allocation, or one from the
+// library's pool (freed, stream-ordered, when the call has enqueued its work). `size_fn` names the
+// function that tells the caller the size.
 class Scratch {
  public:
-  Scratch(const char* fn, const AttentionParams& p, const Workspace& w, size_t bytes,
-          cudaStream_t stream)
+  Scratch(const char* fn, const char* size_fn, const AttentionParams& p, const Workspace& w,
+          size_t bytes, cudaStream_t stream)
       : stream_(stream) {
     if (bytes == 0) return;
     if (w.data != nullptr) {
       if (w.bytes < bytes) {
         fail(fn, "workspace", "the buffer has " + std::to_string(w.bytes) + " bytes, this call needs " +
-                                   std::to_string(bytes) + " (backward_workspace_size)");
+                                   std::to_string(bytes) + " (" + size_fn + ")");
       }
       data_ = w.data;
     } else if (w.allocate != nullptr) {
@@ -313,6 +316,51 @@ bool use_sm90(int device) {
   });
 }
 
+int blocks_per_multiprocessor(const void* kernel, int threads, size_t smem_bytes, int device) {
+  static std::mutex mutex;
+  static std::vector<std::pair<std::pair<const void*, int>, int>> known;
+  const std::lock_guard<std::mutex> lock(mutex);
+  for (const auto& [key, blocks] : known) {
+    if (key.first == kernel && key.second == device) return blocks;
+  }
+  int blocks = 0;
+  FLASHATTN_CUDA_CHECK(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, smem_bytes));
+  blocks = blocks > 0 ? blocks : 1;
+  known.push_back({{kernel, device}, blocks});
+  return blocks;
+}
+
+int split_count(int64_t requested, int64_t key_blocks) {
+  const int64_t splits = std::min<int64_t>({requested, key_blocks, kMaxSplits});
+  if (splits <= 1) return 1;
+  // Each split takes ceil(key_blocks / splits) blocks: drop the splits that would get none.
+  const int64_t per_split = (key_blocks + splits - 1) / splits;
+  return static_cast<int>((key_blocks + per_split - 1) / per_split);
+}
+
+int choose_num_splits(int64_t blocks, int64_t key_blocks, int64_t slots) {
+  if (blocks * 5 >= slots * 4 || key_blocks < 2) return 1;
+  // The fill of the last wave of blocks · s blocks over `slots`; only split counts that change
+  // the blocks per split are candidates (the others only add empty splits).
+  auto fill = [&](int64_t s) {
+    const double waves = static_cast<double>(blocks * s) / static_cast<double>(slots);
+    return waves / std::ceil(waves);
+  };
+  const int64_t most = std::min<int64_t>(key_blocks, kMaxSplits);
+  auto candidate = [&](int64_t s) {
+    return s == 1 || (key_blocks + s - 1) / s != (key_blocks + s - 2) / (s - 1);
+  };
+  double best = 0.0;
+  for (int64_t s = 1; s <= most; ++s) {
+    if (candidate(s)) best = std::max(best, fill(s));
+  }
+  for (int64_t s = 1; s <= most; ++s) {
+    if (candidate(s) && fill(s) >= 0.85 * best) return split_count(s, key_blocks);
+  }
+  return 1;
+}
+
 int multiprocessors(int device) {
   const int count = once_per_device(device, 1, [](int d) {
     return device_attribute(cudaDevAttrMultiProcessorCount, d);
@@ -320,19 +368,45 @@ int multiprocessors(int device) {
   return count > 0 ? count : 1;
 }
 
-void forward(const AttentionParams& p) {
-  constexpr const char* fn = "flashattn::forward";
-  if (p.block_table != nullptr) {
-    fail(fn, "block_table", "paged KV caches run on the CPU only for now");
+namespace {
+// The checks of the forward's kernels; false when there is no work.
+bool forward_has_work(const char* fn, const AttentionParams& p, int* head_dim) {
+  *head_dim = check_kernel_params(fn, p);
+  if (p.block_table != nullptr && p.dropout_p > 0.0f) {
+    fail(fn, "dropout_p", "a paged KV cache on CUDA takes dropout_p = 0 (inference), got " +
+                              std::to_string(p.dropout_p));
   }
-  const int head_dim = check_kernel_params(fn, p);
   check_aligned(fn, "out", p.out, p.out_stride);
-  if (p.batch == 0 || p.seqlen_q == 0) return;
+  return !(p.batch == 0 || p.seqlen_q == 0);
+}
+}  // namespace
+
+size_t forward_workspace_bytes(const AttentionParams& p) {
+  constexpr const char* fn = "flashattn::forward_workspace_size";
+  int head_dim = 0;
+  if (!forward_has_work(fn, p, &head_dim)) return 0;
+  const DeviceGuard guard(p.device.index);
+  size_t bytes = 0;
+  dispatch_kernel(fn, p, head_dim, [&](auto dtype, auto hd, auto mods) {
+    bytes = plan_fwd<decltype(dtype), decltype(hd)::value, decltype(mods)::value>(p).workspace_bytes;
+  });
+  return bytes;
+}
+
+void forward(const AttentionParams& p, const Workspace& workspace) {
+  constexpr const char* fn = "flashattn::forward";
+  int head_dim = 0;
+  if (!forward_has_work(fn, p, &head_dim)) return;
 
   const DeviceGuard guard(p.device.index);
   const auto stream = static_cast<cudaStream_t>(p.stream);
   dispatch_kernel(fn, p, head_dim, [&](auto dtype, auto hd, auto mods) {
-    run_fwd<decltype(dtype), decltype(hd)::value, decltype(mods)::value>(p, stream);
+    using T = decltype(dtype);
+    constexpr int kHeadDim = decltype(hd)::value;
+    constexpr bool kScoreMods = decltype(mods)::value;
+    const FwdPlan plan = plan_fwd<T, kHeadDim, kScoreMods>(p);
+    const Scratch scratch(fn, "forward_workspace_size", p, workspace, plan.workspace_bytes, stream);
+    run_fwd<T, kHeadDim, kScoreMods>(p, plan, scratch.data(), stream);
   });
 }
 
@@ -372,8 +446,8 @@ void backward(const AttentionParams& p, const Workspace& workspace) {
     using T = decltype(dtype);
     constexpr int kHeadDim = decltype(hd)::value;
     constexpr bool kScoreMods = decltype(mods)::value;
-    const Scratch scratch(fn, p, workspace, bwd_workspace_bytes<T, kHeadDim, kScoreMods>(p),
-                          stream);
+    const Scratch scratch(fn, "backward_workspace_size", p, workspace,
+                          bwd_workspace_bytes<T, kHeadDim, kScoreMods>(p), stream);
     run_bwd<T, kHeadDim, kScoreMods>(p, scratch.data(), stream);
   });
 }

@@ -55,8 +55,42 @@ int multiprocessors(int device);
 void allow_dynamic_smem(const void* kernel, size_t bytes, int device, const char* what,
                         int head_dim);
 
+// The blocks of `kernel` (threads a block, dynamic shared memory bytes) that one SM of `device`
+// holds at once; read once per (kernel, device).
+int blocks_per_multiprocessor(const void* kernel, int threads, size_t smem_bytes, int device);
+
+// How one forward call runs. A decode step (padded batch, seqlen_q ≤ kDecodeMaxSeqlenQ, no
+// dropout), a paged cache, or a split asked for (Options::num_splits > 1) takes the decode kernel:
+// the query heads of a KV group share one tile's rows (pack_gqa), and the keys are split
+// num_splits ways, each split's O and LSE going to the workspace in fp32, merged by the combine
+// kernel. Anything else takes the regular kernels, without workspace.
+struct FwdPlan {
+  bool decode = false;
+  bool pack_gqa = false;
+  int num_splits = 1;
+  size_t workspace_bytes = 0;
+};
+inline constexpr int64_t kDecodeMaxSeqlenQ = 16;
+
+// The split count for `requested` splits over `key_blocks` blocks of keys: at most one split a
+// key block and kMaxSplits, and no split left empty.
+inline constexpr int kMaxSplits = 128;
+int split_count(int64_t requested, int64_t key_blocks);
+// The heuristic (num_splits = 0): the fewest splits whose grid of blocks × splits fills the
+// `slots` (SMs × resident blocks) about as well as any split count can; 1 when `blocks` already
+// fill most of them.
+int choose_num_splits(int64_t blocks, int64_t key_blocks, int64_t slots);
+
+// Merges the p.splits partial results of the decode kernel (p.out_partial, p.lse_partial) into
+// out and lse: lse = log Σ exp(lse_s), out = Σ exp(lse_s − lse) · out_s.
+void combine_splits(const AttentionParams& p, cudaStream_t stream);
+
 template <class T, int kHeadDim, bool kScoreMods>
-void run_fwd(const AttentionParams& p, cudaStream_t stream);
+FwdPlan plan_fwd(const AttentionParams& p);
+
+// The forward on `workspace`, a buffer of at least plan.workspace_bytes (null when that is 0).
+template <class T, int kHeadDim, bool kScoreMods>
+void run_fwd(const AttentionParams& p, const FwdPlan& plan, void* workspace, cudaStream_t stream);
 
 // The backward's device scratch in bytes (the one plan that run_bwd carves up), and the
 // backward itself on `workspace`, a buffer of at least that size (null when it is 0).

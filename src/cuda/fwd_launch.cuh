@@ -1,6 +1,8 @@
-// The forward of one (dtype, head dim, score mods): the Hopper kernel (wgmma) where the device is
-// an sm_90 GPU and the head dim has a Hopper tile, else the sm80 kernel (mma.sync), which runs on
-// every GPU from sm_80 on. Included only by the generated instantiation files.
+// The forward of one (dtype, head dim, score mods): its plan, then the kernel. A decode step
+// (few query rows; a paged cache; a split asked for) takes the sm80 decode kernel on every GPU;
+// otherwise the Hopper kernel (wgmma) where the device is an sm_90 GPU and the head dim has a
+// Hopper tile, else the sm80 kernel (mma.sync), which runs on every GPU from sm_80 on. Included
+// only by the generated instantiation files.
 #pragma once
 
 #include "cuda/dispatch.h"
@@ -10,7 +12,36 @@
 namespace flashattn::detail::cuda {
 
 template <class T, int kHeadDim, bool kScoreMods>
-void run_fwd(const AttentionParams& p, cudaStream_t stream) {
+FwdPlan plan_fwd(const AttentionParams& p) {
+  FwdPlan plan;
+  // The API has refused paged caches and splits with dropout, and splits with varlen batches.
+  plan.decode = p.dropout_p == 0.0f &&
+                (p.block_table != nullptr || p.num_splits > 1 ||
+                 (!p.is_varlen && p.seqlen_q <= kDecodeMaxSeqlenQ));
+  if (!plan.decode) return plan;
+  plan.pack_gqa = p.group > 1;
+  if (p.is_varlen || p.num_splits == 1) return plan;
+  using Decode = FwdDecode<T, kHeadDim, kScoreMods>;
+  const int64_t rows = p.seqlen_q * (plan.pack_gqa ? p.group : 1);
+  const int64_t blocks = p.batch * (plan.pack_gqa ? p.heads_kv : p.heads_q) *
+                         ((rows + Decode::Tile::kBlockM - 1) / Decode::Tile::kBlockM);
+  const int64_t key_blocks = (p.seqlen_k + Decode::Tile::kBlockN - 1) / Decode::Tile::kBlockN;
+  plan.num_splits =
+      p.num_splits > 1
+          ? split_count(p.num_splits, key_blocks)
+          : choose_num_splits(blocks, key_blocks,
+                              multiprocessors(p.device.index) *
+                                  Decode::resident_blocks(p.device.index));
+  if (plan.num_splits > 1) {
+    plan.workspace_bytes = static_cast<size_t>(plan.num_splits) * p.heads_q * p.batch *
+                           p.seqlen_q * (p.head_dim_v + 1) * sizeof(float);
+  }
+  return plan;
+}
+
+template <class T, int kHeadDim, bool kScoreMods>
+void run_fwd(const AttentionParams& p, const FwdPlan& plan, void* workspace, cudaStream_t stream) {
+  if (plan.decode) return run_fwd_decode<T, kHeadDim, kScoreMods>(p, plan, workspace, stream);
   if constexpr (sm90::kHasFwdTile<kHeadDim>) {
     if (use_sm90(p.device.index)) return run_fwd_sm90<T, kHeadDim, kScoreMods>(p, stream);
   }

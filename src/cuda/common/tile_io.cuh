@@ -43,6 +43,25 @@ __device__ __forceinline__ void load_rows_async(T* smem, const T* gmem, int64_t 
   }
 }
 
+// The same copy where rows are not evenly strided (a paged cache, packed query heads): row r
+// (< rows_valid) starts at row_ptr(r). Rows ≥ rows_valid and columns ≥ cols_valid are zero-filled
+// and row_ptr is not called for them (their copies name `any`, a valid address, and read nothing).
+template <int kThreads, int kRows, int kCols, int kPitch, class T, class RowPtr>
+__device__ __forceinline__ void load_rows_async_indexed(T* smem, RowPtr row_ptr, const T* any,
+                                                        int rows_valid, int cols_valid) {
+  constexpr int kChunksPerRow = kCols / 8;
+  constexpr int kChunks = kRows * kChunksPerRow;
+#pragma unroll
+  for (int i = 0; i < (kChunks + kThreads - 1) / kThreads; ++i) {
+    const int c = static_cast<int>(threadIdx.x) + i * kThreads;
+    if (kChunks % kThreads != 0 && c >= kChunks) break;
+    const int row = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
+    const bool valid = row < rows_valid && col < cols_valid;
+    const T* src = valid ? row_ptr(row) + col : any;
+    cp_async_16(smem + row * kPitch + col, src, valid);
+  }
+}
+
 // acc (kMTiles·16 × kNTiles·8, fp32 fragments) += A (kMTiles·16 × kK) · B (kK × kNTiles·8), both
 // operands in shared memory, as one warp's share of a larger product. Pointers are at the
 // warp's origin of each operand. Storage order:

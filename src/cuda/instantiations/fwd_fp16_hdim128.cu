@@ -3,7 +3,9 @@
 
 namespace flashattn::detail::cuda {
 
-template void run_fwd<__half, 128, /*kScoreMods=*/false>(const AttentionParams&, cudaStream_t);
-template void run_fwd<__half, 128, /*kScoreMods=*/true>(const AttentionParams&, cudaStream_t);
+template FwdPlan plan_fwd<__half, 128, /*kScoreMods=*/false>(const AttentionParams&);
+template FwdPlan plan_fwd<__half, 128, /*kScoreMods=*/true>(const AttentionParams&);
+template void run_fwd<__half, 128, /*kScoreMods=*/false>(const AttentionParams&, const FwdPlan&, void*, cudaStream_t);
+template void run_fwd<__half, 128, /*kScoreMods=*/true>(const AttentionParams&, const FwdPlan&, void*, cudaStream_t);
 
 }  // namespace flashattn::detail::cuda

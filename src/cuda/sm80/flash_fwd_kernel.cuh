@@ -8,6 +8,14 @@
 //
 // kScoreMods: the variant that applies softmax_scale before the max (any sign), softcap, ALiBi
 // and dropout. The plain variant folds the scale into the exp2 argument.
+//
+// kDecode: the variant for few query rows against many keys (a decode step; cuda/dispatch.h,
+// FwdPlan), without dropout. Three runtime choices: the query heads of one KV group share a
+// tile's rows (p.pack_gqa: row r of the tile is query row r / group of query head
+// kv head · group + r % group, so each K/V byte is read once per KV head); the keys are split
+// p.splits ways (blockIdx.x = query block · splits + split), each split writing its normalised
+// O and LSE in fp32 to p.out_partial / p.lse_partial for the combine kernel; and K/V rows may
+// come from a paged cache (p.block_table).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -32,8 +40,10 @@ __device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t 
                                                                      rows_valid, head_dim);
 }
 
-template <class T, class Tile, bool kScoreMods>
-__global__ void __launch_bounds__(Tile::kThreads)
+// The decode kernel asks for registers that let 2 blocks share an SM (memory-bound, it needs the
+// K/V loads of several blocks in flight); at 3 or 4 it spilled 150-450 bytes (d 128).
+template <class T, class Tile, bool kScoreMods, bool kDecode>
+__global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     flash_fwd_kernel(const __grid_constant__ AttentionParams p) {
   constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kPitch = Tile::kPitch;
   constexpr int kMTiles = Tile::kMTiles, kNTiles = Tile::kNTiles, kDTiles = Tile::kDTiles;
@@ -46,29 +56,89 @@ __global__ void __launch_bounds__(Tile::kThreads)
   T* sV = sK + kBlockN * kPitch;
 
   // ---- Block geometry ----
-  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t b = blockIdx.z;
   const SequenceInfo seq = sequence_info(p, b);
+  const int splits = kDecode ? p.splits : 1;
+  const int split = kDecode ? static_cast<int>(blockIdx.x) % splits : 0;
+  const bool pack = kDecode && p.pack_gqa;
+  const int64_t group = pack ? p.group : 1;   // query heads per tile row block
+  const int64_t rows = seq.seqlen_q * group;  // tile rows of this sequence
   // Last query block first: under a causal mask it has the most keys, so the longest blocks start
   // in the first wave and the tail of the grid is short ones.
-  const int64_t m0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kBlockM;
-  if (m0 >= seq.seqlen_q) return;
+  const int64_t m0 =
+      static_cast<int64_t>(gridDim.x / splits - 1 - blockIdx.x / splits) * kBlockM;
+  if (m0 >= rows) return;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane / 4, t = lane % 4;
-  const int64_t hk = h / p.group;
+  const int64_t h = blockIdx.y;                   // the query head (the KV head when packed)
+  const int64_t hk = pack ? h : h / p.group;
   const int64_t diag = seq.seqlen_k - seq.seqlen_q;  // key j is on row i's diagonal at i + diag
-  const int64_t m_last = min(m0 + kBlockM, seq.seqlen_q) - 1;
+  // The query rows [q_first, q_last] that this block's tile rows hold.
+  const int64_t q_first = m0 / group, q_last = (min(m0 + kBlockM, rows) - 1) / group;
 
-  // Key blocks any row of this block can see: [n_block_min, n_block_max).
-  const BlockRange key_blocks = visible_key_blocks(p, seq, m0, kBlockM, kBlockN);
-  const int n_block_min = key_blocks.first, n_block_max = key_blocks.end;
+  // Key blocks any row of this block can see: [n_block_min, n_block_max); with a split, the
+  // split's share of the sequence's key blocks.
+  const BlockRange key_blocks = visible_key_blocks(p, seq, q_first, q_last - q_first + 1, kBlockN);
+  int n_block_min = key_blocks.first, n_block_max = key_blocks.end;
+  if (kDecode && splits > 1) {
+    const int blocks = static_cast<int>((seq.seqlen_k + kBlockN - 1) / kBlockN);
+    const int per_split = (blocks + splits - 1) / splits;
+    n_block_min = max(n_block_min, split * per_split);
+    n_block_max = max(n_block_min, min(n_block_max, (split + 1) * per_split));
+  }
 
-  const T* q = static_cast<const T*>(p.q) + b * p.q_stride.batch +
-               (seq.q_start + m0) * p.q_stride.row + h * p.q_stride.head;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_stride.batch + seq.k_start * p.k_stride.row +
-               hk * p.k_stride.head;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_stride.batch + seq.k_start * p.v_stride.row +
-               hk * p.v_stride.head;
+  const T* q_seq = static_cast<const T*>(p.q) + b * p.q_stride.batch +
+                   seq.q_start * p.q_stride.row + hk * group * p.q_stride.head;
+  const T* q = q_seq + m0 * p.q_stride.row + (pack ? 0 : h) * p.q_stride.head;
+  const bool paged = kDecode && p.block_table != nullptr;
+  // Paged: k and v are pages; the page of key j is table[j / page_size].
+  const int32_t* table = paged ? p.block_table + b * p.block_table_stride : nullptr;
+  const int64_t k_seq = paged ? 0 : b * p.k_stride.batch + seq.k_start * p.k_stride.row;
+  const int64_t v_seq = paged ? 0 : b * p.v_stride.batch + seq.k_start * p.v_stride.row;
+  const T* k = static_cast<const T*>(p.k) + k_seq + hk * p.k_stride.head;
+  const T* v = static_cast<const T*>(p.v) + v_seq + hk * p.v_stride.head;
   const int head_dim = static_cast<int>(p.head_dim);
+
+  // K or V rows [n0, n0 + kBlockN) → shared memory.
+  auto load_keys = [&](T* dst, const T* src, OperandStrides stride, int64_t n0) {
+    if (paged) {  // key indices and page sizes are < 2^31: 32-bit division
+      const int page_size = static_cast<int>(p.page_size), last_page = static_cast<int>(p.num_pages - 1);
+      load_rows_async_indexed<Tile::kThreads, kBlockN, Tile::kHeadDim, kPitch>(
+          dst,
+          [=](int r) {
+            const int j = static_cast<int>(n0) + r;
+            const int page = min(max(table[j / page_size], 0), last_page);
+            return src + page * stride.batch + (j % page_size) * stride.row;
+          },
+          src, static_cast<int>(min(seq.seqlen_k - n0, int64_t{kBlockN})), head_dim);
+    } else {
+      load_tile_async<Tile, kBlockN>(dst, src + n0 * stride.row, stride.row, seq.seqlen_k - n0,
+                                     head_dim);
+    }
+  };
+
+  // Each of this thread's fragment rows: its tile row, its query row (relative to q_first) and
+  // its query head. Only packed rows need a table (the decode kernel's few rows); otherwise they
+  // are the tile row and the block's head, computed where used.
+  constexpr int kTableRows = kDecode ? kMTiles : 1;
+  int packed_q[kTableRows][2];
+  int64_t packed_head[kTableRows][2];
+  auto tile_row = [&](int mt, int rh) { return warp * Tile::kWarpRows + mt * 16 + g + 8 * rh; };
+#pragma unroll
+  for (int mt = 0; mt < kTableRows; ++mt) {
+#pragma unroll
+    for (int rh = 0; rh < 2; ++rh) {
+      const int64_t r = m0 + tile_row(mt, rh);
+      packed_q[mt][rh] = static_cast<int>(r / group - q_first);
+      packed_head[mt][rh] = hk * group + r % group;
+    }
+  }
+  auto row_q = [&](int mt, int rh) {
+    return kDecode && pack ? packed_q[kDecode ? mt : 0][rh] : tile_row(mt, rh);
+  };
+  auto row_head = [&](int mt, int rh) {
+    return kDecode && pack ? packed_head[kDecode ? mt : 0][rh] : h;
+  };
 
   // Per-row state. Scores are kept in "raw" units u; exp2(u · mul) is the unnormalised P.
   float acc_o[kMTiles][kDTiles][4];  // registers (kWarpRows, kHeadDim) per warp
@@ -85,16 +155,34 @@ __global__ void __launch_bounds__(Tile::kThreads)
   }
   const float mul = kScoreMods ? kLog2e : p.scale_log2;
   const int warp_row0 = warp * Tile::kWarpRows;  // first row of this warp within the block
-  float alibi_slope = 0.0f;
-  if (kScoreMods && p.alibi_slopes != nullptr) alibi_slope = p.alibi_slopes[b * p.alibi_batch_stride + h];
+  // ALiBi slopes: one per row when query heads are packed, else the block's.
+  constexpr int kSlopeRows = kDecode ? kMTiles : 1;
+  float alibi_slope[kSlopeRows][2] = {};
+  if (kScoreMods && p.alibi_slopes != nullptr) {
+#pragma unroll
+    for (int mt = 0; mt < kSlopeRows; ++mt) {
+#pragma unroll
+      for (int rh = 0; rh < 2; ++rh) {
+        alibi_slope[mt][rh] = p.alibi_slopes[b * p.alibi_batch_stride + row_head(mt, rh)];
+      }
+    }
+  }
   const uint64_t dropout_stream_id = detail::dropout_stream(p.dropout_offset, b, h, p.heads_q);
 
   // ---- Prologue: Q and the last K block in flight ----
   if (n_block_max > n_block_min) {
-    load_tile_async<Tile, kBlockM>(sQ, q, p.q_stride.row, seq.seqlen_q - m0, head_dim);
-    const int64_t n0 = static_cast<int64_t>(n_block_max - 1) * kBlockN;
-    load_tile_async<Tile, kBlockN>(sK, k + n0 * p.k_stride.row, p.k_stride.row,
-                                   seq.seqlen_k - n0, head_dim);
+    if (pack) {
+      load_rows_async_indexed<Tile::kThreads, kBlockM, Tile::kHeadDim, kPitch>(
+          sQ,
+          [=](int r) {
+            const int64_t row = m0 + r;
+            return q_seq + (row / group) * p.q_stride.row + (row % group) * p.q_stride.head;
+          },
+          q_seq, static_cast<int>(min(rows - m0, int64_t{kBlockM})), head_dim);
+    } else {
+      load_tile_async<Tile, kBlockM>(sQ, q, p.q_stride.row, seq.seqlen_q - m0, head_dim);
+    }
+    load_keys(sK, k, p.k_stride, static_cast<int64_t>(n_block_max - 1) * kBlockN);
     cp_async_commit();
   }
 
@@ -103,8 +191,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
     const int64_t n0 = static_cast<int64_t>(nb) * kBlockN;
     cp_async_wait<0>();  // K(nb) (and Q) landed
     __syncthreads();     // … for every thread; and everyone is done with V(nb + 1)
-    load_tile_async<Tile, kBlockN>(sV, v + n0 * p.v_stride.row, p.v_stride.row, seq.seqlen_k - n0,
-                                   head_dim);
+    load_keys(sV, v, p.v_stride, n0);
     cp_async_commit();
 
     // S = Q K(nb)ᵀ: registers (kWarpRows, kBlockN) per warp
@@ -142,12 +229,12 @@ __global__ void __launch_bounds__(Tile::kThreads)
     // are clamped so that "unbounded" stays out of reach.
     const bool need_mask =
         n0 + kBlockN > seq.seqlen_k ||
-        (p.window_right >= 0 && n0 + kBlockN - 1 > m0 + diag + p.window_right) ||
-        (p.window_left >= 0 && n0 < m_last + diag - p.window_left);
+        (p.window_right >= 0 && n0 + kBlockN - 1 > q_first + diag + p.window_right) ||
+        (p.window_left >= 0 && n0 < q_last + diag - p.window_left);
     if (kScoreMods || need_mask) {
       constexpr int64_t kFar = int64_t{1} << 30;
       auto clamp32 = [](int64_t x) { return static_cast<int>(max(-kFar, min(kFar, x))); };
-      const int diag_local = clamp32(m0 + diag - n0);  // column of row 0's diagonal
+      const int diag_local = clamp32(q_first + diag - n0);  // column of query q_first's diagonal
       const int keys_local = clamp32(seq.seqlen_k - n0);
       const int right = p.window_right >= 0 ? clamp32(p.window_right) : static_cast<int>(kFar);
       const int left = p.window_left >= 0 ? clamp32(p.window_left) : static_cast<int>(kFar);
@@ -155,7 +242,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
       for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
         for (int rh = 0; rh < 2; ++rh) {
-          const int row_diag = diag_local + warp_row0 + mt * 16 + g + 8 * rh;
+          const int row_diag = diag_local + row_q(mt, rh);
           const int last = min(row_diag + right, keys_local - 1);
           const int first = row_diag - left;
 #pragma unroll
@@ -167,7 +254,8 @@ __global__ void __launch_bounds__(Tile::kThreads)
               if constexpr (kScoreMods) {
                 x *= p.scale;
                 if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
-                x -= alibi_slope * static_cast<float>(abs(row_diag - j));
+                x -= alibi_slope[kDecode ? mt : 0][kDecode ? rh : 0] *
+                     static_cast<float>(abs(row_diag - j));
               }
               if (need_mask && (j < first || j > last)) x = kNegInf;
             }
@@ -210,7 +298,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
     }
 
     // Dropout (docs/dropout.md): one Philox call per 16×16 block gives this lane its 8 elements.
-    if (kScoreMods && p.dropout_p > 0.0f) {
+    if (kScoreMods && !kDecode && p.dropout_p > 0.0f) {
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
         const uint32_t row_block = static_cast<uint32_t>((m0 + warp_row0 + mt * 16) >> 4);
@@ -231,9 +319,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
     cp_async_wait<0>();  // V(nb) landed
     __syncthreads();     // … for every thread; and everyone is done with K(nb)
     if (nb > n_block_min) {
-      const int64_t n_prev = n0 - kBlockN;
-      load_tile_async<Tile, kBlockN>(sK, k + n_prev * p.k_stride.row, p.k_stride.row,
-                                     seq.seqlen_k - n_prev, head_dim);
+      load_keys(sK, k, p.k_stride, n0 - kBlockN);
       cp_async_commit();
     }
 
@@ -262,17 +348,32 @@ __global__ void __launch_bounds__(Tile::kThreads)
     }
   }
 
-  // ---- Epilogue: the one rescale by 1/l, O and LSE out ----
+  // ---- Epilogue: the one rescale by 1/l, O and LSE out (a split: fp32 partials) ----
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
     for (int rh = 0; rh < 2; ++rh) {
       const float l = quad_sum(row_sum[mt][rh]);
-      const int64_t i = m0 + warp_row0 + mt * 16 + g + 8 * rh;
-      if (i >= seq.seqlen_q) continue;
+      if (m0 + warp_row0 + mt * 16 + g + 8 * rh >= rows) continue;
+      const int64_t i = q_first + row_q(mt, rh), head = row_head(mt, rh);
       const float inv = l > 0.0f ? p.dropout_scale / l : 0.0f;  // l = 0: no visible key, O = 0
+      const float lse = l > 0.0f ? row_max[mt][rh] * mul * kLn2 + logf(l) : kNegInf;
+      if (kDecode && splits > 1) {  // padded batches only: row b · seqlen_q + i
+        const int64_t slot = (split * p.heads_q + head) * (p.batch * p.seqlen_q) + b * p.seqlen_q + i;
+        float* o = p.out_partial + slot * p.head_dim_v;
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt) {
+          const int col = dt * 8 + 2 * t;
+          if (col < head_dim) {
+            *reinterpret_cast<float2*>(o + col) =
+                make_float2(acc_o[mt][dt][2 * rh] * inv, acc_o[mt][dt][2 * rh + 1] * inv);
+          }
+        }
+        if (t == 0) p.lse_partial[slot] = lse;
+        continue;
+      }
       T* o = static_cast<T*>(p.out) + b * p.out_stride.batch + (seq.q_start + i) * p.out_stride.row +
-             h * p.out_stride.head;
+             head * p.out_stride.head;
 #pragma unroll
       for (int dt = 0; dt < kDTiles; ++dt) {
         const int col = dt * 8 + 2 * t;
@@ -282,8 +383,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
         }
       }
       if (t == 0 && p.lse != nullptr) {
-        p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + seq.q_start + i] =
-            l > 0.0f ? row_max[mt][rh] * mul * kLn2 + logf(l) : kNegInf;
+        p.lse[b * p.lse_batch_stride + head * p.lse_head_stride + seq.q_start + i] = lse;
       }
     }
   }

@@ -1,5 +1,5 @@
-// Launch of the sm80 forward kernel: grid, shared-memory opt-in, stream. Included by
-// cuda/fwd_launch.cuh, which picks the kernel for the device.
+// Launch of the sm80 forward kernels: grid, shared-memory opt-in, stream. Included by
+// cuda/fwd_launch.cuh, which picks the kernel for the device and the call.
 #pragma once
 
 #include "cuda/common/check.h"
@@ -12,13 +12,52 @@ template <class T, int kHeadDim, bool kScoreMods>
 void run_fwd_sm80(const AttentionParams& p, cudaStream_t stream) {
   using Tile = FwdTileFor<kHeadDim, kScoreMods>;
   constexpr size_t kSmemBytes = Tile::kSmemElems * sizeof(T);
-  auto kernel = flash_fwd_kernel<T, Tile, kScoreMods>;
+  auto kernel = flash_fwd_kernel<T, Tile, kScoreMods, /*kDecode=*/false>;
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), kSmemBytes, p.device.index,
                      "the sm80 forward kernel", kHeadDim);
   const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM),
                   static_cast<unsigned>(p.heads_q), static_cast<unsigned>(p.batch));
   kernel<<<grid, Tile::kThreads, kSmemBytes, stream>>>(p);
   FLASHATTN_CUDA_CHECK(cudaGetLastError());
+}
+
+// The decode kernel (flash_fwd_kernel's kDecode variant): its tile, and the blocks of it that
+// one SM holds at once (read once per device), which the plan's split heuristic needs.
+template <class T, int kHeadDim, bool kScoreMods>
+struct FwdDecode {
+  using Tile = DecodeTileFor<kHeadDim>;
+  static constexpr size_t kSmemBytes = Tile::kSmemElems * sizeof(T);
+  static const void* kernel() {
+    return reinterpret_cast<const void*>(flash_fwd_kernel<T, Tile, kScoreMods, /*kDecode=*/true>);
+  }
+  static int resident_blocks(int device) {
+    allow_dynamic_smem(kernel(), kSmemBytes, device, "the sm80 decode kernel", kHeadDim);
+    return blocks_per_multiprocessor(kernel(), Tile::kThreads, kSmemBytes, device);
+  }
+};
+
+template <class T, int kHeadDim, bool kScoreMods>
+void run_fwd_decode(const AttentionParams& p, const FwdPlan& plan, void* workspace,
+                    cudaStream_t stream) {
+  using Decode = FwdDecode<T, kHeadDim, kScoreMods>;
+  using Tile = typename Decode::Tile;
+  AttentionParams d = p;
+  d.pack_gqa = plan.pack_gqa;
+  d.splits = plan.num_splits;
+  if (plan.num_splits > 1) {
+    d.out_partial = static_cast<float*>(workspace);
+    d.lse_partial = d.out_partial + plan.num_splits * p.heads_q * p.batch * p.seqlen_q * p.head_dim_v;
+  }
+  allow_dynamic_smem(Decode::kernel(), Decode::kSmemBytes, p.device.index,
+                     "the sm80 decode kernel", kHeadDim);
+  const int64_t rows = p.seqlen_q * (plan.pack_gqa ? p.group : 1);
+  const dim3 grid(static_cast<unsigned>((rows + Tile::kBlockM - 1) / Tile::kBlockM * plan.num_splits),
+                  static_cast<unsigned>(plan.pack_gqa ? p.heads_kv : p.heads_q),
+                  static_cast<unsigned>(p.batch));
+  flash_fwd_kernel<T, Tile, kScoreMods, /*kDecode=*/true>
+      <<<grid, Tile::kThreads, Decode::kSmemBytes, stream>>>(d);
+  FLASHATTN_CUDA_CHECK(cudaGetLastError());
+  if (plan.num_splits > 1) combine_splits(d, stream);
 }
 
 }  // namespace flashattn::detail::cuda

@@ -54,4 +54,10 @@ struct FwdTileFor<224, kScoreMods> : FwdTile<224, 128, 64, 8> {};
 template <bool kScoreMods>
 struct FwdTileFor<256, kScoreMods> : FwdTile<256, 64, 64, 4> {};
 
+// The decode kernel's tile: 64 rows (the fewest that 4 warps of whole m16 tiles hold), so a step
+// of few query rows wastes little of the tensor cores, and a 52 KB (d 128) footprint that keeps
+// four blocks, and their K/V loads, in flight per SM.
+template <int kHeadDim>
+struct DecodeTileFor : FwdTile<kHeadDim, 64, 64, 4> {};
+
 }  // namespace flashattn::detail::cuda
