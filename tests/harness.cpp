@@ -69,6 +69,7 @@ std::string Case::name() const {
   s += layout_tag(layout);
   if (pad) s += "_pad" + std::to_string(pad);
   if (num_threads) s += "_thr" + std::to_string(num_threads);
+  if (num_splits) s += "_split" + std::to_string(num_splits);
   if (deterministic) s += "_det";
   return s;
 }
@@ -200,6 +201,7 @@ Problem::Problem(const Case& cs) : c(cs) {
   if (!used.empty()) opts.seqused_k = flashattn::contiguous_view(used.data(), DType::i32, {B});
   opts.deterministic = c.deterministic;
   opts.num_threads = c.num_threads;
+  opts.num_splits = c.num_splits;
 }
 
 Buf Problem::make_out() const {

@@ -57,6 +57,7 @@ struct Case {
   // rows 16-byte aligned for the CUDA kernels (fp16/bf16, head_dim a multiple of 8).
   int64_t pad = 0;
   int num_threads = 0;
+  int num_splits = 0;  // Options::num_splits (the CPU ignores it)
   bool deterministic = false;
   uint64_t seed = 1;  // of the random inputs
 

@@ -77,19 +77,21 @@ Tensor contiguous_view(void* data, DType dtype, std::initializer_list<int64_t> s
 Tensor strided_view(void* data, DType dtype, std::initializer_list<int64_t> shape,
                     std::initializer_list<int64_t> strides, Device device = {});
 
-// Device scratch memory for the CUDA backward (the forward and the CPU need none). Give a buffer,
-// or a callback that returns one, or neither: then the library takes it from a stream-ordered
-// memory pool of its own, one per device, that keeps what it has held for the next call
-// (release_workspace_pool() hands it back). The device's default pool is never used or changed.
+// Device scratch memory for the CUDA backward, and for a CUDA forward that splits the keys (the
+// CPU needs none). Give a buffer, or a callback that returns one, or neither: then the library
+// takes it from a stream-ordered memory pool of its own, one per device, that keeps what it has
+// held for the next call (release_workspace_pool() hands it back). The device's default pool is
+// never used or changed.
 struct Workspace {
-  // A device buffer of at least backward_workspace_size() bytes, 16-byte aligned, on the tensors'
-  // device, that nothing else touches until the work the call enqueues on its stream has run.
+  // A device buffer of at least backward_workspace_size() (forward_workspace_size()) bytes,
+  // 16-byte aligned, on the tensors' device, that nothing else touches until the work the call
+  // enqueues on its stream has run.
   void* data = nullptr;
   size_t bytes = 0;
-  // Or: called once per backward call that needs scratch, on the calling thread, with the number
-  // of bytes (> 0); returns such a buffer (null: the call fails with an error). The library never
-  // frees it: the memory belongs to the callback's owner, who may reuse it for work enqueued
-  // later on the same stream (as PyTorch's caching allocator does).
+  // Or: called once per call that needs scratch, on the calling thread, with the number of bytes
+  // (> 0); returns such a buffer (null: the call fails with an error). The library never frees
+  // it: the memory belongs to the callback's owner, who may reuse it for work enqueued later on
+  // the same stream (as PyTorch's caching allocator does).
   void* (*allocate)(size_t bytes, void* context) = nullptr;
   void* context = nullptr;
 };
@@ -134,9 +136,17 @@ struct Options {
   // int32 (batch, max_pages_per_seq): k and v are a paged cache, (num_pages, page_size, heads_kv,
   // head_dim) with any page_size ≥ 1, and row j of sequence b is row j % page_size of page
   // block_table[b][j / page_size]; seqlen_k is then max_pages_per_seq · page_size (seqused_k
-  // says how many rows each sequence uses). Forward only, padded batches (not varlen), and on the
-  // CPU only for now (the CUDA kernels refuse it by name).
+  // says how many rows each sequence uses). Forward only, padded batches (not varlen), without
+  // dropout on CUDA. The CPU checks every entry; on CUDA tensors the table is not read on the host
+  // and an entry outside [0, num_pages) is clamped into it on the device.
   std::optional<Tensor> block_table;
+  // Forward: split the keys of each sequence this many ways, each split on its own thread blocks,
+  // then merge the partial results (split-KV, for decode steps that would not fill the GPU).
+  // 0 = the library decides (it splits only for few query rows: a decode step); 1 = no split;
+  // n > 1 = n splits (fewer when there are fewer blocks of keys). Needs dropout_p = 0 and a
+  // padded batch. The result does not depend on it beyond rounding, and is bit-identical run to
+  // run for a given value. The CPU implementation ignores it. CUDA scratch: see Workspace.
+  int num_splits = 0;
   // Varlen only: upper bounds of the per-sequence lengths; 0 = derive them from cu_seqlens. On
   // CUDA tensors, with both given, they are trusted and cu_seqlens is not read on the host (no
   // copy, no synchronisation: as FlashAttention-2); with either one 0, cu_seqlens_q and _k are
@@ -150,7 +160,7 @@ struct Options {
   int num_threads = 0;
   // cudaStream_t for CUDA tensors; null = the default stream.
   void* stream = nullptr;
-  // Scratch of the CUDA backward; see Workspace.
+  // Scratch of the CUDA backward and of a split forward; see Workspace.
   Workspace workspace;
 };
 
@@ -165,6 +175,11 @@ void backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor
               const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
               const Tensor& dv, const Options& options);
 
+// Bytes of device scratch that forward() with these arguments needs: 0 on the CPU and where the
+// forward does not split the keys (Options::num_splits). The same checks as forward().
+size_t forward_workspace_size(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                              const Tensor& lse, const Options& options);
+
 // Bytes of device scratch that backward() with these arguments needs (0 on the CPU); the same
 // checks as backward(). For a varlen batch whose max_seqlen_q/k are not given, it reads
 // cu_seqlens on the host as backward() does.
@@ -174,7 +189,7 @@ size_t backward_workspace_size(const Tensor& dout, const Tensor& q, const Tensor
                                const Options& options);
 
 // Hands the memory held by the library's own workspace pools (one per device that has run a
-// backward without a workspace) back to the driver, once the work queued on it has run.
+// call that needed scratch without a workspace) back to the driver, once the work queued on it has run.
 void release_workspace_pool();
 
 // ---- Dropout ----------------------------------------------------------------------------------

@@ -259,11 +259,11 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
 
     block_table, int32 (batch, max_pages): a paged cache, k_cache and v_cache (num_pages,
     page_size, heads_k, d) with any page_size; row j of sequence i is row j % page_size of page
-    block_table[i, j // page_size]. On the CPU only for now.
+    block_table[i, j // page_size]. On CUDA the table is trusted (not read on the host).
 
-    This first version composes the library's forward (seqused_k) with PyTorch indexing for the
-    append and the rotary embedding; cache_leftpad is not supported yet, and num_splits is
-    accepted and ignored."""
+    The append and the rotary embedding are PyTorch indexing before the library's forward, which
+    picks the split of the keys itself (num_splits is accepted and not passed on yet; C++ takes
+    flashattn::Options::num_splits); cache_leftpad is not supported yet."""
     if block_table is not None and cache_batch_idx is not None:
         raise FlashAttnError("flashattn: argument 'cache_batch_idx': not with a paged cache "
                              "(block_table says where each sequence's rows are)")

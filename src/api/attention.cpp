@@ -10,9 +10,10 @@
 namespace flashattn {
 namespace {
 
-void cuda_forward([[maybe_unused]] const detail::AttentionParams& p) {
+void cuda_forward([[maybe_unused]] const detail::AttentionParams& p,
+                  [[maybe_unused]] const Workspace& workspace) {
 #if FLASHATTN_WITH_CUDA
-  detail::cuda::forward(p);
+  detail::cuda::forward(p, workspace);
 #else
   throw Error("flashattn::forward: argument 'q': tensors are on device cuda:" +
               std::to_string(p.device.index) + " but this build has no CUDA support");
@@ -36,7 +37,7 @@ void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ou
   const detail::AttentionParams p = detail::check_forward(q, k, v, out, lse, options);
   switch (p.device.type) {
     case DeviceType::cpu: return detail::cpu::forward(p);
-    case DeviceType::cuda: return cuda_forward(p);
+    case DeviceType::cuda: return cuda_forward(p, options.workspace);
   }
   throw Error("flashattn::forward: argument 'q': unknown device type " +
               std::to_string(static_cast<int>(p.device.type)));
@@ -52,6 +53,23 @@ void backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor
     case DeviceType::cuda: return cuda_backward(p, options.workspace);
   }
   throw Error("flashattn::backward: argument 'q': unknown device type " +
+              std::to_string(static_cast<int>(p.device.type)));
+}
+
+size_t forward_workspace_size(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                              const Tensor& lse, const Options& options) {
+  const detail::AttentionParams p = detail::check_forward(q, k, v, out, lse, options);
+  switch (p.device.type) {
+    case DeviceType::cpu: return 0;
+    case DeviceType::cuda:
+#if FLASHATTN_WITH_CUDA
+      return detail::cuda::forward_workspace_bytes(p);
+#else
+      cuda_forward(p, options.workspace);  // throws: no CUDA in this build
+      return 0;
+#endif
+  }
+  throw Error("flashattn::forward_workspace_size: argument 'q': unknown device type " +
               std::to_string(static_cast<int>(p.device.type)));
 }
 

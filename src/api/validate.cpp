@@ -287,6 +287,7 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
       p.page_size = k.shape[1];
       c.require(p.page_size >= 1, "k", "a paged cache needs page_size (dimension 1) ≥ 1");
       p.seqlen_k = t.shape[1] * p.page_size;
+      p.num_pages = pages;
       p.block_table = static_cast<const int32_t*>(t.data);
       p.block_table_stride = t.stride[0];
       if (dev.type == DeviceType::cpu) {
@@ -361,6 +362,13 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   p.dropout_threshold = dropout_keep_threshold(o.dropout_p);
   p.dropout_seed = o.dropout_seed;
   p.dropout_offset = o.dropout_offset;
+  c.require(o.num_splits >= 0, "num_splits",
+            [&] { return "must be ≥ 0 (0 = chosen by the library), got " + std::to_string(o.num_splits); });
+  c.require(o.num_splits <= 1 || (o.dropout_p == 0.0f && !o.cu_seqlens_q), "num_splits", [&] {
+    return "a split of the keys (" + std::to_string(o.num_splits) +
+           ") needs dropout_p = 0 and a padded batch (not varlen)";
+  });
+  p.num_splits = o.num_splits;
   c.require(o.num_threads >= 0, "num_threads",
             [&] { return "must be ≥ 0 (0 = all hardware threads), got " + std::to_string(o.num_threads); });
   p.num_threads = o.num_threads;

@@ -5,7 +5,8 @@
 
 namespace flashattn::detail::cuda {
 
-void forward(const AttentionParams& p);
+void forward(const AttentionParams& p, const Workspace& workspace);
+size_t forward_workspace_bytes(const AttentionParams& p);
 void backward(const AttentionParams& p, const Workspace& workspace);
 size_t backward_workspace_bytes(const AttentionParams& p);
 void release_workspace_pool();

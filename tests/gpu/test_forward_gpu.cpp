@@ -73,6 +73,58 @@ std::vector<Case> hopper_head_dim_cases() {
 INSTANTIATE_TEST_SUITE_P(HopperHeadDims, GpuForward, ::testing::ValuesIn(hopper_head_dim_cases()),
                          CaseName());
 
+// The decode kernel (cuda/dispatch.h, FwdPlan): decode steps (seqlen_q ≤ 16, where the library
+// picks the split) with packed GQA/MQA heads, and every score option with the keys split a
+// given number of ways (2, 3, and more splits than key blocks).
+std::vector<Case> decode_cases() {
+  std::vector<Case> out;
+  for (int64_t sq : {1, 4, 16}) {
+    for (auto [hq, hk] : std::vector<std::pair<int64_t, int64_t>>{{8, 8}, {8, 2}, {6, 1}}) {
+      for (int64_t d : {64, 72, 128, 256}) {
+        Case c;
+        c.label = "decode";
+        c.batch = 3;
+        c.seqlen_q = sq;
+        c.seqlen_k = d == 128 ? 4097 : 1025;
+        c.heads_q = hq;
+        c.heads_kv = hk;
+        c.head_dim = d;
+        c.causal = sq > 1;
+        c.seqused_k = {1025, 7, 0};
+        if (d == 128) c.seqused_k = {4097, 300, 1};
+        out.push_back(c);
+      }
+    }
+  }
+  for (Case c : option_cases()) {
+    if (c.dropout_p > 0.0f || c.varlen()) continue;
+    for (int splits : {2, 3, 1000}) {
+      c.num_splits = splits;
+      out.push_back(c);
+    }
+  }
+  return gpu_cases(out);
+}
+INSTANTIATE_TEST_SUITE_P(Decode, GpuForward, ::testing::ValuesIn(decode_cases()), CaseName());
+
+// A split forward is the same bits run to run.
+TEST(GpuDecode, SplitIsDeterministic) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  Case c;
+  c.dtype = DType::bf16;
+  c.batch = 2;
+  c.seqlen_q = 2;
+  c.seqlen_k = 3000;
+  c.heads_q = 8;
+  c.heads_kv = 2;
+  c.head_dim = 128;
+  c.num_splits = 7;
+  Problem p(c);
+  const ForwardRun a = run_forward_gpu(p), b = run_forward_gpu(p);
+  EXPECT_TRUE(a.out.bit_equal(b.out));
+  EXPECT_TRUE(a.lse.bit_equal(b.lse));
+}
+
 // The dropout mask of the kernel, bit for bit: with V the identity (seqlen_k = head_dim), out[i][j]
 // is P[i][j]·keep/(1 − p) with P > 0, so out is zero exactly where the kernel dropped (i, j).
 TEST(GpuDropout, MaskEqualsSpecificationBitForBit) {
