@@ -87,9 +87,10 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     n_block_max = max(n_block_min, min(n_block_max, (split + 1) * per_split));
   }
 
+  // Packed: the first query head of the KV group (rows pick their head); else the block's head.
   const T* q_seq = static_cast<const T*>(p.q) + b * p.q_stride.batch +
-                   seq.q_start * p.q_stride.row + hk * group * p.q_stride.head;
-  const T* q = q_seq + m0 * p.q_stride.row + (pack ? 0 : h) * p.q_stride.head;
+                   seq.q_start * p.q_stride.row + (pack ? hk * group : h) * p.q_stride.head;
+  const T* q = q_seq + m0 * p.q_stride.row;
   const bool paged = kDecode && p.block_table != nullptr;
   // Paged: k and v are pages; the page of key j is table[j / page_size].
   const int32_t* table = paged ? p.block_table + b * p.block_table_stride : nullptr;
