@@ -9,7 +9,8 @@ Rows:
     GQA (16 query heads on 2 kv heads), a ragged varlen batch (flash_attn_varlen_func with
     max_seqlen given), each beside the SDPA backends where SDPA can express the same function;
   * decode (--no-decode skips it): one query token against a KV cache through
-    flash_attn_with_kvcache, beside SDPA with enable_gqa, in K + V bytes read per second.
+    flash_attn_with_kvcache (a contiguous cache, and the same cache in shuffled pages of 16
+    rows), beside SDPA with enable_gqa, in K + V bytes read per second.
 
 Each row times forward, backward (autograd.grad on the forward's graph) and forward+backward,
 inputs requiring grad as in training. Two timing modes:
@@ -259,6 +260,17 @@ def decode_rows(args):
         kc, vc = randn(b, s, hk, d, dtype=dtype), randn(b, s, hk, d, dtype=dtype)
         lens = torch.full((b,), s, dtype=torch.int32, device="cuda")
         impls = {"flashattn": lambda: flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens)}
+        # The same cache in pages of 16 rows, the pages in a shuffled order (as a serving engine's
+        # allocator leaves them).
+        page = 16
+        perm = torch.randperm(b * s // page, device="cuda")
+        table = perm.view(b, s // page).to(torch.int32)
+        kp = torch.empty_like(kc).view(-1, page, hk, d)
+        vp = torch.empty_like(vc).view(-1, page, hk, d)
+        kp[perm] = kc.view(-1, page, hk, d)
+        vp[perm] = vc.view(-1, page, hk, d)
+        impls["flashattn_paged16"] = lambda: flash_attn_with_kvcache(
+            q, kp, vp, cache_seqlens=lens, block_table=table)
         qt, kt, vt = (x.transpose(1, 2) for x in (q, kc, vc))
         for name, backend in args.peers.items():
             def peer(backend=backend):
@@ -282,7 +294,7 @@ def decode_rows(args):
                                         "b2b_tbps": nbytes / b2b / 1e9}
         rows.append(row)
         print(decode_line(row), flush=True)
-        del q, kc, vc, qt, kt, vt, impls
+        del q, kc, vc, kp, vp, qt, kt, vt, impls
         torch.cuda.empty_cache()
     return rows
 
