@@ -40,6 +40,13 @@ __device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t 
                                                                      rows_valid, head_dim);
 }
 
+// Shared memory of one block: sQ, sK, sV, and for the decode kernel two buffers of a K/V tile's
+// page indices (a paged cache).
+template <class T, class Tile, bool kDecode>
+constexpr size_t fwd_smem_bytes() {
+  return Tile::kSmemElems * sizeof(T) + (kDecode ? 2 * Tile::kBlockN * sizeof(int32_t) : 0);
+}
+
 // The decode kernel asks for registers that let 2 blocks share an SM (memory-bound, it needs the
 // K/V loads of several blocks in flight); at 3 or 4 it spilled 150-450 bytes (d 128).
 template <class T, class Tile, bool kScoreMods, bool kDecode>
@@ -50,10 +57,12 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   constexpr float kNegInf = -__builtin_huge_valf();
 
   // sQ: shared (kBlockM, kPitch)   sK, sV: shared (kBlockN, kPitch)
+  // sPage (decode): shared int32 (2, kBlockN), the page of each key row of tiles nb & 1
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sK = sQ + kBlockM * kPitch;
   T* sV = sK + kBlockN * kPitch;
+  int32_t* sPage = reinterpret_cast<int32_t*>(sV + kBlockN * kPitch);
 
   // ---- Block geometry ----
   const int64_t b = blockIdx.z;
@@ -100,16 +109,29 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   const T* v = static_cast<const T*>(p.v) + v_seq + hk * p.v_stride.head;
   const int head_dim = static_cast<int>(p.head_dim);
 
-  // K or V rows [n0, n0 + kBlockN) → shared memory.
-  auto load_keys = [&](T* dst, const T* src, OperandStrides stride, int64_t n0) {
-    if (paged) {  // key indices and page sizes are < 2^31: 32-bit division
-      const int page_size = static_cast<int>(p.page_size), last_page = static_cast<int>(p.num_pages - 1);
+  // Paged: the page of each key row of tile nb, from the block table into sPage[nb & 1] with the
+  // cp.async group it is committed with (a tile ahead of its K and V, so that the table's latency
+  // is not on the loads' path). Key indices and page sizes are < 2^31: 32-bit arithmetic.
+  const int page_size = paged ? static_cast<int>(p.page_size) : 1;
+  auto fetch_pages = [&](int nb) {
+    static_assert(kBlockN <= Tile::kThreads, "one thread a key row");
+    const int j = nb * kBlockN + static_cast<int>(threadIdx.x);
+    if (threadIdx.x < kBlockN) {
+      cp_async_4(sPage + (nb & 1) * kBlockN + threadIdx.x, table + (j < seq.seqlen_k ? j / page_size : 0),
+                 j < seq.seqlen_k);
+    }
+  };
+  // K or V rows of tile nb → shared memory (paged: sPage[nb & 1] has landed).
+  auto load_keys = [&](T* dst, const T* src, OperandStrides stride, int nb) {
+    const int64_t n0 = static_cast<int64_t>(nb) * kBlockN;
+    if (paged) {
+      const int last_page = static_cast<int>(p.num_pages - 1);
+      const int32_t* pages = sPage + (nb & 1) * kBlockN;
       load_rows_async_indexed<Tile::kThreads, kBlockN, Tile::kHeadDim, kPitch>(
           dst,
           [=](int r) {
-            const int j = static_cast<int>(n0) + r;
-            const int page = min(max(table[j / page_size], 0), last_page);
-            return src + page * stride.batch + (j % page_size) * stride.row;
+            const int page = min(max(pages[r], 0), last_page);
+            return src + page * stride.batch + ((static_cast<int>(n0) + r) % page_size) * stride.row;
           },
           src, static_cast<int>(min(seq.seqlen_k - n0, int64_t{kBlockN})), head_dim);
     } else {
@@ -183,7 +205,13 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     } else {
       load_tile_async<Tile, kBlockM>(sQ, q, p.q_stride.row, seq.seqlen_q - m0, head_dim);
     }
-    load_keys(sK, k, p.k_stride, static_cast<int64_t>(n_block_max - 1) * kBlockN);
+    if (paged) {  // the first tile's pages, before its K
+      fetch_pages(n_block_max - 1);
+      cp_async_commit();
+      cp_async_wait<0>();
+      __syncthreads();
+    }
+    load_keys(sK, k, p.k_stride, n_block_max - 1);
     cp_async_commit();
   }
 
@@ -192,7 +220,9 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     const int64_t n0 = static_cast<int64_t>(nb) * kBlockN;
     cp_async_wait<0>();  // K(nb) (and Q) landed
     __syncthreads();     // … for every thread; and everyone is done with V(nb + 1)
-    load_keys(sV, v, p.v_stride, n0);
+    load_keys(sV, v, p.v_stride, nb);
+    // Tile nb - 1's pages, into the buffer that tile nb + 1 (whose loads are all issued) held.
+    if (paged && nb > n_block_min) fetch_pages(nb - 1);
     cp_async_commit();
 
     // S = Q K(nb)ᵀ: registers (kWarpRows, kBlockN) per warp
@@ -320,7 +350,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     cp_async_wait<0>();  // V(nb) landed
     __syncthreads();     // … for every thread; and everyone is done with K(nb)
     if (nb > n_block_min) {
-      load_keys(sK, k, p.k_stride, n0 - kBlockN);
+      load_keys(sK, k, p.k_stride, nb - 1);
       cp_async_commit();
     }
 

@@ -11,7 +11,7 @@ namespace flashattn::detail::cuda {
 template <class T, int kHeadDim, bool kScoreMods>
 void run_fwd_sm80(const AttentionParams& p, cudaStream_t stream) {
   using Tile = FwdTileFor<kHeadDim, kScoreMods>;
-  constexpr size_t kSmemBytes = Tile::kSmemElems * sizeof(T);
+  constexpr size_t kSmemBytes = fwd_smem_bytes<T, Tile, /*kDecode=*/false>();
   auto kernel = flash_fwd_kernel<T, Tile, kScoreMods, /*kDecode=*/false>;
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), kSmemBytes, p.device.index,
                      "the sm80 forward kernel", kHeadDim);
@@ -26,7 +26,7 @@ void run_fwd_sm80(const AttentionParams& p, cudaStream_t stream) {
 template <class T, int kHeadDim, bool kScoreMods>
 struct FwdDecode {
   using Tile = DecodeTileFor<kHeadDim>;
-  static constexpr size_t kSmemBytes = Tile::kSmemElems * sizeof(T);
+  static constexpr size_t kSmemBytes = fwd_smem_bytes<T, Tile, /*kDecode=*/true>();
   static const void* kernel() {
     return reinterpret_cast<const void*>(flash_fwd_kernel<T, Tile, kScoreMods, /*kDecode=*/true>);
   }

@@ -55,9 +55,10 @@ template <bool kScoreMods>
 struct FwdTileFor<256, kScoreMods> : FwdTile<256, 64, 64, 4> {};
 
 // The decode kernel's tile: 64 rows (the fewest that 4 warps of whole m16 tiles hold), so a step
-// of few query rows wastes little of the tensor cores, and a 52 KB (d 128) footprint that keeps
-// four blocks, and their K/V loads, in flight per SM.
+// of few query rows wastes little of the tensor cores. A memory-bound kernel wants many K/V bytes
+// in flight per SM: 128-key steps up to d 128 (two blocks an SM have 64 KB of K/V loads in
+// flight at d 128), 64 above (the S and O accumulators share the registers).
 template <int kHeadDim>
-struct DecodeTileFor : FwdTile<kHeadDim, 64, 64, 4> {};
+struct DecodeTileFor : FwdTile<kHeadDim, 64, kHeadDim <= 128 ? 128 : 64, 4> {};
 
 }  // namespace flashattn::detail::cuda
