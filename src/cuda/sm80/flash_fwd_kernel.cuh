@@ -41,10 +41,10 @@ __device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t 
 }
 
 // Shared memory of one block: sQ, sK, sV, and for the decode kernel two buffers of a K/V tile's
-// page indices (a paged cache).
+// pages and rows within the page (a paged cache).
 template <class T, class Tile, bool kDecode>
 constexpr size_t fwd_smem_bytes() {
-  return Tile::kSmemElems * sizeof(T) + (kDecode ? 2 * Tile::kBlockN * sizeof(int32_t) : 0);
+  return Tile::kSmemElems * sizeof(T) + (kDecode ? 4 * Tile::kBlockN * sizeof(int32_t) : 0);
 }
 
 // The decode kernel asks for registers that let 2 blocks share an SM (memory-bound, it needs the
@@ -57,12 +57,14 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   constexpr float kNegInf = -__builtin_huge_valf();
 
   // sQ: shared (kBlockM, kPitch)   sK, sV: shared (kBlockN, kPitch)
-  // sPage (decode): shared int32 (2, kBlockN), the page of each key row of tiles nb & 1
+  // sPage, sPageRow (decode): shared int32 (2, kBlockN), the page of each key row of tile nb in
+  // buffer nb & 1, and the row within the page
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sK = sQ + kBlockM * kPitch;
   T* sV = sK + kBlockN * kPitch;
   int32_t* sPage = reinterpret_cast<int32_t*>(sV + kBlockN * kPitch);
+  int32_t* sPageRow = sPage + 2 * kBlockN;
 
   // ---- Block geometry ----
   const int64_t b = blockIdx.z;
@@ -111,14 +113,17 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
 
   // Paged: the page of each key row of tile nb, from the block table into sPage[nb & 1] with the
   // cp.async group it is committed with (a tile ahead of its K and V, so that the table's latency
-  // is not on the loads' path). Key indices and page sizes are < 2^31: 32-bit arithmetic.
+  // is not on the loads' path), and its row within the page (one division a row, not one a
+  // 16-byte chunk). Key indices and page sizes are < 2^31: 32-bit arithmetic.
   const int page_size = paged ? static_cast<int>(p.page_size) : 1;
   auto fetch_pages = [&](int nb) {
     static_assert(kBlockN <= Tile::kThreads, "one thread a key row");
     const int j = nb * kBlockN + static_cast<int>(threadIdx.x);
     if (threadIdx.x < kBlockN) {
-      cp_async_4(sPage + (nb & 1) * kBlockN + threadIdx.x, table + (j < seq.seqlen_k ? j / page_size : 0),
-                 j < seq.seqlen_k);
+      const bool valid = j < seq.seqlen_k;
+      const int page = valid ? j / page_size : 0;
+      cp_async_4(sPage + (nb & 1) * kBlockN + threadIdx.x, table + page, valid);
+      sPageRow[(nb & 1) * kBlockN + threadIdx.x] = j - page * page_size;
     }
   };
   // K or V rows of tile nb → shared memory (paged: sPage[nb & 1] has landed).
@@ -127,11 +132,12 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     if (paged) {
       const int last_page = static_cast<int>(p.num_pages - 1);
       const int32_t* pages = sPage + (nb & 1) * kBlockN;
+      const int32_t* page_rows = sPageRow + (nb & 1) * kBlockN;
       load_rows_async_indexed<Tile::kThreads, kBlockN, Tile::kHeadDim, kPitch>(
           dst,
           [=](int r) {
             const int page = min(max(pages[r], 0), last_page);
-            return src + page * stride.batch + ((static_cast<int>(n0) + r) % page_size) * stride.row;
+            return src + page * stride.batch + page_rows[r] * stride.row;
           },
           src, static_cast<int>(min(seq.seqlen_k - n0, int64_t{kBlockN})), head_dim);
     } else {
