@@ -119,6 +119,7 @@ struct CallOptions {
   int num_threads;
   uintptr_t stream;
   std::optional<Array> block_table;  // forward only
+  int num_splits;                    // forward only
 
   flashattn::Options to_options() const {
     flashattn::Options o;
@@ -140,6 +141,7 @@ struct CallOptions {
     o.num_threads = num_threads;
     o.stream = reinterpret_cast<void*>(stream);
     o.block_table = to_optional(block_table, "block_table");
+    o.num_splits = num_splits;
     return o;
   }
 };
@@ -160,27 +162,7 @@ struct ReleaseGilOnCpu {
   PyThreadState* state_ = nullptr;
 };
 
-void forward(const Array& q, const Array& k, const Array& v, const OutArray& out,
-             const std::optional<OutArray>& lse, std::optional<double> softmax_scale, bool causal,
-             int window_left, int window_right, float softcap,
-             const std::optional<Array>& alibi_slopes, float dropout_p, uint64_t dropout_seed,
-             uint64_t dropout_offset, const std::optional<Array>& cu_seqlens_q,
-             const std::optional<Array>& cu_seqlens_k, const std::optional<Array>& seqused_k,
-             int64_t max_seqlen_q, int64_t max_seqlen_k, int num_threads, uintptr_t stream,
-             const std::optional<Array>& block_table) {
-  const CallOptions call{softmax_scale, causal,       window_left,  window_right,  softcap,
-                         alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
-                         cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  false,
-                         num_threads,   stream,       block_table};
-  const flashattn::Options options = call.to_options();
-  const flashattn::Tensor tq = to_tensor(q, "q"), tk = to_tensor(k, "k"), tv = to_tensor(v, "v"),
-                          to = to_tensor(out, "out");
-  const flashattn::Tensor tl = lse ? to_tensor(*lse, "lse") : flashattn::Tensor{};
-  const ReleaseGilOnCpu release(tq);
-  flashattn::forward(tq, tk, tv, to, tl, options);
-}
-
-// The backward's workspace from a Python callable: allocate(nbytes) returns an object with
+// The workspace (split forward, backward) from a Python callable: allocate(nbytes) returns an object with
 // data_ptr() (a torch tensor from PyTorch's caching allocator, say), which is kept alive until
 // the call returns; the allocator's stream semantics cover the kernels enqueued before that.
 struct PyWorkspace {
@@ -195,6 +177,33 @@ struct PyWorkspace {
   }
 };
 
+void forward(const Array& q, const Array& k, const Array& v, const OutArray& out,
+             const std::optional<OutArray>& lse, std::optional<double> softmax_scale, bool causal,
+             int window_left, int window_right, float softcap,
+             const std::optional<Array>& alibi_slopes, float dropout_p, uint64_t dropout_seed,
+             uint64_t dropout_offset, const std::optional<Array>& cu_seqlens_q,
+             const std::optional<Array>& cu_seqlens_k, const std::optional<Array>& seqused_k,
+             int64_t max_seqlen_q, int64_t max_seqlen_k, int num_threads, uintptr_t stream,
+             const std::optional<Array>& block_table, int num_splits,
+             const std::optional<nb::object>& workspace) {
+  const CallOptions call{softmax_scale, causal,       window_left,  window_right,  softcap,
+                         alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
+                         cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  false,
+                         num_threads,   stream,       block_table,  num_splits};
+  flashattn::Options options = call.to_options();
+  PyWorkspace py_workspace;
+  if (workspace && !workspace->is_none()) {
+    py_workspace.allocate = *workspace;
+    options.workspace.allocate = &PyWorkspace::call;
+    options.workspace.context = &py_workspace;
+  }
+  const flashattn::Tensor tq = to_tensor(q, "q"), tk = to_tensor(k, "k"), tv = to_tensor(v, "v"),
+                          to = to_tensor(out, "out");
+  const flashattn::Tensor tl = lse ? to_tensor(*lse, "lse") : flashattn::Tensor{};
+  const ReleaseGilOnCpu release(tq);
+  flashattn::forward(tq, tk, tv, to, tl, options);
+}
+
 void backward(const Array& dout, const Array& q, const Array& k, const Array& v, const Array& out,
               const Array& lse, const OutArray& dq, const OutArray& dk, const OutArray& dv,
               std::optional<double> softmax_scale, bool causal, int window_left, int window_right,
@@ -207,7 +216,7 @@ void backward(const Array& dout, const Array& q, const Array& k, const Array& v,
   const CallOptions call{softmax_scale, causal,       window_left,  window_right,  softcap,
                          alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
                          cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  deterministic,
-                         num_threads,   stream,       std::nullopt};
+                         num_threads,   stream,       std::nullopt, 0};
   flashattn::Options options = call.to_options();
   PyWorkspace py_workspace;
   if (workspace && !workspace->is_none()) {
@@ -244,7 +253,7 @@ NB_MODULE(_ext, m) {
         "dropout_offset"_a = 0, "cu_seqlens_q"_a.none() = nb::none(),
         "cu_seqlens_k"_a.none() = nb::none(), "seqused_k"_a.none() = nb::none(),
         "max_seqlen_q"_a = 0, "max_seqlen_k"_a = 0, "num_threads"_a = 0, "stream"_a = 0,
-        "block_table"_a.none() = nb::none(),
+        "block_table"_a.none() = nb::none(), "num_splits"_a = 0, "workspace"_a.none() = nb::none(),
         "Writes out (and lse, if given): attention of q over k, v. Shapes as in flashattn.h:\n"
         "q (batch, seqlen_q, heads_q, d), k/v (batch, seqlen_k, heads_kv, d[_v]),\n"
         "out (batch, seqlen_q, heads_q, d_v), lse fp32 (fp64 for fp64 inputs)\n"
@@ -252,7 +261,10 @@ NB_MODULE(_ext, m) {
         "(cu_seqlens_q/k given): q (total_q, heads_q, d), ..., lse (heads_q, total_q).\n"
         "stream: a cudaStream_t as an integer (0: the default stream).\n"
         "block_table: int32 (batch, max_pages): k/v are a paged cache (num_pages, page_size,\n"
-        "heads_kv, d[_v]) (flashattn.h, Options::block_table; the CPU only for now).");
+        "heads_kv, d[_v]) (flashattn.h, Options::block_table).\n"
+        "num_splits: splits of the keys (0: the library picks, 1: none; Options::num_splits).\n"
+        "workspace: None (CUDA scratch from the library's own pool) or a callable\n"
+        "allocate(nbytes) -> object with data_ptr(), for the split partials.");
   m.def("backward", &backward, "dout"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dq"_a, "dk"_a,
         "dv"_a, "softmax_scale"_a.none() = nb::none(), "causal"_a = false,
         "window_left"_a = -1, "window_right"_a = -1, "softcap"_a = 0.0f,

@@ -108,7 +108,7 @@ def _rules(q, softmax_scale, causal, window_size):
 
 def _forward(q, k, v, scale, causal, left, right, softcap, dropout_p, alibi_slopes, cu_seqlens_q,
              cu_seqlens_k, max_seqlen_q, max_seqlen_k, with_lse, seqused_k=None,
-             block_table=None):
+             block_table=None, num_splits=0):
     """The library's forward: straight to the module in plain eager mode, through the custom op
     otherwise (ops.eager). Returns (out, lse, seed, rng_state): the dropout seed drawn on the
     direct path, or the op's rng_state (the other one None)."""
@@ -116,11 +116,11 @@ def _forward(q, k, v, scale, causal, left, right, softcap, dropout_p, alibi_slop
         seed = ops.draw_seed(q) if dropout_p > 0.0 else 0
         out, lse = ops.forward(q, k, v, scale, causal, left, right, softcap, dropout_p, seed,
                                alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                               max_seqlen_k, seqused_k, with_lse, block_table)
+                               max_seqlen_k, seqused_k, with_lse, block_table, num_splits)
         return out, lse, seed, None
     out, lse, rng_state = torch.ops.flashattn.fwd(
         q, k, v, scale, causal, left, right, softcap, dropout_p, alibi_slopes, cu_seqlens_q,
-        cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_k, block_table)
+        cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_k, block_table, num_splits)
     return out, lse, None, rng_state
 
 
@@ -261,9 +261,11 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     page_size, heads_k, d) with any page_size; row j of sequence i is row j % page_size of page
     block_table[i, j // page_size]. On CUDA the table is trusted (not read on the host).
 
-    The append and the rotary embedding are PyTorch indexing before the library's forward, which
-    picks the split of the keys itself (num_splits is accepted and not passed on yet; C++ takes
-    flashattn::Options::num_splits); cache_leftpad is not supported yet."""
+    num_splits: the keys split this many ways on CUDA, fp32 partials merged by a combine kernel
+    (0: the library picks to fill the GPU; 1: no split). The CPU ignores it.
+
+    The append and the rotary embedding are PyTorch indexing before the library's forward;
+    cache_leftpad is not supported yet."""
     if block_table is not None and cache_batch_idx is not None:
         raise FlashAttnError("flashattn: argument 'cache_batch_idx': not with a paged cache "
                              "(block_table says where each sequence's rows are)")
@@ -324,5 +326,5 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     with torch.no_grad():
         out, lse, _, _ = _forward(q, keys, values, scale, bool(causal), left, right,
                                   float(softcap), 0.0, alibi_slopes, None, None, 0, 0,
-                                  return_softmax_lse, seqused_k, block_table)
+                                  return_softmax_lse, seqused_k, block_table, int(num_splits))
     return (out, lse) if return_softmax_lse else out

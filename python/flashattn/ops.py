@@ -78,9 +78,11 @@ def _lse_shape(q: torch.Tensor, cu_seqlens_q) -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)
 def _workspace_allocator(device: int):
-    """The CUDA backward's scratch from PyTorch's caching allocator: stream-ordered on the current
-    stream, and from the graph's private pool under CUDA graph capture."""
+    """The CUDA scratch (the backward's, the split forward's partials) from PyTorch's caching
+    allocator: stream-ordered on the current stream, and from the graph's private pool under CUDA
+    graph capture. One per device, made once."""
     return functools.partial(torch.empty, dtype=torch.uint8, device=torch.device("cuda", device))
 
 
@@ -116,11 +118,12 @@ def _width(q: torch.Tensor, v: torch.Tensor) -> Optional[int]:
 def forward(q, k, v, softmax_scale: float, causal: bool, window_left: int, window_right: int,
             softcap: float, dropout_p: float, dropout_seed: int, alibi_slopes, cu_seqlens_q,
             cu_seqlens_k, max_seqlen_q: int, max_seqlen_k: int, seqused_k, with_lse: bool,
-            block_table=None):
+            block_table=None, num_splits: int = 0):
     """(out, lse): out (..., head_dim_v) like q; lse (batch, heads, seqlen_q) or (heads, total_q),
     or None when not with_lse (the kernels then skip writing it). block_table: k and v are a
-    paged cache (flashattn.h, Options::block_table)."""
+    paged cache (flashattn.h, Options::block_table); num_splits: Options::num_splits."""
     lse = q.new_empty(_lse_shape(q, cu_seqlens_q), dtype=_lse_dtype(q)) if with_lse else None
+    workspace = _workspace_allocator(q.get_device()) if q.is_cuda else None
 
     def run(q, k, v):
         out = q.new_empty((*q.shape[:-1], v.shape[-1]))
@@ -128,7 +131,7 @@ def forward(q, k, v, softmax_scale: float, causal: bool, window_left: int, windo
             _to_dlpack(q), _to_dlpack(k), _to_dlpack(v), _to_dlpack(out), _dl(lse),
             softmax_scale, causal, window_left, window_right, softcap, _dl(alibi_slopes),
             dropout_p, dropout_seed, 0, _dl(cu_seqlens_q), _dl(cu_seqlens_k), _dl(seqused_k),
-            max_seqlen_q, max_seqlen_k, 0, _stream(q), _dl(block_table))
+            max_seqlen_q, max_seqlen_k, 0, _stream(q), _dl(block_table), num_splits, workspace)
         return out
 
     try:
@@ -206,19 +209,20 @@ def fwd(
     max_seqlen_k: int,
     seqused_k: Optional[torch.Tensor],
     block_table: Optional[torch.Tensor] = None,
+    num_splits: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (out, lse, rng_state). Shapes: see flashattn.h (padded or varlen)."""
     seed = draw_seed(q) if dropout_p > 0.0 else 0
     out, lse = forward(q, k, v, softmax_scale, causal, window_left, window_right, softcap,
                        dropout_p, seed, alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                       max_seqlen_k, seqused_k, True, block_table)
+                       max_seqlen_k, seqused_k, True, block_table, num_splits)
     return out, lse, torch.tensor([seed, 0], dtype=torch.int64)
 
 
 @fwd.register_fake
 def _fwd_fake(q, k, v, softmax_scale, causal, window_left, window_right, softcap, dropout_p,
               alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_k,
-              block_table=None):
+              block_table=None, num_splits=0):
     out = q.new_empty((*q.shape[:-1], v.shape[-1]))
     lse = q.new_empty(_lse_shape(q, cu_seqlens_q), dtype=_lse_dtype(q))
     rng_state = torch.empty((2,), dtype=torch.int64, device="cpu")

@@ -162,10 +162,11 @@ def _unpaged(pages, table):
 
 @pytest.mark.parametrize("device, dtype", DEVICE_DTYPES[:2])
 @pytest.mark.parametrize("page_size", [1, 3, 16, 48])
-@pytest.mark.parametrize("rotary", [0, 8])
-def test_kvcache_paged_matches_the_contiguous_cache(page_size, rotary, device, dtype):
-    """A paged cache of any page size gives what the same cache unpaged gives: the output and LSE,
-    and the new keys and values written into the right rows of the right pages."""
+@pytest.mark.parametrize("rotary, num_splits", [(0, 0), (8, 0), (0, 5)])
+def test_kvcache_paged_matches_the_contiguous_cache(page_size, rotary, num_splits, device, dtype):
+    """A paged cache of any page size gives what the same cache unpaged (and not split) gives: the
+    output and LSE, and the new keys and values written into the right rows of the right pages.
+    num_splits 5: on CUDA the keys split five ways, the partials merged by the combine kernel."""
     batch, seqlen_q, new, h, hk, d, length = 3, 2, 2, 4, 2, 16, 48
     gen = torch.Generator().manual_seed(11)
     q, k, v = (_rand(batch, n, heads, d, seed=s, device=device, dtype=dtype) for n, heads, s in
@@ -180,9 +181,10 @@ def test_kvcache_paged_matches_the_contiguous_cache(page_size, rotary, device, d
     kp, table = _paged(k_cache, page_size, torch.Generator().manual_seed(12))
     vp, _ = _paged(v_cache, page_size, torch.Generator().manual_seed(12))
     assert torch.equal(_unpaged(vp, table), v_cache)
-    out, lse = flash_attn_with_kvcache(q, kp, vp, k, v, block_table=table, **kw)
+    out, lse = flash_attn_with_kvcache(q, kp, vp, k, v, block_table=table, num_splits=num_splits,
+                                       **kw)
     kc, vc = k_cache.clone(), v_cache.clone()
-    ref_out, ref_lse = flash_attn_with_kvcache(q, kc, vc, k, v, **kw)
+    ref_out, ref_lse = flash_attn_with_kvcache(q, kc, vc, k, v, num_splits=1, **kw)
     tol = 1e-5 if device == "cpu" else 2e-3
     torch.testing.assert_close(out, ref_out, rtol=tol, atol=tol)
     torch.testing.assert_close(lse, ref_lse, rtol=tol, atol=tol)
@@ -208,6 +210,7 @@ def test_kvcache_paged_refuses_bad_pages():
      "argument 'cache_seqlens': expected an int or an int32"),
     (dict(cache_seqlens=3, rotary_cos=torch.ones(12, 4), rotary_sin=torch.ones(12, 4)),
      flashattn.FlashAttnError, "argument 'rotary_cos'"),
+    (dict(cache_seqlens=3, num_splits=-1), flashattn.FlashAttnError, "argument 'num_splits'"),
 ])
 def test_kvcache_errors_name_the_argument(kwargs, error, match):
     q, kc, vc = _rand(2, 1, 2, 16, seed=1), _rand(2, 12, 2, 16, seed=2), _rand(2, 12, 2, 16, seed=3)
