@@ -48,10 +48,17 @@ typedef struct flashattn_options {
   int32_t deterministic;
   int32_t num_threads;
   void* stream; /* cudaStream_t */
-  /* Device scratch of the CUDA backward: a 16-byte aligned buffer of at least
-   * flashattn_backward_workspace_size() bytes, or NULL: the library's own pool. */
+  /* Device scratch of the CUDA backward (split forward): a 16-byte aligned buffer of at least
+   * flashattn_backward_workspace_size() (flashattn_forward_workspace_size()) bytes, or NULL: the
+   * library's own pool. */
   void* workspace;
   uint64_t workspace_bytes;
+  /* Forward only. A paged KV cache: k/v (num_pages, page_size, heads_kv, d), any page_size, and
+   * block_table int32 (batch, max_pages): row j of sequence b is row j % page_size of page
+   * block_table[b][j / page_size]. NULL: k/v are (batch, seqlen_k, heads_kv, d). */
+  const struct flashattn_tensor* block_table;
+  /* Forward only: splits of the keys on CUDA (0: the library picks, 1: none, n). */
+  int32_t num_splits;
 } flashattn_options;
 
 /* Defaults: no scale override, no mask, no dropout, unbounded window. */
@@ -80,6 +87,14 @@ FLASHATTN_C_API int flashattn_backward_workspace_size(
     const flashattn_tensor* alibi_slopes, const flashattn_tensor* cu_seqlens_q,
     const flashattn_tensor* cu_seqlens_k, const flashattn_tensor* seqused_k,
     const flashattn_options* options, uint64_t* bytes);
+
+/* The bytes of workspace that flashattn_forward with the same arguments needs, in *bytes (0 but
+ * for a CUDA forward that splits the keys). */
+FLASHATTN_C_API int flashattn_forward_workspace_size(
+    const flashattn_tensor* q, const flashattn_tensor* k, const flashattn_tensor* v,
+    const flashattn_tensor* out, const flashattn_tensor* lse, const flashattn_tensor* alibi_slopes,
+    const flashattn_tensor* cu_seqlens_q, const flashattn_tensor* cu_seqlens_k,
+    const flashattn_tensor* seqused_k, const flashattn_options* options, uint64_t* bytes);
 
 /* Hands the memory of the library's own workspace pools back to the driver. */
 FLASHATTN_C_API int flashattn_release_workspace_pool(void);

@@ -67,6 +67,8 @@ flashattn::Options to_options(const flashattn_options* o, const flashattn_tensor
   r.cu_seqlens_q = optional_tensor(cu_q);
   r.cu_seqlens_k = optional_tensor(cu_k);
   r.seqused_k = optional_tensor(used_k);
+  r.block_table = optional_tensor(o->block_table);
+  r.num_splits = o->num_splits;
   return r;
 }
 
@@ -132,6 +134,19 @@ int flashattn_backward_workspace_size(
     *bytes = flashattn::backward_workspace_size(
         to_tensor(dout), to_tensor(q), to_tensor(k), to_tensor(v), to_tensor(out), to_tensor(lse),
         to_tensor(dq), to_tensor(dk), to_tensor(dv),
+        to_options(options, alibi_slopes, cu_seqlens_q, cu_seqlens_k, seqused_k));
+  });
+}
+
+int flashattn_forward_workspace_size(
+    const flashattn_tensor* q, const flashattn_tensor* k, const flashattn_tensor* v,
+    const flashattn_tensor* out, const flashattn_tensor* lse, const flashattn_tensor* alibi_slopes,
+    const flashattn_tensor* cu_seqlens_q, const flashattn_tensor* cu_seqlens_k,
+    const flashattn_tensor* seqused_k, const flashattn_options* options, uint64_t* bytes) {
+  return guarded([&] {
+    if (bytes == nullptr) throw flashattn::Error("flashattn C API: argument 'bytes' is NULL");
+    *bytes = flashattn::forward_workspace_size(
+        to_tensor(q), to_tensor(k), to_tensor(v), to_tensor(out), to_tensor(lse),
         to_options(options, alibi_slopes, cu_seqlens_q, cu_seqlens_k, seqused_k));
   });
 }

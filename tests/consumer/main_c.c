@@ -3,6 +3,7 @@
 #include <flashattn/flashattn_c.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 enum { kSeqlen = 17, kHeads = 2, kHeadDim = 32, kN = kSeqlen * kHeads * kHeadDim };
 
@@ -46,6 +47,53 @@ int main(void) {
     fprintf(stderr, "consumer_c: a mismatched v was accepted\n");
     return 1;
   }
-  printf("consumer_c: bad argument rejected: %s\nconsumer_c: forward ok\n", flashattn_last_error());
+  printf("consumer_c: bad argument rejected: %s\n", flashattn_last_error());
+
+  /* The same keys and values as a paged cache (pages of 4 rows, in shuffled order): the same
+   * output. */
+  enum { kPage = 4, kPages = (kSeqlen + kPage - 1) / kPage, kRow = kHeads * kHeadDim };
+  static float kp[kPages * kPage * kRow], vp[kPages * kPage * kRow], paged_out[kN];
+  int32_t table[kPages] = {3, 0, 4, 1, 2}, used = kSeqlen;
+  for (int j = 0; j < kSeqlen; ++j) {
+    for (int e = 0; e < kRow; ++e) {
+      kp[(table[j / kPage] * kPage + j % kPage) * kRow + e] = k[j * kRow + e];
+      vp[(table[j / kPage] * kPage + j % kPage) * kRow + e] = v[j * kRow + e];
+    }
+  }
+  flashattn_tensor tkp = view(kp, kHeads), tvp = view(vp, kHeads);
+  tkp.shape[0] = tvp.shape[0] = kPages;
+  tkp.shape[1] = tvp.shape[1] = kPage;
+  tkp.strides[0] = tvp.strides[0] = kPage * kRow;
+  const flashattn_tensor ttable = {table, FLASHATTN_I32, 2, {1, kPages}, {kPages, 1}, FLASHATTN_CPU, 0};
+  const flashattn_tensor tused = {&used, FLASHATTN_I32, 1, {1}, {1}, FLASHATTN_CPU, 0};
+  const flashattn_tensor tpaged_out = view(paged_out, kHeads);
+  flashattn_options paged = options;
+  paged.block_table = &ttable;
+  uint64_t bytes = 1;
+  if (flashattn_forward_workspace_size(&tq, &tkp, &tvp, &tpaged_out, NULL, NULL, NULL, NULL, &tused,
+                                       &paged, &bytes) != 0 || bytes != 0) {
+    fprintf(stderr, "consumer_c: forward workspace size on the CPU: %s (%llu bytes)\n",
+            flashattn_last_error(), (unsigned long long)bytes);
+    return 1;
+  }
+  if (flashattn_forward(&tq, &tkp, &tvp, &tpaged_out, NULL, NULL, NULL, NULL, &tused, &paged) != 0) {
+    fprintf(stderr, "consumer_c: paged forward failed: %s\n", flashattn_last_error());
+    return 1;
+  }
+  for (int i = 0; i < kN; ++i) {
+    if (!(fabsf(paged_out[i] - out[i]) <= 1e-5f)) {
+      fprintf(stderr, "consumer_c: paged output %g at %d, contiguous %g\n", (double)paged_out[i],
+              i, (double)out[i]);
+      return 1;
+    }
+  }
+  paged.num_splits = -1;
+  if (flashattn_forward(&tq, &tkp, &tvp, &tpaged_out, NULL, NULL, NULL, NULL, &tused, &paged) == 0 ||
+      strstr(flashattn_last_error(), "num_splits") == NULL) {
+    fprintf(stderr, "consumer_c: num_splits -1 was not refused by name: %s\n",
+            flashattn_last_error());
+    return 1;
+  }
+  printf("consumer_c: paged cache ok\nconsumer_c: forward ok\n");
   return 0;
 }
