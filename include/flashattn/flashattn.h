@@ -188,6 +188,18 @@ size_t backward_workspace_size(const Tensor& dout, const Tensor& q, const Tensor
                                const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                const Options& options);
 
+// Merges attention computed over disjoint sets of keys (a prefix cache and the rest, several
+// devices, the splits of a split forward): split s gave out_s and its lse_s, each normalised over
+// its own keys; attention over their union is
+//   lse = log Σ_s exp(lse_s),   out = Σ_s exp(lse_s − lse) · out_s,
+// with lse = −inf and out = 0 for a row that no split saw a key of. Rows are flattened (a padded
+// batch's b · seqlen_q + i, or a varlen batch's token index), as in the varlen forward:
+//   out_partial fp32 (splits, rows, heads, head_dim), lse_partial fp32 (splits, heads, rows),
+//   out (rows, heads, head_dim) fp16, bf16 or fp32, lse fp32 (heads, rows) or undefined.
+// Only options.stream and options.num_threads are read.
+void combine(const Tensor& out_partial, const Tensor& lse_partial, const Tensor& out,
+             const Tensor& lse, const Options& options = {});
+
 // Hands the memory held by the library's own workspace pools (one per device that has run a
 // call that needed scratch without a workspace) back to the driver, once the work queued on it has run.
 void release_workspace_pool();

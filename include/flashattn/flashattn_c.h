@@ -96,6 +96,15 @@ FLASHATTN_C_API int flashattn_forward_workspace_size(
     const flashattn_tensor* cu_seqlens_q, const flashattn_tensor* cu_seqlens_k,
     const flashattn_tensor* seqused_k, const flashattn_options* options, uint64_t* bytes);
 
+/* Merges attention over disjoint sets of keys (flashattn.h, combine()): out_partial fp32
+ * (splits, rows, heads, d), lse_partial fp32 (splits, heads, rows) -> out (rows, heads, d) fp16,
+ * bf16 or fp32 and lse fp32 (heads, rows) (may be NULL). Reads options->stream and num_threads
+ * (options may be NULL). */
+FLASHATTN_C_API int flashattn_combine(const flashattn_tensor* out_partial,
+                                      const flashattn_tensor* lse_partial,
+                                      const flashattn_tensor* out, const flashattn_tensor* lse,
+                                      const flashattn_options* options);
+
 /* Hands the memory of the library's own workspace pools back to the driver. */
 FLASHATTN_C_API int flashattn_release_workspace_pool(void);
 

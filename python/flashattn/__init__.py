@@ -35,6 +35,7 @@ _TORCH_API = (
     "flash_attn_varlen_qkvpacked_func",
     "flash_attn_varlen_kvpacked_func",
     "flash_attn_with_kvcache",
+    "flash_attn_combine",
 )
 
 __all__ = [

@@ -233,6 +233,18 @@ void backward(const Array& dout, const Array& q, const Array& k, const Array& v,
   flashattn::backward(tdo, tq, tk, tv, to, tl, tdq, tdk, tdv, options);
 }
 
+void combine(const Array& out_partial, const Array& lse_partial, const OutArray& out,
+             const std::optional<OutArray>& lse, int num_threads, uintptr_t stream) {
+  flashattn::Options options;
+  options.num_threads = num_threads;
+  options.stream = reinterpret_cast<void*>(stream);
+  const flashattn::Tensor top = to_tensor(out_partial, "out_partial"),
+                          tlp = to_tensor(lse_partial, "lse_partial"), to = to_tensor(out, "out");
+  const flashattn::Tensor tl = lse ? to_tensor(*lse, "lse") : flashattn::Tensor{};
+  const ReleaseGilOnCpu release(top);
+  flashattn::combine(top, tlp, to, tl, options);
+}
+
 }  // namespace
 
 NB_MODULE(_ext, m) {
@@ -276,6 +288,12 @@ NB_MODULE(_ext, m) {
         "Writes dq, dk, dv: the gradients of forward() with the same options.\n"
         "workspace: None (CUDA scratch from the library's own pool) or a callable\n"
         "allocate(nbytes) -> object with data_ptr(), a device buffer kept until the call returns.");
+  m.def("combine", &combine, "out_partial"_a, "lse_partial"_a, "out"_a,
+        "lse"_a.none() = nb::none(), "num_threads"_a = 0, "stream"_a = 0,
+        "Writes out (and lse, if given): attention over the union of disjoint sets of keys from\n"
+        "each set's out_partial fp32 (splits, rows, heads, d) and lse_partial fp32\n"
+        "(splits, heads, rows); out (rows, heads, d), lse fp32 (heads, rows) (flashattn.h,\n"
+        "combine()).");
   m.def("release_workspace_pool", &flashattn::release_workspace_pool,
         "Hands the memory of the library's own workspace pools back to the driver.");
 

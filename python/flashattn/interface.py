@@ -328,3 +328,43 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                                   float(softcap), 0.0, alibi_slopes, None, None, 0, 0,
                                   return_softmax_lse, seqused_k, block_table, int(num_splits))
     return (out, lse) if return_softmax_lse else out
+
+
+def flash_attn_combine(out_partial, lse_partial, out=None, out_dtype=None):
+    """Attention over the union of disjoint sets of keys from each set's result (a prefix cache and
+    the rest, several devices, splits of the keys): split s gave out_partial[s], normalised over
+    its own keys, and its log-sum-exp lse_partial[s]; the result is
+    lse = log Σ_s exp(lse_s) and out = Σ_s exp(lse_s − lse) · out_s (lse −inf and out 0 for a row
+    that no split saw a key of).
+
+    out_partial fp32 (splits, batch, seqlen, heads, d) with lse_partial fp32
+    (splits, batch, heads, seqlen), or the varlen layout (splits, total, heads, d) with
+    (splits, heads, total) (the LSE layouts that the forward functions return). Returns (out, lse):
+    out (batch, seqlen, heads, d) or (total, heads, d) in out_dtype (default that of out_partial;
+    fp16, bf16 or fp32), written into `out` when given; lse fp32 (batch, heads, seqlen) or
+    (heads, total)."""
+    if not isinstance(out_partial, torch.Tensor) or not isinstance(lse_partial, torch.Tensor):
+        _not_tensors(out_partial=out_partial, lse_partial=lse_partial)
+    padded = out_partial.dim() == 5
+    if padded:  # rows flattened (b · seqlen + i), as the library takes them
+        splits, batch, seqlen, heads, d = out_partial.shape
+        if tuple(lse_partial.shape) != (splits, batch, heads, seqlen):
+            raise FlashAttnError("flashattn: argument 'lse_partial': expected shape "
+                                 f"{(splits, batch, heads, seqlen)} (splits, batch, heads, seqlen) "
+                                 f"of out_partial, got {tuple(lse_partial.shape)}")
+        op = out_partial.reshape(splits, batch * seqlen, heads, d)
+        lp = lse_partial.transpose(1, 2).reshape(splits, heads, batch * seqlen)
+    else:
+        op, lp = out_partial, lse_partial
+    if out is None:
+        dtype = out_dtype if out_dtype is not None else out_partial.dtype
+        out = out_partial.new_empty(out_partial.shape[1:], dtype=dtype)
+    elif out_dtype is not None and out.dtype != out_dtype:
+        raise FlashAttnError(f"flashattn: argument 'out': dtype {out.dtype}, but out_dtype is "
+                             f"{out_dtype}")
+    flat = out.view(op.shape[1:]) if padded else out
+    lse = op.new_empty((op.shape[2], op.shape[1]), dtype=torch.float32)  # (heads, rows)
+    ops._ext.combine(ops._dl(op), ops._dl(lp), ops._dl(flat), ops._dl(lse), 0, ops._stream(op))
+    if padded:
+        lse = lse.view(heads, batch, seqlen).transpose(0, 1)
+    return out, lse

@@ -93,6 +93,24 @@ size_t backward_workspace_size(const Tensor& dout, const Tensor& q, const Tensor
               std::to_string(static_cast<int>(p.device.type)));
 }
 
+void combine(const Tensor& out_partial, const Tensor& lse_partial, const Tensor& out,
+             const Tensor& lse, const Options& options) {
+  const detail::CombineParams p =
+      detail::check_combine(out_partial, lse_partial, out, lse, options);
+  switch (p.device.type) {
+    case DeviceType::cpu: return detail::cpu::combine(p);
+    case DeviceType::cuda:
+#if FLASHATTN_WITH_CUDA
+      return detail::cuda::combine(p);
+#else
+      throw Error("flashattn::combine: argument 'out_partial': tensors are on device cuda:" +
+                  std::to_string(p.device.index) + " but this build has no CUDA support");
+#endif
+  }
+  throw Error("flashattn::combine: argument 'out_partial': unknown device type " +
+              std::to_string(static_cast<int>(p.device.type)));
+}
+
 void release_workspace_pool() {
 #if FLASHATTN_WITH_CUDA
   detail::cuda::release_workspace_pool();

@@ -151,6 +151,15 @@ int flashattn_forward_workspace_size(
   });
 }
 
+int flashattn_combine(const flashattn_tensor* out_partial, const flashattn_tensor* lse_partial,
+                      const flashattn_tensor* out, const flashattn_tensor* lse,
+                      const flashattn_options* options) {
+  return guarded([&] {
+    flashattn::combine(to_tensor(out_partial), to_tensor(lse_partial), to_tensor(out),
+                       to_tensor(lse), to_options(options, nullptr, nullptr, nullptr, nullptr));
+  });
+}
+
 int flashattn_release_workspace_pool(void) {
   return guarded([] { flashattn::release_workspace_pool(); });
 }

@@ -476,4 +476,49 @@ AttentionParams check_backward(const Tensor& dout, const Tensor& q, const Tensor
   return p;
 }
 
+CombineParams check_combine(const Tensor& out_partial, const Tensor& lse_partial, const Tensor& out,
+                            const Tensor& lse, const Options& options) {
+  const Checker c("flashattn::combine");
+  c.require(out_partial.defined(), "out_partial", "required tensor is missing");
+  const Device device = out_partial.device;
+  c.tensor(out_partial, "out_partial", 4, "(splits, rows, heads, head_dim)", device);
+  c.dtype(out_partial, "out_partial", DType::f32, "partial results are fp32");
+  const int64_t splits = out_partial.shape[0], rows = out_partial.shape[1],
+                heads = out_partial.shape[2], head_dim = out_partial.shape[3];
+  c.require(splits >= 1, "out_partial", "needs at least one split (shape[0] ≥ 1)");
+  c.tensor(lse_partial, "lse_partial", 3, "(splits, heads, rows)", device);
+  c.dtype(lse_partial, "lse_partial", DType::f32, "partial results are fp32");
+  c.shape(lse_partial, "lse_partial", {splits, heads, rows}, "(splits, heads, rows) of out_partial");
+  c.tensor(out, "out", 3, "(rows, heads, head_dim)", device);
+  c.require(out.dtype == DType::f16 || out.dtype == DType::bf16 || out.dtype == DType::f32, "out",
+            [&] { return std::string("expected dtype float16, bfloat16 or float32, got ") + dtype_name(out.dtype); });
+  c.shape(out, "out", {rows, heads, head_dim}, "(rows, heads, head_dim) of out_partial");
+  c.writable(out, "out");
+  CombineParams p;
+  if (lse.defined()) {
+    c.tensor(lse, "lse", 2, "(heads, rows)", device);
+    c.dtype(lse, "lse", DType::f32, "the log-sum-exp is fp32");
+    c.shape(lse, "lse", {heads, rows}, "(heads, rows) of out_partial");
+    c.writable(lse, "lse");
+    p.lse = static_cast<float*>(lse.data);
+    p.l = {0, 0, lse.stride[1], lse.stride[0]};
+  }
+  p.dtype = out.dtype;
+  p.device = device;
+  p.splits = splits;
+  p.batch = 1;
+  p.seqlen = rows;
+  p.heads = heads;
+  p.head_dim = head_dim;
+  p.out_partial = static_cast<const float*>(out_partial.data);
+  p.op = {out_partial.stride[0], 0, out_partial.stride[1], out_partial.stride[2]};
+  p.lse_partial = static_cast<const float*>(lse_partial.data);
+  p.lp = {lse_partial.stride[0], 0, lse_partial.stride[2], lse_partial.stride[1]};
+  p.out = out.data;
+  p.o = {0, 0, out.stride[0], out.stride[1]};
+  p.num_threads = options.num_threads;
+  p.stream = options.stream;
+  return p;
+}
+
 }  // namespace flashattn::detail

@@ -15,4 +15,7 @@ AttentionParams check_backward(const Tensor& dout, const Tensor& q, const Tensor
                                const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                const Options& options);
 
+CombineParams check_combine(const Tensor& out_partial, const Tensor& lse_partial, const Tensor& out,
+                            const Tensor& lse, const Options& options);
+
 }  // namespace flashattn::detail

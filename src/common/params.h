@@ -91,6 +91,32 @@ struct AttentionParams {
   void* stream = nullptr;
 };
 
+// The merge of attention over disjoint sets of keys (combine(); the split forward's last step).
+// Row r of `rows` = batch · seqlen is (b, i) = (r / seqlen, r % seqlen); element (s, b, i, h, c)
+// of a tensor is at s·split + b·batch + i·row + h·head + c (strides in elements).
+struct CombineStrides {
+  int64_t split = 0;
+  int64_t batch = 0;
+  int64_t row = 0;
+  int64_t head = 0;
+};
+
+struct CombineParams {
+  DType dtype = DType::f32;  // of out
+  Device device{};
+  int64_t splits = 0, batch = 0, seqlen = 0, heads = 0, head_dim = 0;
+  const float* out_partial = nullptr;  // (splits, rows, heads, head_dim), fp32
+  CombineStrides op;
+  const float* lse_partial = nullptr;  // (splits, rows, heads), fp32
+  CombineStrides lp;
+  void* out = nullptr;  // (rows, heads, head_dim), dtype
+  CombineStrides o;
+  float* lse = nullptr;  // (rows, heads), fp32; null: not written
+  CombineStrides l;
+  int num_threads = 0;
+  void* stream = nullptr;
+};
+
 // Per-sequence geometry: where sequence b starts and how long it is.
 struct SequenceInfo {
   int64_t q_start = 0;  // first row of q (varlen: in the packed tensor)

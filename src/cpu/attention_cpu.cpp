@@ -616,6 +616,53 @@ void forward(const AttentionParams& p) {
               dtype_name(p.dtype));
 }
 
+namespace {
+
+template <class T>
+void combine_typed(const CombineParams& p) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  const int64_t rows = p.batch * p.seqlen;
+  parallel_for(rows * p.heads, threads_for(p.num_threads, double(rows * p.heads * p.splits * p.head_dim)),
+               [&](int64_t item, int) {
+    const int64_t r = item / p.heads, h = item % p.heads, b = r / p.seqlen, i = r % p.seqlen;
+    auto at = [&](const CombineStrides& st, int64_t s) {
+      return s * st.split + b * st.batch + i * st.row + h * st.head;
+    };
+    float m = neg_inf;
+    for (int64_t s = 0; s < p.splits; ++s) m = std::max(m, p.lse_partial[at(p.lp, s)]);
+    float sum = 0.0f;
+    if (m != neg_inf) {
+      for (int64_t s = 0; s < p.splits; ++s) sum += std::exp(p.lse_partial[at(p.lp, s)] - m);
+    }
+    const float lse = sum > 0.0f ? m + std::log(sum) : neg_inf;
+    T* out = static_cast<T*>(p.out) + at(p.o, 0);
+    for (int64_t c = 0; c < p.head_dim; ++c) {
+      float acc = 0.0f;
+      if (lse != neg_inf) {
+        for (int64_t s = 0; s < p.splits; ++s) {
+          acc += std::exp(p.lse_partial[at(p.lp, s)] - lse) * p.out_partial[at(p.op, s) + c];
+        }
+      }
+      out[c] = from_acc<T>(acc);
+    }
+    if (p.lse != nullptr) p.lse[at(p.l, 0)] = lse;
+  });
+}
+
+}  // namespace
+
+void combine(const CombineParams& p) {
+  switch (p.dtype) {
+    case DType::f32: return combine_typed<float>(p);
+    case DType::f16: return combine_typed<half_t>(p);
+    case DType::bf16: return combine_typed<bfloat16_t>(p);
+    case DType::f64:
+    case DType::i32: break;
+  }
+  throw Error(std::string("flashattn::combine (cpu): argument 'out': no CPU implementation for dtype ") +
+              dtype_name(p.dtype));
+}
+
 void backward(const AttentionParams& p) {
   switch (p.dtype) {
     case DType::f32: return backward_typed<float>(p);

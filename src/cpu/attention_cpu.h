@@ -10,5 +10,6 @@ namespace flashattn::detail::cpu {
 
 void forward(const AttentionParams& p);
 void backward(const AttentionParams& p);
+void combine(const CombineParams& p);
 
 }  // namespace flashattn::detail::cpu

@@ -10,5 +10,6 @@ size_t forward_workspace_bytes(const AttentionParams& p);
 void backward(const AttentionParams& p, const Workspace& workspace);
 size_t backward_workspace_bytes(const AttentionParams& p);
 void release_workspace_pool();
+void combine(const CombineParams& p);
 
 }  // namespace flashattn::detail::cuda

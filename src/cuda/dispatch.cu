@@ -263,6 +263,11 @@ class Scratch {
 
 }  // namespace
 
+void combine(const CombineParams& p) {
+  const DeviceGuard guard(p.device.index);
+  launch_combine(p, static_cast<cudaStream_t>(p.stream));
+}
+
 void release_workspace_pool() {
   const std::lock_guard<std::mutex> lock(pools_mutex);
   for (cudaMemPool_t pool : pools) {

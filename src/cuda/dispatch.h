@@ -84,6 +84,8 @@ int choose_num_splits(int64_t blocks, int64_t key_blocks, int64_t slots);
 // Merges the p.splits partial results of the decode kernel (p.out_partial, p.lse_partial) into
 // out and lse: lse = log Σ exp(lse_s), out = Σ exp(lse_s − lse) · out_s.
 void combine_splits(const AttentionParams& p, cudaStream_t stream);
+// The same merge for any CombineParams (the public combine()), on the current device.
+void launch_combine(const CombineParams& p, cudaStream_t stream);
 
 template <class T, int kHeadDim, bool kScoreMods>
 FwdPlan plan_fwd(const AttentionParams& p);

@@ -94,6 +94,27 @@ int main(void) {
             flashattn_last_error());
     return 1;
   }
-  printf("consumer_c: paged cache ok\nconsumer_c: forward ok\n");
+  /* combine: a split that saw no keys (lse -inf) leaves the other's result. */
+  static float partial[2 * kN], partial_lse[2 * kSeqlen * kHeads], merged[kN];
+  for (int i = 0; i < kN; ++i) partial[i] = out[i], partial[kN + i] = 1e6f;
+  for (int i = 0; i < kSeqlen * kHeads; ++i) partial_lse[i] = 0.5f, partial_lse[kSeqlen * kHeads + i] = -INFINITY;
+  const flashattn_tensor top = {partial, FLASHATTN_F32, 4, {2, kSeqlen, kHeads, kHeadDim},
+                                {kN, kHeads * kHeadDim, kHeadDim, 1}, FLASHATTN_CPU, 0};
+  const flashattn_tensor tlp = {partial_lse, FLASHATTN_F32, 3, {2, kHeads, kSeqlen},
+                                {kSeqlen * kHeads, kSeqlen, 1}, FLASHATTN_CPU, 0};
+  const flashattn_tensor tmerged = {merged, FLASHATTN_F32, 3, {kSeqlen, kHeads, kHeadDim},
+                                    {kHeads * kHeadDim, kHeadDim, 1}, FLASHATTN_CPU, 0};
+  if (flashattn_combine(&top, &tlp, &tmerged, NULL, NULL) != 0) {
+    fprintf(stderr, "consumer_c: combine failed: %s\n", flashattn_last_error());
+    return 1;
+  }
+  for (int i = 0; i < kN; ++i) {
+    if (!(fabsf(merged[i] - out[i]) <= 1e-6f * fabsf(out[i]) + 1e-7f)) {
+      fprintf(stderr, "consumer_c: combined %g at %d, expected %g\n", (double)merged[i], i,
+              (double)out[i]);
+      return 1;
+    }
+  }
+  printf("consumer_c: paged cache ok\nconsumer_c: combine ok\nconsumer_c: forward ok\n");
   return 0;
 }
