@@ -135,10 +135,12 @@ struct Options {
   std::optional<Tensor> seqused_k;
   // int32 (batch, max_pages_per_seq): k and v are a paged cache, (num_pages, page_size, heads_kv,
   // head_dim) with any page_size ≥ 1, and row j of sequence b is row j % page_size of page
-  // block_table[b][j / page_size]; seqlen_k is then max_pages_per_seq · page_size (seqused_k
-  // says how many rows each sequence uses). Forward only, padded batches (not varlen), without
-  // dropout on CUDA. The CPU checks every entry; on CUDA tensors the table is not read on the host
-  // and an entry outside [0, num_pages) is clamped into it on the device.
+  // block_table[b][j / page_size]. Padded batches: seqlen_k is then max_pages_per_seq · page_size
+  // (seqused_k says how many rows each sequence uses). Varlen batches (a prefill over a paged
+  // cache): sequence b has cu_seqlens_k[b + 1] − cu_seqlens_k[b] keys, at most the table's
+  // capacity, from row 0 of its pages. Forward only, without dropout on CUDA. The CPU checks
+  // every entry; on CUDA tensors the table is not read on the host and an entry outside
+  // [0, num_pages) is clamped into it on the device.
   std::optional<Tensor> block_table;
   // Forward: split the keys of each sequence this many ways, each split on its own thread blocks,
   // then merge the partial results (split-KV, for decode steps that would not fill the GPU).

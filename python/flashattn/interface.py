@@ -152,13 +152,6 @@ def _unpack(packed, name: str, dim: int, count: int, layout: str):
     return packed.unbind(dim)
 
 
-def _no_block_table(block_table):
-    if block_table is not None:
-        raise NotImplementedError("flashattn: argument 'block_table': paged caches with varlen "
-                                  "batches are not supported yet (flash_attn_with_kvcache "
-                                  "takes them, on the CPU)")
-
-
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
                     window_size=(-1, -1), softcap=0.0, alibi_slopes=None, deterministic=False,
                     return_attn_probs=False):
@@ -192,8 +185,20 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
                            return_attn_probs=False, block_table=None):
     """q: (total_q, nheads, headdim); k, v: (total_k, nheads_k, headdim); cu_seqlens_q/k: int32
     (batch + 1). Returns out (total_q, nheads, headdim), or (out, softmax_lse, None) with
-    softmax_lse (nheads, total_q)."""
-    _no_block_table(block_table)
+    softmax_lse (nheads, total_q).
+
+    block_table int32 (batch, max_pages): k and v are a paged cache (num_pages, page_size,
+    nheads_k, headdim), any page_size; sequence i has cu_seqlens_k[i + 1] - cu_seqlens_k[i] keys
+    from row 0 of its pages (block_table[i, j // page_size], row j % page_size). Inference only,
+    as FlashAttention-2: no gradients flow."""
+    if block_table is not None:
+        scale, left, right = _rules(q, softmax_scale, causal, window_size)
+        with torch.no_grad():
+            out, lse, _, _ = _forward(q, k, v, scale, bool(causal), left, right, float(softcap),
+                                      float(dropout_p), alibi_slopes, cu_seqlens_q, cu_seqlens_k,
+                                      int(max_seqlen_q), int(max_seqlen_k), return_attn_probs,
+                                      None, block_table)
+        return (out, lse, None) if return_attn_probs else out
     return _attention(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
                       alibi_slopes, deterministic, return_attn_probs, cu_seqlens_q, cu_seqlens_k,
                       max_seqlen_q, max_seqlen_k)

@@ -176,52 +176,53 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
             o.cu_seqlens_q ? "cu_seqlens_k" : "cu_seqlens_q",
             "varlen needs both cu_seqlens_q and cu_seqlens_k, got only one");
   const bool varlen = o.cu_seqlens_q.has_value();
+  const bool paged = o.block_table.has_value();
   const int rank = varlen ? 3 : 4;
+  const int k_rank = varlen && !paged ? 3 : 4;  // a paged cache is 4-d, varlen or not
   const char* q_dims = varlen ? "[total_q, heads_q, head_dim]" : "[batch, seqlen_q, heads_q, head_dim]";
-  const char* k_dims = varlen           ? "[total_k, heads_kv, head_dim]"
-                      : o.block_table ? "[num_pages, page_size, heads_kv, head_dim]"
-                                      : "[batch, seqlen_k, heads_kv, head_dim]";
-  const char* v_dims = varlen           ? "[total_k, heads_kv, head_dim_v]"
-                      : o.block_table ? "[num_pages, page_size, heads_kv, head_dim_v]"
-                                      : "[batch, seqlen_k, heads_kv, head_dim_v]";
+  const char* k_dims = paged    ? "[num_pages, page_size, heads_kv, head_dim]"
+                      : varlen ? "[total_k, heads_kv, head_dim]"
+                               : "[batch, seqlen_k, heads_kv, head_dim]";
+  const char* v_dims = paged    ? "[num_pages, page_size, heads_kv, head_dim_v]"
+                      : varlen ? "[total_k, heads_kv, head_dim_v]"
+                               : "[batch, seqlen_k, heads_kv, head_dim_v]";
   c.tensor(q, "q", rank, q_dims, dev);
-  c.tensor(k, "k", rank, k_dims, dev);
-  c.tensor(v, "v", rank, v_dims, dev);
+  c.tensor(k, "k", k_rank, k_dims, dev);
+  c.tensor(v, "v", k_rank, v_dims, dev);
   c.dtype(k, "k", q.dtype, "that of q");
   c.dtype(v, "v", q.dtype, "that of q");
 
-  const int hd = rank - 2;  // index of the heads dimension
+  const int hd = rank - 2, hdk = k_rank - 2;  // index of the heads dimension: q, k/v
   p.is_varlen = varlen;
   p.dtype = q.dtype;
   p.device = dev;
   p.heads_q = q.shape[hd];
-  p.heads_kv = k.shape[hd];
+  p.heads_kv = k.shape[hdk];
   p.head_dim = q.shape[hd + 1];
-  p.head_dim_v = v.shape[hd + 1];
+  p.head_dim_v = v.shape[hdk + 1];
   c.require(p.head_dim >= 1 && p.head_dim <= kMaxHeadDim, "q",
             [&] { return "head_dim must be in [1, " + std::to_string(kMaxHeadDim) + "], got " +
                 std::to_string(p.head_dim); });
   c.require(p.head_dim_v >= 1 && p.head_dim_v <= kMaxHeadDim, "v",
             [&] { return "head_dim_v must be in [1, " + std::to_string(kMaxHeadDim) + "], got " +
                 std::to_string(p.head_dim_v); });
-  c.require(k.shape[hd + 1] == p.head_dim, "k",
+  c.require(k.shape[hdk + 1] == p.head_dim, "k",
             [&] { return "head_dim must equal that of q (" + std::to_string(p.head_dim) + "), got " +
-                std::to_string(k.shape[hd + 1]); });
+                std::to_string(k.shape[hdk + 1]); });
   c.require(p.heads_q >= 1, "q", [&] { return "heads_q must be ≥ 1, got " + std::to_string(p.heads_q); });
   c.require(p.heads_kv >= 1, "k", [&] { return "heads_kv must be ≥ 1, got " + std::to_string(p.heads_kv); });
   c.require(p.heads_q % p.heads_kv == 0, "k",
             [&] { return "heads_q (" + std::to_string(p.heads_q) + ") must be a multiple of heads_kv (" +
                 std::to_string(p.heads_kv) + ")"; });
-  c.require(v.shape[hd] == p.heads_kv, "v",
+  c.require(v.shape[hdk] == p.heads_kv, "v",
             [&] { return "heads_kv must equal that of k (" + std::to_string(p.heads_kv) + "), got " +
-                std::to_string(v.shape[hd]); });
-  c.require(v.shape[0] == k.shape[0] && (varlen || v.shape[1] == k.shape[1]), "v",
+                std::to_string(v.shape[hdk]); });
+  c.require(v.shape[0] == k.shape[0] && (k_rank == 3 || v.shape[1] == k.shape[1]), "v",
             [&] { return "expected the leading dimensions of k " + shape_str(k) + ", got " + shape_str(v); });
   p.group = p.heads_q / p.heads_kv;
 
   std::vector<int64_t> k_lengths;  // varlen: seqlen_k of each sequence, where readable
   if (varlen) {
-    c.require(!o.block_table, "block_table", "paged caches take padded batches only for now");
     const int64_t batch = o.cu_seqlens_q->shape[0] - 1;
     c.require(o.cu_seqlens_q->rank == 1 && batch >= 0, "cu_seqlens_q",
               [&] { return "expected a vector of length batch + 1 ≥ 1, got shape " + shape_str(*o.cu_seqlens_q); });
@@ -239,7 +240,8 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
                                                                            {&*ck, "cu_seqlens_k"}};
       for (const auto& [cu, name] : lists) {
         const bool is_q = cu == &*cq;
-        const int64_t total = (is_q ? q : k).shape[0];
+        // (A paged cache's sequences are bounded by the block table, below.)
+        const int64_t total = is_q || !paged ? (is_q ? q : k).shape[0] : INT64_MAX;
         c.require((*cu)[0] == 0, name, [&] { return "must start at 0, got " + std::to_string((*cu)[0]); });
         for (int64_t b = 0; b < batch; ++b) {
           const int64_t len = (*cu)[b + 1] - (*cu)[b];
@@ -274,35 +276,7 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
     p.batch = q.shape[0];
     p.seqlen_q = q.shape[1];
     p.seqlen_k = k.shape[1];
-    if (o.block_table) {
-      // Paged k and v: (num_pages, page_size, heads_kv, d), pages of each sequence from the table.
-      const Tensor& t = *o.block_table;
-      c.tensor(t, "block_table", 2, "[batch, max_pages_per_seq]", dev);
-      c.dtype(t, "block_table", DType::i32, "page indices are int32");
-      c.require(t.shape[0] == p.batch, "block_table", [&] {
-        return "expected " + std::to_string(p.batch) + " rows (the batch of q), got shape " +
-               shape_str(t);
-      });
-      const int64_t pages = k.shape[0];
-      p.page_size = k.shape[1];
-      c.require(p.page_size >= 1, "k", "a paged cache needs page_size (dimension 1) ≥ 1");
-      p.seqlen_k = t.shape[1] * p.page_size;
-      p.num_pages = pages;
-      p.block_table = static_cast<const int32_t*>(t.data);
-      p.block_table_stride = t.stride[0];
-      if (dev.type == DeviceType::cpu) {
-        for (int64_t b = 0; b < t.shape[0]; ++b) {
-          for (int64_t i = 0; i < t.shape[1]; ++i) {
-            const int64_t page = p.block_table[b * p.block_table_stride + i];
-            c.require(page >= 0 && page < pages, "block_table", [&] {
-              return "entry (" + std::to_string(b) + ", " + std::to_string(i) + ") is " +
-                     std::to_string(page) + ", expected a page of k in [0, " +
-                     std::to_string(pages) + ")";
-            });
-          }
-        }
-      }
-    } else {
+    if (!paged) {
       c.require(k.shape[0] == p.batch, "k", [&] {
         return "batch must equal that of q (" + std::to_string(p.batch) + "), got " +
                std::to_string(k.shape[0]);
@@ -312,6 +286,46 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
               [&] { return "is for varlen batches only (cu_seqlens_q given), got " + std::to_string(o.max_seqlen_q); });
     c.require(o.max_seqlen_k == 0, "max_seqlen_k",
               [&] { return "is for varlen batches only (cu_seqlens_k given), got " + std::to_string(o.max_seqlen_k); });
+  }
+  if (paged) {
+    // k and v: (num_pages, page_size, heads_kv, d); row j of sequence b is row j % page_size of
+    // page block_table[b][j / page_size]. A padded batch's seqlen_k is the table's capacity; a
+    // varlen batch's sequences (cu_seqlens_k) must fit in it.
+    const Tensor& t = *o.block_table;
+    c.tensor(t, "block_table", 2, "[batch, max_pages_per_seq]", dev);
+    c.dtype(t, "block_table", DType::i32, "page indices are int32");
+    c.require(t.shape[0] == p.batch, "block_table", [&] {
+      return "expected " + std::to_string(p.batch) + " rows (the batch of q), got shape " +
+             shape_str(t);
+    });
+    const int64_t pages = k.shape[0];
+    p.page_size = k.shape[1];
+    c.require(p.page_size >= 1, "k", "a paged cache needs page_size (dimension 1) ≥ 1");
+    const int64_t capacity = t.shape[1] * p.page_size;
+    if (varlen) {
+      c.require(p.seqlen_k <= capacity, "block_table", [&] {
+        return "holds " + std::to_string(t.shape[1]) + " pages of " + std::to_string(p.page_size) +
+               " rows a sequence, but a sequence has " + std::to_string(p.seqlen_k) +
+               " keys (cu_seqlens_k, max_seqlen_k)";
+      });
+    } else {
+      p.seqlen_k = capacity;
+    }
+    p.num_pages = pages;
+    p.block_table = static_cast<const int32_t*>(t.data);
+    p.block_table_stride = t.stride[0];
+    if (dev.type == DeviceType::cpu) {
+      for (int64_t b = 0; b < t.shape[0]; ++b) {
+        for (int64_t i = 0; i < t.shape[1]; ++i) {
+          const int64_t page = p.block_table[b * p.block_table_stride + i];
+          c.require(page >= 0 && page < pages, "block_table", [&] {
+            return "entry (" + std::to_string(b) + ", " + std::to_string(i) + ") is " +
+                   std::to_string(page) + ", expected a page of k in [0, " +
+                   std::to_string(pages) + ")";
+          });
+        }
+      }
+    }
   }
   c.require(p.seqlen_q <= kMaxSeqlen, "q", "seqlen_q must be < 2^31");
   c.require(p.seqlen_k <= kMaxSeqlen, "k", "seqlen_k must be < 2^31");
@@ -423,8 +437,8 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   p.v = v.data;
   p.out = out.data;
   p.q_stride = strides_of(q, varlen);
-  p.k_stride = strides_of(k, varlen);
-  p.v_stride = strides_of(v, varlen);
+  p.k_stride = strides_of(k, varlen && !p.block_table);
+  p.v_stride = strides_of(v, varlen && !p.block_table);
   p.out_stride = strides_of(out, varlen);
   return p;
 }

@@ -613,13 +613,6 @@ def test_cuda_refuses_fp32_fp64(dtype):
         flash_attn_func(q, q, q)
 
 
-def test_block_table_not_supported():
-    q = _rand(4, 2, 8)
-    cu = _cu([4])
-    with pytest.raises(NotImplementedError):
-        flash_attn_varlen_func(q, q, q, cu, cu, 4, 4, block_table=torch.zeros(1, 1))
-
-
 # ---- The compiled module alone, with NumPy arrays ----------------------------------------------
 @pytest.mark.parametrize("np_dtype", ["float32", "float64"])
 def test_numpy_arrays(np_dtype):

@@ -191,6 +191,39 @@ def test_kvcache_paged_matches_the_contiguous_cache(page_size, rotary, num_split
     assert torch.equal(_unpaged(kp, table), kc) and torch.equal(_unpaged(vp, table), vc)
 
 
+@pytest.mark.parametrize("device, dtype", DEVICE_DTYPES[:2])
+@pytest.mark.parametrize("page_size", [1, 3, 16, 48])
+@pytest.mark.parametrize("causal", [False, True])
+def test_varlen_paged_matches_the_packed_keys(page_size, causal, device, dtype):
+    """flash_attn_varlen_func over a paged cache (a chunked prefill): sequence i's keys are the
+    first cu_seqlens_k[i + 1] - cu_seqlens_k[i] rows of its pages, and the result is that of the
+    same keys packed as a varlen batch."""
+    lens_q, lens_k, h, hk, d, capacity = [3, 0, 7], [10, 4, 41], 4, 2, 24, 48
+    cache = [_rand(3, capacity, hk, d, seed=s, device=device, dtype=dtype) for s in (20, 21)]
+    kp, table = _paged(cache[0], page_size, torch.Generator().manual_seed(22))
+    vp, _ = _paged(cache[1], page_size, torch.Generator().manual_seed(22))
+    q = _rand(sum(lens_q), h, d, seed=23, device=device, dtype=dtype)
+    cu_q, cu_k = (torch.tensor([0, *torch.tensor(n).cumsum(0).tolist()], dtype=torch.int32,
+                               device=device) for n in (lens_q, lens_k))
+    k, v = (torch.cat([c[i, :n] for i, n in enumerate(lens_k)]) for c in cache)
+    kw = dict(causal=causal, return_attn_probs=True)
+    out, lse, _ = flashattn.flash_attn_varlen_func(q, kp, vp, cu_q, cu_k, max(lens_q), max(lens_k),
+                                                   block_table=table, **kw)
+    ref_out, ref_lse, _ = flashattn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lens_q),
+                                                           max(lens_k), **kw)
+    tol = 1e-5 if device == "cpu" else 2e-3
+    torch.testing.assert_close(out, ref_out, rtol=tol, atol=tol)
+    torch.testing.assert_close(lse, ref_lse, rtol=tol, atol=tol)
+
+
+def test_varlen_paged_refuses_a_sequence_longer_than_its_pages():
+    q, pages = _rand(4, 2, 16, seed=1), _rand(4, 4, 2, 16, seed=2)
+    table = torch.tensor([[0, 1]], dtype=torch.int32)  # 8 rows; the sequence has 9 keys
+    cu_q, cu_k = (torch.tensor([0, n], dtype=torch.int32) for n in (4, 9))
+    with pytest.raises(flashattn.FlashAttnError, match=r"argument 'block_table': holds 2 pages"):
+        flashattn.flash_attn_varlen_func(q, pages, pages, cu_q, cu_k, 4, 9, block_table=table)
+
+
 def test_kvcache_paged_refuses_bad_pages():
     q, k_cache = _rand(2, 1, 2, 16, seed=1), _rand(5, 4, 2, 16, seed=2)
     table = torch.tensor([[0, 1], [2, 5]], dtype=torch.int32)  # page 5 does not exist
