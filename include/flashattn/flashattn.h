@@ -133,6 +133,11 @@ struct Options {
   // Checked on the CPU; on CUDA tensors never read on the host (each value is clamped to
   // [0, seqlen_k] on the device).
   std::optional<Tensor> seqused_k;
+  // int32 (batch), forward only, not with a paged cache: sequence b's keys are rows
+  // [leftpad_k[b], seqlen_k) of its k and v (seqlen_k after seqused_k), a left-padded KV cache
+  // (FlashAttention-2's cache_leftpad). Causal and window masks align to the keys that remain.
+  // Checked on the CPU; clamped into [0, seqlen_k] on CUDA.
+  std::optional<Tensor> leftpad_k;
   // int32 (batch, max_pages_per_seq): k and v are a paged cache, (num_pages, page_size, heads_kv,
   // head_dim) with any page_size ≥ 1, and row j of sequence b is row j % page_size of page
   // block_table[b][j / page_size]. Padded batches: seqlen_k is then max_pages_per_seq · page_size

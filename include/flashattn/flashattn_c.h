@@ -59,6 +59,9 @@ typedef struct flashattn_options {
   const struct flashattn_tensor* block_table;
   /* Forward only: splits of the keys on CUDA (0: the library picks, 1: none, n). */
   int32_t num_splits;
+  /* Forward only, int32 (batch): sequence b's keys start at row leftpad_k[b] (a left-padded KV
+   * cache; not with block_table). NULL: at row 0. */
+  const struct flashattn_tensor* leftpad_k;
 } flashattn_options;
 
 /* Defaults: no scale override, no mask, no dropout, unbounded window. */

@@ -46,7 +46,8 @@ std::string dlpack_dtype_name(const nb::dlpack::dtype& t) {
 // The dtypes an argument takes, for the message about one that no argument takes.
 const char* dtypes_taken(const char* name) {
   const std::string arg(name);
-  if (arg.rfind("cu_seqlens", 0) == 0 || arg == "seqused_k") {
+  if (arg.rfind("cu_seqlens", 0) == 0 || arg == "seqused_k" || arg == "leftpad_k" ||
+      arg == "block_table") {
     return "int32 (torch.cumsum returns int64: convert with .int())";
   }
   if (arg == "alibi_slopes" || arg == "lse") return "float32 (float64 with float64 inputs)";
@@ -120,6 +121,7 @@ struct CallOptions {
   uintptr_t stream;
   std::optional<Array> block_table;  // forward only
   int num_splits;                    // forward only
+  std::optional<Array> leftpad_k;    // forward only
 
   flashattn::Options to_options() const {
     flashattn::Options o;
@@ -142,6 +144,7 @@ struct CallOptions {
     o.stream = reinterpret_cast<void*>(stream);
     o.block_table = to_optional(block_table, "block_table");
     o.num_splits = num_splits;
+    o.leftpad_k = to_optional(leftpad_k, "leftpad_k");
     return o;
   }
 };
@@ -185,11 +188,12 @@ void forward(const Array& q, const Array& k, const Array& v, const OutArray& out
              const std::optional<Array>& cu_seqlens_k, const std::optional<Array>& seqused_k,
              int64_t max_seqlen_q, int64_t max_seqlen_k, int num_threads, uintptr_t stream,
              const std::optional<Array>& block_table, int num_splits,
-             const std::optional<nb::object>& workspace) {
+             const std::optional<nb::object>& workspace, const std::optional<Array>& leftpad_k) {
   const CallOptions call{softmax_scale, causal,       window_left,  window_right,  softcap,
                          alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
                          cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  false,
-                         num_threads,   stream,       block_table,  num_splits};
+                         num_threads,   stream,       block_table,  num_splits,
+                         leftpad_k};
   flashattn::Options options = call.to_options();
   PyWorkspace py_workspace;
   if (workspace && !workspace->is_none()) {
@@ -216,7 +220,8 @@ void backward(const Array& dout, const Array& q, const Array& k, const Array& v,
   const CallOptions call{softmax_scale, causal,       window_left,  window_right,  softcap,
                          alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
                          cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  deterministic,
-                         num_threads,   stream,       std::nullopt, 0};
+                         num_threads,   stream,       std::nullopt, 0,
+                         std::nullopt};
   flashattn::Options options = call.to_options();
   PyWorkspace py_workspace;
   if (workspace && !workspace->is_none()) {
@@ -266,6 +271,7 @@ NB_MODULE(_ext, m) {
         "cu_seqlens_k"_a.none() = nb::none(), "seqused_k"_a.none() = nb::none(),
         "max_seqlen_q"_a = 0, "max_seqlen_k"_a = 0, "num_threads"_a = 0, "stream"_a = 0,
         "block_table"_a.none() = nb::none(), "num_splits"_a = 0, "workspace"_a.none() = nb::none(),
+        "leftpad_k"_a.none() = nb::none(),
         "Writes out (and lse, if given): attention of q over k, v. Shapes as in flashattn.h:\n"
         "q (batch, seqlen_q, heads_q, d), k/v (batch, seqlen_k, heads_kv, d[_v]),\n"
         "out (batch, seqlen_q, heads_q, d_v), lse fp32 (fp64 for fp64 inputs)\n"
@@ -276,7 +282,9 @@ NB_MODULE(_ext, m) {
         "heads_kv, d[_v]) (flashattn.h, Options::block_table).\n"
         "num_splits: splits of the keys (0: the library picks, 1: none; Options::num_splits).\n"
         "workspace: None (CUDA scratch from the library's own pool) or a callable\n"
-        "allocate(nbytes) -> object with data_ptr(), for the split partials.");
+        "allocate(nbytes) -> object with data_ptr(), for the split partials.\n"
+        "leftpad_k: int32 (batch): sequence b's keys start at row leftpad_k[b]\n"
+        "(Options::leftpad_k).");
   m.def("backward", &backward, "dout"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dq"_a, "dk"_a,
         "dv"_a, "softmax_scale"_a.none() = nb::none(), "causal"_a = false,
         "window_left"_a = -1, "window_right"_a = -1, "softcap"_a = 0.0f,

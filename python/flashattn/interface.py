@@ -108,19 +108,21 @@ def _rules(q, softmax_scale, causal, window_size):
 
 def _forward(q, k, v, scale, causal, left, right, softcap, dropout_p, alibi_slopes, cu_seqlens_q,
              cu_seqlens_k, max_seqlen_q, max_seqlen_k, with_lse, seqused_k=None,
-             block_table=None, num_splits=0):
+             block_table=None, num_splits=0, leftpad_k=None):
     """The library's forward: straight to the module in plain eager mode, through the custom op
     otherwise (ops.eager). Returns (out, lse, seed, rng_state): the dropout seed drawn on the
     direct path, or the op's rng_state (the other one None)."""
-    if ops.eager(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table):
+    if ops.eager(q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
+                 leftpad_k):
         seed = ops.draw_seed(q) if dropout_p > 0.0 else 0
         out, lse = ops.forward(q, k, v, scale, causal, left, right, softcap, dropout_p, seed,
                                alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                               max_seqlen_k, seqused_k, with_lse, block_table, num_splits)
+                               max_seqlen_k, seqused_k, with_lse, block_table, num_splits,
+                               leftpad_k)
         return out, lse, seed, None
     out, lse, rng_state = torch.ops.flashattn.fwd(
         q, k, v, scale, causal, left, right, softcap, dropout_p, alibi_slopes, cu_seqlens_q,
-        cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_k, block_table, num_splits)
+        cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_k, block_table, num_splits, leftpad_k)
     return out, lse, None, rng_state
 
 
@@ -269,13 +271,18 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     num_splits: the keys split this many ways on CUDA, fp32 partials merged by a combine kernel
     (0: the library picks to fill the GPU; 1: no split). The CPU ignores it.
 
-    The append and the rotary embedding are PyTorch indexing before the library's forward;
-    cache_leftpad is not supported yet."""
+    cache_leftpad, int32 (batch): sequence i's cache starts at row cache_leftpad[i] (a
+    left-padded cache): the attention covers rows cache_leftpad[i] … of the updated cache, and
+    the masks align to those keys; rotary positions stay the rows' indices in the cache (as
+    FlashAttention-2). Not with a paged cache.
+
+    The append and the rotary embedding are PyTorch indexing before the library's forward."""
     if block_table is not None and cache_batch_idx is not None:
         raise FlashAttnError("flashattn: argument 'cache_batch_idx': not with a paged cache "
                              "(block_table says where each sequence's rows are)")
-    if cache_leftpad is not None:
-        raise NotImplementedError("flashattn: argument 'cache_leftpad' is not supported yet")
+    if cache_leftpad is not None and block_table is not None:
+        raise FlashAttnError("flashattn: argument 'cache_leftpad': not with a paged cache "
+                             "(block_table)")
     if not all(isinstance(t, torch.Tensor) for t in (q, k_cache, v_cache)):
         _not_tensors(q=q, k_cache=k_cache, v_cache=v_cache)
     if (k is None) != (v is None):
@@ -331,7 +338,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     with torch.no_grad():
         out, lse, _, _ = _forward(q, keys, values, scale, bool(causal), left, right,
                                   float(softcap), 0.0, alibi_slopes, None, None, 0, 0,
-                                  return_softmax_lse, seqused_k, block_table, int(num_splits))
+                                  return_softmax_lse, seqused_k, block_table, int(num_splits),
+                                  cache_leftpad)
     return (out, lse) if return_softmax_lse else out
 
 

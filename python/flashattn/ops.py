@@ -118,10 +118,11 @@ def _width(q: torch.Tensor, v: torch.Tensor) -> Optional[int]:
 def forward(q, k, v, softmax_scale: float, causal: bool, window_left: int, window_right: int,
             softcap: float, dropout_p: float, dropout_seed: int, alibi_slopes, cu_seqlens_q,
             cu_seqlens_k, max_seqlen_q: int, max_seqlen_k: int, seqused_k, with_lse: bool,
-            block_table=None, num_splits: int = 0):
+            block_table=None, num_splits: int = 0, leftpad_k=None):
     """(out, lse): out (..., head_dim_v) like q; lse (batch, heads, seqlen_q) or (heads, total_q),
     or None when not with_lse (the kernels then skip writing it). block_table: k and v are a
-    paged cache (flashattn.h, Options::block_table); num_splits: Options::num_splits."""
+    paged cache (flashattn.h, Options::block_table); num_splits, leftpad_k: Options::num_splits,
+    Options::leftpad_k."""
     lse = q.new_empty(_lse_shape(q, cu_seqlens_q), dtype=_lse_dtype(q)) if with_lse else None
     workspace = _workspace_allocator(q.get_device()) if q.is_cuda else None
 
@@ -131,7 +132,8 @@ def forward(q, k, v, softmax_scale: float, causal: bool, window_left: int, windo
             _to_dlpack(q), _to_dlpack(k), _to_dlpack(v), _to_dlpack(out), _dl(lse),
             softmax_scale, causal, window_left, window_right, softcap, _dl(alibi_slopes),
             dropout_p, dropout_seed, 0, _dl(cu_seqlens_q), _dl(cu_seqlens_k), _dl(seqused_k),
-            max_seqlen_q, max_seqlen_k, 0, _stream(q), _dl(block_table), num_splits, workspace)
+            max_seqlen_q, max_seqlen_k, 0, _stream(q), _dl(block_table), num_splits, workspace,
+            _dl(leftpad_k))
         return out
 
     try:
@@ -210,19 +212,20 @@ def fwd(
     seqused_k: Optional[torch.Tensor],
     block_table: Optional[torch.Tensor] = None,
     num_splits: int = 0,
+    leftpad_k: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (out, lse, rng_state). Shapes: see flashattn.h (padded or varlen)."""
     seed = draw_seed(q) if dropout_p > 0.0 else 0
     out, lse = forward(q, k, v, softmax_scale, causal, window_left, window_right, softcap,
                        dropout_p, seed, alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                       max_seqlen_k, seqused_k, True, block_table, num_splits)
+                       max_seqlen_k, seqused_k, True, block_table, num_splits, leftpad_k)
     return out, lse, torch.tensor([seed, 0], dtype=torch.int64)
 
 
 @fwd.register_fake
 def _fwd_fake(q, k, v, softmax_scale, causal, window_left, window_right, softcap, dropout_p,
               alibi_slopes, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_k,
-              block_table=None, num_splits=0):
+              block_table=None, num_splits=0, leftpad_k=None):
     out = q.new_empty((*q.shape[:-1], v.shape[-1]))
     lse = q.new_empty(_lse_shape(q, cu_seqlens_q), dtype=_lse_dtype(q))
     rng_state = torch.empty((2,), dtype=torch.int64, device="cpu")

@@ -69,6 +69,7 @@ flashattn::Options to_options(const flashattn_options* o, const flashattn_tensor
   r.seqused_k = optional_tensor(used_k);
   r.block_table = optional_tensor(o->block_table);
   r.num_splits = o->num_splits;
+  r.leftpad_k = optional_tensor(o->leftpad_k);
   return r;
 }
 

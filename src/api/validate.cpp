@@ -347,6 +347,22 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
     }
     p.seqused_k = static_cast<const int32_t*>(o.seqused_k->data);
   }
+  if (o.leftpad_k) {
+    c.require(!paged, "leftpad_k", "not with a paged cache (block_table)");
+    const auto pads = c.int_vector(*o.leftpad_k, "leftpad_k", p.batch, dev, o.stream,
+                                   /*read=*/dev.type == DeviceType::cpu);
+    if (pads && (!varlen || k_lengths.size() == static_cast<size_t>(p.batch))) {
+      for (int64_t b = 0; b < p.batch; ++b) {
+        const int64_t len = varlen ? k_lengths[static_cast<size_t>(b)] : p.seqlen_k;
+        const int64_t pad = (*pads)[static_cast<size_t>(b)];
+        c.require(pad >= 0 && pad <= len, "leftpad_k",
+                  [&] { return "entry " + std::to_string(b) + " is " + std::to_string(pad) +
+                      ", expected a value in [0, " + std::to_string(len) +
+                      "] (the sequence's seqlen_k)"; });
+      }
+    }
+    p.leftpad_k = static_cast<const int32_t*>(o.leftpad_k->data);
+  }
 
   // Options that are plain numbers.
   if (o.softmax_scale) {
@@ -460,6 +476,7 @@ AttentionParams check_backward(const Tensor& dout, const Tensor& q, const Tensor
                                const Options& options) {
   const Checker c("flashattn::backward");
   c.require(!options.block_table, "block_table", "paged caches are for the forward only");
+  c.require(!options.leftpad_k, "leftpad_k", "is for the forward only (a KV cache)");
   AttentionParams p = check_common(c, q, k, v, out, lse, /*lse_required=*/true, options);
   const int rank = q.rank;
   const struct {

@@ -50,6 +50,7 @@ struct AttentionParams {
   const int32_t* cu_seqlens_q = nullptr;  // (batch + 1), varlen only
   const int32_t* cu_seqlens_k = nullptr;  // (batch + 1), varlen only
   const int32_t* seqused_k = nullptr;     // (batch) or null
+  const int32_t* leftpad_k = nullptr;     // (batch) or null: sequence b's keys start at this row
   // Paged k and v (forward, CPU only for now): (num_pages, page_size, heads_kv, d); row j of
   // sequence b is row j % page_size of page block_table[b · block_table_stride + j / page_size].
   // k_stride.batch and v_stride.batch are then the strides of a page.
@@ -122,7 +123,7 @@ struct SequenceInfo {
   int64_t q_start = 0;  // first row of q (varlen: in the packed tensor)
   int64_t k_start = 0;
   int64_t seqlen_q = 0;
-  int64_t seqlen_k = 0;  // after seqused_k
+  int64_t seqlen_k = 0;  // after seqused_k and leftpad_k
 };
 
 FLASHATTN_HOST_DEVICE SequenceInfo sequence_info(const AttentionParams& p, int64_t b) {
@@ -140,6 +141,12 @@ FLASHATTN_HOST_DEVICE SequenceInfo sequence_info(const AttentionParams& p, int64
     // Clamped: on CUDA tensors the values are not checked on the host (the CPU checks them).
     const int64_t used = p.seqused_k[b];
     s.seqlen_k = used < 0 ? 0 : (used < s.seqlen_k ? used : s.seqlen_k);
+  }
+  if (p.leftpad_k != nullptr) {
+    // Keys [pad, seqlen_k) of the sequence's rows (clamped as seqused_k).
+    const int64_t pad = p.leftpad_k[b] < 0 ? 0 : (p.leftpad_k[b] < s.seqlen_k ? p.leftpad_k[b] : s.seqlen_k);
+    s.k_start += pad;
+    s.seqlen_k -= pad;
   }
   return s;
 }

@@ -34,8 +34,9 @@ def ref_rotary(x, cos, sin, positions, interleaved):
 
 
 def ref_kvcache(q, k_cache, v_cache, k, v, lens, batch_idx, cos, sin, interleaved, causal,
-                window_size, **kw):
-    """(out, lse, updated k_cache, updated v_cache), computed in the dtype of q."""
+                window_size, leftpad=None, **kw):
+    """(out, lse, updated k_cache, updated v_cache), computed in the dtype of q. leftpad: the
+    first row of each sequence's keys (rotary positions stay cache rows)."""
     batch, seqlen_q = q.shape[:2]
     new = 0 if k is None else k.shape[1]
     k_cache, v_cache = k_cache.clone(), v_cache.clone()
@@ -53,11 +54,12 @@ def ref_kvcache(q, k_cache, v_cache, k, v, lens, batch_idx, cos, sin, interleave
     outs, lses = [], []
     for b in range(batch):
         used = lens[b] + new
+        first = 0 if leftpad is None else leftpad[b]
         slopes = kw.get("alibi_slopes")
         kwb = dict(kw, alibi_slopes=None if slopes is None else
                    (slopes if slopes.dim() == 1 else slopes[b]))
-        o, lse = ref_attention(q[b:b + 1], k_cache[rows[b]:rows[b] + 1, :used],
-                               v_cache[rows[b]:rows[b] + 1, :used], causal=causal,
+        o, lse = ref_attention(q[b:b + 1], k_cache[rows[b]:rows[b] + 1, first:used],
+                               v_cache[rows[b]:rows[b] + 1, first:used], causal=causal,
                                window_size=window_size, **kwb)
         outs.append(o)
         lses.append(lse)
@@ -74,6 +76,9 @@ CASES = {
     "rotary_neox": (2, 3, 3, 2, 2, 32, 24, dict(causal=True, rotary=16, interleaved=False)),
     "rotary_gptj_full_dim": (2, 2, 2, 2, 1, 16, 24, dict(rotary=16, interleaved=True)),
     "rotary_not_causal": (1, 4, 4, 2, 2, 32, 16, dict(rotary=8, interleaved=False)),
+    "leftpad_rotary_causal": (3, 2, 2, 4, 2, 40, 48, dict(causal=True, rotary=16, leftpad=True)),
+    "leftpad_window_batch_idx": (2, 3, 1, 2, 1, 24, 30, dict(window_size=(5, 1), leftpad=True,
+                                                             batch_idx=True)),
 }
 
 
@@ -89,8 +94,13 @@ def test_kvcache_matches_reference(case, device, dtype):
     interleaved = opts.pop("interleaved", True)
     with_alibi = opts.pop("alibi", False)
     batch_idx = [1, 0] if opts.pop("batch_idx", False) else None
-    assert not opts
     lens = [cache_len - new - 3 - b for b in range(batch)]  # room left; lengths differ
+    # Left padding: sequence b's keys from row 3 · b + 1 (row lens[b] + new - 1, the last, for the
+    # last sequence: one key left).
+    leftpad = None
+    if opts.pop("leftpad", False):
+        leftpad = [3 * b + 1 for b in range(batch - 1)] + [lens[-1] + new - 1]
+    assert not opts
     q = _rand(batch, seqlen_q, h, d, seed=1)
     k_cache, v_cache = _rand(batch, cache_len, hk, d, seed=2), _rand(batch, cache_len, hk, d, seed=3)
     k = _rand(batch, new, hk, d, seed=4) if new else None
@@ -102,6 +112,7 @@ def test_kvcache_matches_reference(case, device, dtype):
     lens_t = torch.tensor(lens, dtype=torch.int32, device=device)
     idx_t = None if batch_idx is None else torch.tensor(batch_idx, dtype=torch.int32,
                                                         device=device)
+    pad_t = None if leftpad is None else torch.tensor(leftpad, dtype=torch.int32, device=device)
     kept = {}
 
     def ours(q, kc, vc, *new_kv):
@@ -110,7 +121,8 @@ def test_kvcache_matches_reference(case, device, dtype):
         out, lse = flash_attn_with_kvcache(
             q, kc, vc, kn, vn, rotary_cos=c, rotary_sin=s, cache_seqlens=lens_t,
             cache_batch_idx=idx_t, causal=causal, window_size=window, softcap=softcap,
-            rotary_interleaved=interleaved, alibi_slopes=slopes, return_softmax_lse=True)
+            rotary_interleaved=interleaved, alibi_slopes=slopes, cache_leftpad=pad_t,
+            return_softmax_lse=True)
         kept["k_cache"], kept["v_cache"] = kc, vc  # updated in place
         return out, lse
 
@@ -118,7 +130,8 @@ def test_kvcache_matches_reference(case, device, dtype):
         kn, vn = new_kv if new_kv else (None, None)
         c, s = (None, None) if cos is None else (cos.to(device, q.dtype), sin.to(device, q.dtype))
         out, lse, kc2, vc2 = ref_kvcache(q, kc, vc, kn, vn, lens, batch_idx, c, s, interleaved,
-                                         causal, window, softcap=softcap, alibi_slopes=slopes)
+                                         causal, window, leftpad, softcap=softcap,
+                                         alibi_slopes=slopes)
         kept[f"ref_{q.dtype}"] = (kc2, vc2)
         return out, lse
 
@@ -235,7 +248,10 @@ def test_kvcache_paged_refuses_bad_pages():
     (dict(block_table=torch.zeros(2, 1, dtype=torch.int32),
           cache_batch_idx=torch.zeros(2, dtype=torch.int32)), flashattn.FlashAttnError,
      "cache_batch_idx"),
-    (dict(cache_leftpad=torch.zeros(2, dtype=torch.int32)), NotImplementedError, "cache_leftpad"),
+    (dict(cache_leftpad=torch.zeros(2, dtype=torch.int32), block_table=torch.zeros(2, 1, dtype=torch.int32)),
+     flashattn.FlashAttnError, "argument 'cache_leftpad'"),
+    (dict(cache_seqlens=3, cache_leftpad=torch.tensor([0, 13], dtype=torch.int32)),
+     flashattn.FlashAttnError, r"argument 'leftpad_k': entry 1 is 13"),
     (dict(k=_rand(2, 1, 2, 16)), flashattn.FlashAttnError, "argument 'v'"),
     (dict(k=_rand(2, 1, 2, 16), v=_rand(2, 1, 2, 16)), flashattn.FlashAttnError,
      "argument 'cache_seqlens': required"),
