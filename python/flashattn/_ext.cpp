@@ -165,12 +165,23 @@ struct ReleaseGilOnCpu {
   PyThreadState* state_ = nullptr;
 };
 
-// The workspace (split forward, backward) from a Python callable: allocate(nbytes) returns an object with
-// data_ptr() (a torch tensor from PyTorch's caching allocator, say), which is kept alive until
-// the call returns; the allocator's stream semantics cover the kernels enqueued before that.
+// The workspace (split forward, backward) from a Python callable: allocate(nbytes) returns an
+// object with data_ptr() (a torch tensor from PyTorch's caching allocator, say), which is kept
+// alive until the call returns; the allocator's stream semantics cover the kernels enqueued
+// before that.
 struct PyWorkspace {
   nb::object allocate;
   nb::object held;
+
+  // Hands `options` this workspace when a callable is given (else the library's own pool).
+  PyWorkspace(const std::optional<nb::object>& callable, flashattn::Options& options) {
+    if (!callable || callable->is_none()) return;
+    allocate = *callable;
+    options.workspace.allocate = &PyWorkspace::call;
+    options.workspace.context = this;
+  }
+  PyWorkspace(const PyWorkspace&) = delete;
+  PyWorkspace& operator=(const PyWorkspace&) = delete;
 
   static void* call(size_t bytes, void* context) {
     auto* self = static_cast<PyWorkspace*>(context);
@@ -195,12 +206,7 @@ void forward(const Array& q, const Array& k, const Array& v, const OutArray& out
                          num_threads,   stream,       block_table,  num_splits,
                          leftpad_k};
   flashattn::Options options = call.to_options();
-  PyWorkspace py_workspace;
-  if (workspace && !workspace->is_none()) {
-    py_workspace.allocate = *workspace;
-    options.workspace.allocate = &PyWorkspace::call;
-    options.workspace.context = &py_workspace;
-  }
+  PyWorkspace py_workspace(workspace, options);
   const flashattn::Tensor tq = to_tensor(q, "q"), tk = to_tensor(k, "k"), tv = to_tensor(v, "v"),
                           to = to_tensor(out, "out");
   const flashattn::Tensor tl = lse ? to_tensor(*lse, "lse") : flashattn::Tensor{};
@@ -223,12 +229,7 @@ void backward(const Array& dout, const Array& q, const Array& k, const Array& v,
                          num_threads,   stream,       std::nullopt, 0,
                          std::nullopt};
   flashattn::Options options = call.to_options();
-  PyWorkspace py_workspace;
-  if (workspace && !workspace->is_none()) {
-    py_workspace.allocate = *workspace;
-    options.workspace.allocate = &PyWorkspace::call;
-    options.workspace.context = &py_workspace;
-  }
+  PyWorkspace py_workspace(workspace, options);
   const flashattn::Tensor tdo = to_tensor(dout, "dout"), tq = to_tensor(q, "q"),
                           tk = to_tensor(k, "k"), tv = to_tensor(v, "v"),
                           to = to_tensor(out, "out"), tl = to_tensor(lse, "lse"),

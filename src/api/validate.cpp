@@ -330,38 +330,27 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   c.require(p.seqlen_q <= kMaxSeqlen, "q", "seqlen_q must be < 2^31");
   c.require(p.seqlen_k <= kMaxSeqlen, "k", "seqlen_k must be < 2^31");
 
-  if (o.seqused_k) {
-    // Checked on the CPU only; the CUDA kernels clamp each value to [0, seqlen_k]
-    // (sequence_info).
-    const auto used = c.int_vector(*o.seqused_k, "seqused_k", p.batch, dev, o.stream,
-                                   /*read=*/dev.type == DeviceType::cpu);
-    if (used && (!varlen || k_lengths.size() == static_cast<size_t>(p.batch))) {
+  // Per-sequence key counts (seqused_k, leftpad_k), each in [0, the sequence's seqlen_k]: checked
+  // on the CPU only; the CUDA kernels clamp them (sequence_info).
+  auto key_counts = [&](const Tensor& t, const char* name) {
+    const auto values = c.int_vector(t, name, p.batch, dev, o.stream,
+                                     /*read=*/dev.type == DeviceType::cpu);
+    if (values && (!varlen || k_lengths.size() == static_cast<size_t>(p.batch))) {
       for (int64_t b = 0; b < p.batch; ++b) {
         const int64_t len = varlen ? k_lengths[static_cast<size_t>(b)] : p.seqlen_k;
-        const int64_t u = (*used)[static_cast<size_t>(b)];
-        c.require(u >= 0 && u <= len, "seqused_k",
+        const int64_t u = (*values)[static_cast<size_t>(b)];
+        c.require(u >= 0 && u <= len, name,
                   [&] { return "entry " + std::to_string(b) + " is " + std::to_string(u) +
                       ", expected a value in [0, " + std::to_string(len) +
                       "] (the sequence's seqlen_k)"; });
       }
     }
-    p.seqused_k = static_cast<const int32_t*>(o.seqused_k->data);
-  }
+    return static_cast<const int32_t*>(t.data);
+  };
+  if (o.seqused_k) p.seqused_k = key_counts(*o.seqused_k, "seqused_k");
   if (o.leftpad_k) {
     c.require(!paged, "leftpad_k", "not with a paged cache (block_table)");
-    const auto pads = c.int_vector(*o.leftpad_k, "leftpad_k", p.batch, dev, o.stream,
-                                   /*read=*/dev.type == DeviceType::cpu);
-    if (pads && (!varlen || k_lengths.size() == static_cast<size_t>(p.batch))) {
-      for (int64_t b = 0; b < p.batch; ++b) {
-        const int64_t len = varlen ? k_lengths[static_cast<size_t>(b)] : p.seqlen_k;
-        const int64_t pad = (*pads)[static_cast<size_t>(b)];
-        c.require(pad >= 0 && pad <= len, "leftpad_k",
-                  [&] { return "entry " + std::to_string(b) + " is " + std::to_string(pad) +
-                      ", expected a value in [0, " + std::to_string(len) +
-                      "] (the sequence's seqlen_k)"; });
-      }
-    }
-    p.leftpad_k = static_cast<const int32_t*>(o.leftpad_k->data);
+    p.leftpad_k = key_counts(*o.leftpad_k, "leftpad_k");
   }
 
   // Options that are plain numbers.
