@@ -8,6 +8,26 @@
 
 namespace flashattn::detail::cuda {
 
+// A (kRows × kCols) tile whose rows are not evenly strided (a paged cache, packed query heads)
+// → shared memory with row pitch kPitch, 16 bytes a thread per step: row r (< rows_valid) starts
+// at row_ptr(r). Rows ≥ rows_valid and columns ≥ cols_valid are zero-filled and row_ptr is not
+// called for them (their copies name `any`, a valid address, and read nothing).
+template <int kThreads, int kRows, int kCols, int kPitch, class T, class RowPtr>
+__device__ __forceinline__ void load_rows_async_indexed(T* smem, RowPtr row_ptr, const T* any,
+                                                        int rows_valid, int cols_valid) {
+  constexpr int kChunksPerRow = kCols / 8;
+  constexpr int kChunks = kRows * kChunksPerRow;
+#pragma unroll
+  for (int i = 0; i < (kChunks + kThreads - 1) / kThreads; ++i) {
+    const int c = static_cast<int>(threadIdx.x) + i * kThreads;
+    if (kChunks % kThreads != 0 && c >= kChunks) break;
+    const int row = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
+    const bool valid = row < rows_valid && col < cols_valid;
+    const T* src = valid ? row_ptr(row) + col : any;
+    cp_async_16(smem + row * kPitch + col, src, valid);
+  }
+}
+
 // A (kRows × kCols) tile of a row-major operand (row stride in elements) → shared memory with
 // row pitch kPitch, 16 bytes a thread per step; rows ≥ rows_valid and columns ≥ cols_valid are
 // zero-filled. kCols is a multiple of 8.
@@ -15,7 +35,6 @@ template <int kThreads, int kRows, int kCols, int kPitch, class T>
 __device__ __forceinline__ void load_rows_async(T* smem, const T* gmem, int64_t row_stride,
                                                 int64_t rows_valid, int cols_valid) {
   constexpr int kChunksPerRow = kCols / 8;
-  constexpr int kChunks = kRows * kChunksPerRow;
   if constexpr (kThreads % kChunksPerRow == 0) {
     // Each thread keeps one column and walks rows: one pointer live, not one per row.
     constexpr int kRowStep = kThreads / kChunksPerRow;
@@ -32,33 +51,9 @@ __device__ __forceinline__ void load_rows_async(T* smem, const T* gmem, int64_t 
       src += step;
     }
   } else {
-#pragma unroll
-    for (int i = 0; i < (kChunks + kThreads - 1) / kThreads; ++i) {
-      const int c = static_cast<int>(threadIdx.x) + i * kThreads;
-      if (kChunks % kThreads != 0 && c >= kChunks) break;
-      const int row = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
-      const bool valid = row < rows_valid && col < cols_valid;
-      cp_async_16(smem + row * kPitch + col, valid ? gmem + row * row_stride + col : gmem, valid);
-    }
-  }
-}
-
-// The same copy where rows are not evenly strided (a paged cache, packed query heads): row r
-// (< rows_valid) starts at row_ptr(r). Rows ≥ rows_valid and columns ≥ cols_valid are zero-filled
-// and row_ptr is not called for them (their copies name `any`, a valid address, and read nothing).
-template <int kThreads, int kRows, int kCols, int kPitch, class T, class RowPtr>
-__device__ __forceinline__ void load_rows_async_indexed(T* smem, RowPtr row_ptr, const T* any,
-                                                        int rows_valid, int cols_valid) {
-  constexpr int kChunksPerRow = kCols / 8;
-  constexpr int kChunks = kRows * kChunksPerRow;
-#pragma unroll
-  for (int i = 0; i < (kChunks + kThreads - 1) / kThreads; ++i) {
-    const int c = static_cast<int>(threadIdx.x) + i * kThreads;
-    if (kChunks % kThreads != 0 && c >= kChunks) break;
-    const int row = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
-    const bool valid = row < rows_valid && col < cols_valid;
-    const T* src = valid ? row_ptr(row) + col : any;
-    cp_async_16(smem + row * kPitch + col, src, valid);
+    load_rows_async_indexed<kThreads, kRows, kCols, kPitch>(
+        smem, [=](int row) { return gmem + row * row_stride; }, gmem,
+        static_cast<int>(rows_valid < kRows ? rows_valid : kRows), cols_valid);
   }
 }
 
