@@ -7,7 +7,12 @@ import pytest
 torch = pytest.importorskip("torch")
 flashattn = pytest.importorskip("flashattn")
 
-from flashattn import flash_attn_func, flash_attn_varlen_func, ops  # noqa: E402
+from flashattn import (  # noqa: E402
+    flash_attn_func,
+    flash_attn_varlen_func,
+    flash_attn_with_kvcache,
+    ops,
+)
 
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and flashattn.cuda_compiled()
@@ -86,6 +91,37 @@ def test_graph_decode_step_equals_eager():
             graph.replay()
             torch.cuda.synchronize()
             assert torch.equal(static, step())
+
+
+def test_graph_paged_kvcache_decode_step_equals_eager():
+    """flash_attn_with_kvcache with an append, a paged cache (pages of 16, shuffled) and the split
+    forward: replays that advance cache_seqlens in place write each token into the right page and
+    give what the same steps give eagerly on a copy of the cache."""
+    b, pages_per_seq, page, hq, hk, d = 3, 64, 16, 16, 4, 128
+    table = torch.randperm(b * pages_per_seq, device="cuda").view(b, -1).to(torch.int32)
+    k_pages = _rand(b * pages_per_seq, page, hk, d, seed=40)
+    v_pages = _rand(b * pages_per_seq, page, hk, d, seed=41)
+    lens = torch.tensor([15, 300, 1000], dtype=torch.int32, device="cuda")
+    q, k, v = _rand(b, 1, hq, d, seed=42), _rand(b, 1, hk, d, seed=43), _rand(b, 1, hk, d, seed=44)
+    eager = (k_pages.clone(), v_pages.clone(), lens.clone())
+
+    def step(kp, vp, n):
+        return flash_attn_with_kvcache(q, kp, vp, k, v, cache_seqlens=n, block_table=table,
+                                       causal=True)
+
+    with torch.inference_mode():
+        graph, static = _capture(lambda: step(k_pages, v_pages, lens))
+        step(*eager)  # the capture's warm-up appended the same token at lens
+        for i in range(3):
+            lens.add_(1)
+            eager[2].add_(1)
+            q.copy_(_rand(*q.shape, seed=50 + i))
+            k.copy_(_rand(*k.shape, seed=60 + i))
+            graph.replay()
+            expected = step(*eager)
+            torch.cuda.synchronize()
+            assert torch.equal(static, expected)
+            assert torch.equal(k_pages, eager[0]) and torch.equal(v_pages, eager[1])
 
 
 def _busy_stream():

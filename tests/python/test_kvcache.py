@@ -265,3 +265,36 @@ def test_kvcache_errors_name_the_argument(kwargs, error, match):
     q, kc, vc = _rand(2, 1, 2, 16, seed=1), _rand(2, 12, 2, 16, seed=2), _rand(2, 12, 2, 16, seed=3)
     with pytest.raises(error, match=match):
         flash_attn_with_kvcache(q, kc, vc, **kwargs)
+
+
+@pytest.mark.parametrize("device, dtype", DEVICE_DTYPES[:2])
+@pytest.mark.parametrize("paged", [False, True])
+def test_kvcache_under_torch_compile(paged, device, dtype):
+    """A decode step (append with rotary, attend) compiles with fullgraph=True and gives the eager
+    step's output and cache, paged or not."""
+    batch, h, hk, d, length = 2, 4, 2, 32, 48
+    q = _rand(batch, 1, h, d, seed=30, device=device, dtype=dtype)
+    k, v = (_rand(batch, 1, hk, d, seed=s, device=device, dtype=dtype) for s in (31, 32))
+    caches = [_rand(batch, length, hk, d, seed=s, device=device, dtype=dtype) for s in (33, 34)]
+    angles = torch.rand(length, 8, generator=torch.Generator().manual_seed(35)) * 6
+    cos, sin = angles.cos().to(device, dtype), angles.sin().to(device, dtype)
+    lens = torch.tensor([7, 40], dtype=torch.int32, device=device)
+    table = None
+    if paged:
+        gen = torch.Generator().manual_seed(36)
+        (kp, table), (vp, _) = _paged(caches[0], 16, gen), _paged(caches[1], 16, gen.manual_seed(36))
+        caches = [kp, vp]
+
+    def step(q, k, v, kc, vc):
+        return flash_attn_with_kvcache(q, kc, vc, k, v, rotary_cos=cos, rotary_sin=sin,
+                                       cache_seqlens=lens, block_table=table, causal=True,
+                                       return_softmax_lse=True)
+
+    eager_caches = [c.clone() for c in caches]
+    out, lse = step(q, k, v, *eager_caches)
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    c_out, c_lse = compiled(q, k, v, *caches)
+    torch.testing.assert_close(c_out, out)
+    torch.testing.assert_close(c_lse, lse)
+    assert torch.equal(caches[0], eager_caches[0]) and torch.equal(caches[1], eager_caches[1])
