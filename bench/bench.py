@@ -8,9 +8,11 @@ Rows:
   * options, bf16, d 128, seqlen 4096, batch 4, 16 heads: sliding window, softcap, ALiBi, dropout,
     GQA (16 query heads on 2 kv heads), a ragged varlen batch (flash_attn_varlen_func with
     max_seqlen given), each beside the SDPA backends where SDPA can express the same function;
-  * decode (--no-decode skips it): one query token against a KV cache through
-    flash_attn_with_kvcache (a contiguous cache, and the same cache in shuffled pages of 16
-    rows), beside SDPA with enable_gqa, in K + V bytes read per second.
+  * decode (--no-decode skips it; the --decode-* options pick the grid, by default one query
+    token, 32/8 heads, d 128, bf16, four batch × keys shapes): query tokens against a KV cache
+    through flash_attn_with_kvcache (a contiguous cache, and the same cache in shuffled pages),
+    beside SDPA with enable_gqa, in K + V bytes read per second, with the device-to-device copy
+    rate of the same run; --decode-graph adds CUDA-graph replays.
 
 Each row times forward, backward (autograd.grad on the forward's graph) and forward+backward,
 inputs requiring grad as in training. Two timing modes:
@@ -29,6 +31,7 @@ Prints a table last; writes JSON (device, git commit, every number).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -245,64 +248,121 @@ def option_rows(args):
 
 
 # ---- Decode ------------------------------------------------------------------------------------
-DECODE_SHAPES = ((1, 4096), (1, 65536), (16, 16384), (64, 16384))  # (batch, keys in the cache)
+SHORT = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def time_graph(fn, calls: int, trials: int) -> float:
+    """ms per call: replays of a CUDA graph of `calls` calls (captured after a warm-up on a side
+    stream), median of `trials`: the rate of a serving engine that replays its decode step."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    return statistics.median(_events_ms(graph.replay, 1) for _ in range(trials)) / calls
+
+
+def copy_tbps(nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy rate of this GPU in this run: bytes read plus written per second."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    ms = time_b2b(lambda: dst.copy_(src), 10, 5)
+    del src, dst
+    return 2 * nbytes / ms / 1e9
+
+
+def paged_copy(cache, page, gen):
+    """cache (batch, keys, heads, d) as pages of `page` rows in a shuffled order (as a serving
+    engine's allocator leaves them), and the block table."""
+    b, s = cache.shape[:2]
+    perm = torch.randperm(b * s // page, generator=gen).to("cuda")
+    pages = torch.empty_like(cache).view(-1, page, *cache.shape[2:])
+    pages[perm] = cache.view(-1, page, *cache.shape[2:])
+    return pages, perm.view(b, s // page).to(torch.int32)
 
 
 def decode_rows(args):
-    """One query token against a full KV cache, as a serving engine calls attention per layer and
-    token: 32 query heads on 8 kv heads, d 128, bf16; flash_attn_with_kvcache beside SDPA
-    (enable_gqa) on the same cache. The figure of merit is K + V bytes read per second."""
-    h, hk, d, dtype = 32, 8, 128, torch.bfloat16
+    """seqlen_q query tokens (1: a decode step; 4: speculative decoding) against a full KV cache,
+    as a serving engine calls attention per layer and token: flash_attn_with_kvcache on the cache
+    contiguous and in pages, beside SDPA (enable_gqa) on the same cache. The figure of merit is
+    K + V bytes read per second; times back to back, synchronised and (--decode-graph) replayed
+    from a CUDA graph."""
     rows = []
-    for b, s in DECODE_SHAPES:
+    for dtype, sq, (h, hk), d, (b, s) in itertools.product(
+            args.decode_dtypes, args.decode_q, args.decode_heads, args.decode_dims,
+            args.decode_shapes):
+        nbytes = 2 * b * s * hk * d * torch.finfo(dtype).bits // 8
+        if nbytes * (1 + len(args.decode_pages)) > args.decode_max_gb * 1e9:
+            continue
         torch.manual_seed(0)
-        q = randn(b, 1, h, d, dtype=dtype)
+        q = randn(b, sq, h, d, dtype=dtype)
         kc, vc = randn(b, s, hk, d, dtype=dtype), randn(b, s, hk, d, dtype=dtype)
         lens = torch.full((b,), s, dtype=torch.int32, device="cuda")
-        impls = {"flashattn": lambda: flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens)}
-        # The same cache in pages of 16 rows, the pages in a shuffled order (as a serving engine's
-        # allocator leaves them).
-        page = 16
-        perm = torch.randperm(b * s // page, device="cuda")
-        table = perm.view(b, s // page).to(torch.int32)
-        kp = torch.empty_like(kc).view(-1, page, hk, d)
-        vp = torch.empty_like(vc).view(-1, page, hk, d)
-        kp[perm] = kc.view(-1, page, hk, d)
-        vp[perm] = vc.view(-1, page, hk, d)
-        impls["flashattn_paged16"] = lambda: flash_attn_with_kvcache(
-            q, kp, vp, cache_seqlens=lens, block_table=table)
+        causal = sq > 1
+        impls = {"flashattn": lambda: flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens,
+                                                              causal=causal)}
+        paged = {}
+        for page in args.decode_pages:
+            if s % page:
+                continue
+            gen = torch.Generator().manual_seed(page)
+            kp, table = paged_copy(kc, page, gen)
+            vp, _ = paged_copy(vc, page, gen.manual_seed(page))
+            paged[page] = (kp, vp, table)
+            impls[f"flashattn_paged{page}"] = lambda kp=kp, vp=vp, table=table: \
+                flash_attn_with_kvcache(q, kp, vp, cache_seqlens=lens, block_table=table,
+                                        causal=causal)
         qt, kt, vt = (x.transpose(1, 2) for x in (q, kc, vc))
         for name, backend in args.peers.items():
             def peer(backend=backend):
                 with sdpa_kernel(backend):
-                    return F.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True)
+                    # Bottom-right causal for sq > 1 (the query rows are the cache's last).
+                    mask = None
+                    if causal:
+                        mask = torch.ones(sq, s, dtype=torch.bool, device="cuda").tril(s - sq)
+                    return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask,
+                                                          enable_gqa=True)
             impls[name] = peer
-        nbytes = 2 * b * s * hk * d * kc.element_size()
-        row = {"kind": "decode", "option": f"decode b{b} keys {s}", "dtype": "bfloat16",
-               "batch": b, "seqlen_k": s, "heads": h, "heads_kv": hk, "head_dim": d,
-               "kv_bytes": nbytes, "results": {}}
+        row = {"kind": "decode",
+               "option": f"decode {SHORT[dtype]} q{sq} h{h}/{hk} d{d} b{b} keys {s}",
+               "dtype": str(dtype).removeprefix("torch."), "seqlen_q": sq, "batch": b,
+               "seqlen_k": s, "heads": h, "heads_kv": hk, "head_dim": d, "kv_bytes": nbytes,
+               "results": {}}
         with torch.inference_mode():
             for name, fn in impls.items():
                 try:
-                    sync = time_sync(fn, args.reps)
-                    b2b = time_b2b(fn, 50, args.trials)
+                    r = {"sync_ms": time_sync(fn, args.reps), "b2b_ms": time_b2b(fn, 50, args.trials)}
                 except Exception as e:  # noqa: BLE001 - a backend may not support a shape
                     row.setdefault("errors", {})[name] = str(e).splitlines()[0][:200]
                     continue
-                row["results"][name] = {"sync_ms": sync, "b2b_ms": b2b,
-                                        "sync_tbps": nbytes / sync / 1e9,
-                                        "b2b_tbps": nbytes / b2b / 1e9}
+                if args.decode_graph:
+                    try:
+                        r["graph_ms"] = time_graph(fn, 50, args.trials)
+                    except Exception as e:  # noqa: BLE001 - a backend may not capture
+                        r["graph_error"] = str(e).splitlines()[0][:200]
+                for mode in ("sync", "b2b", "graph"):
+                    if f"{mode}_ms" in r:
+                        r[f"{mode}_tbps"] = nbytes / r[f"{mode}_ms"] / 1e9
+                row["results"][name] = r
         rows.append(row)
         print(decode_line(row), flush=True)
-        del q, kc, vc, kp, vp, qt, kt, vt, impls
+        del q, kc, vc, qt, kt, vt, impls, paged
         torch.cuda.empty_cache()
     return rows
 
 
 def decode_line(row) -> str:
-    parts = [f"{name} {r['b2b_tbps']:.2f} TB/s ({r['b2b_ms'] * 1e3:.0f} us; sync "
-             f"{r['sync_tbps']:.2f})" for name, r in row["results"].items()]
-    return f"{row['option']:<29} | " + " | ".join(parts)
+    def one(r):
+        graph = f"; graph {r['graph_tbps']:.2f}" if "graph_tbps" in r else ""
+        return f"{r['b2b_tbps']:.2f} TB/s ({r['b2b_ms'] * 1e3:.0f} us; sync {r['sync_tbps']:.2f}{graph})"
+    parts = [f"{name} {one(r)}" for name, r in row["results"].items()]
+    return f"{row['option']:<44} | " + " | ".join(parts)
 
 
 # ---- Output ------------------------------------------------------------------------------------
@@ -346,6 +406,18 @@ def main():
     ap.add_argument("--causal", choices=("both", "y", "n"), default="both")
     ap.add_argument("--peers", default="flash,cudnn",
                     help="SDPA backends timed beside ours (empty: ours alone)")
+    ap.add_argument("--decode-shapes", default="1x4096,1x65536,16x16384,64x16384",
+                    help="decode rows: batch x keys in the cache")
+    ap.add_argument("--decode-heads", default="32/8", help="decode rows: query/kv heads")
+    ap.add_argument("--decode-dims", default="128", help="decode rows: head dims")
+    ap.add_argument("--decode-q", default="1", help="decode rows: query tokens (4: speculative)")
+    ap.add_argument("--decode-dtypes", default="bfloat16")
+    ap.add_argument("--decode-pages", default="16",
+                    help="decode rows: page sizes of the paged copies (empty: none)")
+    ap.add_argument("--decode-graph", action="store_true",
+                    help="decode rows: also time replays of a CUDA graph of 50 calls")
+    ap.add_argument("--decode-max-gb", type=float, default=40.0,
+                    help="decode rows: skip a shape whose caches take more")
     ap.add_argument("--reps", type=int, default=24, help="sync: calls timed (median)")
     ap.add_argument("--trials", type=int, default=5, help="b2b: trials of reps/3 calls (median)")
     args = ap.parse_args()
@@ -357,6 +429,12 @@ def main():
     except KeyError as e:
         ap.error(f"--peers: expected names from {sorted(PEERS)}, got {e}")
     args.causals = {"both": (False, True), "y": (True,), "n": (False,)}[args.causal]
+    ints = lambda text: [int(x) for x in text.split(",") if x]  # noqa: E731
+    args.decode_shapes = [tuple(int(v) for v in x.split("x")) for x in args.decode_shapes.split(",")]
+    args.decode_heads = [tuple(int(v) for v in x.split("/")) for x in args.decode_heads.split(",")]
+    args.decode_dims, args.decode_q = ints(args.decode_dims), ints(args.decode_q)
+    args.decode_pages = ints(args.decode_pages)
+    args.decode_dtypes = [getattr(torch, x) for x in args.decode_dtypes.split(",")]
     if args.quick:
         args.dtypes, args.seqlens = [torch.bfloat16], [512, 4096]
     if any(s < 1 or 16384 % s for s in args.seqlens):
@@ -388,6 +466,9 @@ def main():
                  "bwd 2.5x, fwd+bwd 3.5x",
         "rows": rows,
     }
+    if not args.no_decode:
+        result["copy_tbps"] = copy_tbps()
+        print(f"device-to-device copy: {result['copy_tbps']:.2f} TB/s (read + written)")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 

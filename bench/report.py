@@ -224,15 +224,21 @@ def page(bench: dict, bench_path: Path, charts, overhead=None, overhead_path=Non
     decode = [r for r in rows if r["kind"] == "decode"]
     if decode:
         lines += ["## Decode (KV cache)", "",
-                  "One query token against a full KV cache (32 query heads on 8 kv heads, d 128, "
-                  "bf16) through `flash_attn_with_kvcache`, beside SDPA with `enable_gqa`: K + V "
-                  "bytes read per second, back to back (50 calls) and synchronised.", "",
-                  "| batch × keys | implementation | TB/s, back to back | µs a call | TB/s, sync |",
-                  "|---|---|---|---|---|"]
+                  "Query tokens against a full KV cache through `flash_attn_with_kvcache` (the "
+                  "cache contiguous, and in shuffled pages: flashattn_pagedN), beside SDPA with "
+                  "`enable_gqa`: K + V bytes read per second, back to back (50 calls), "
+                  "synchronised, and replayed from a CUDA graph where measured."
+                  + (f" A device-to-device copy moved {bench['copy_tbps']:.2f} TB/s (read + "
+                     "written) in the same run." if "copy_tbps" in bench else ""), "",
+                  "| row | implementation | TB/s, back to back | µs a call | TB/s, sync | "
+                  "TB/s, graph |",
+                  "|---|---|---|---|---|---|"]
         for r in decode:
             for impl, v in r["results"].items():
-                lines.append(f"| {r['batch']} × {r['seqlen_k']} | {impl} | {v['b2b_tbps']:.2f} | "
-                             f"{v['b2b_ms'] * 1e3:.0f} | {v['sync_tbps']:.2f} |")
+                graph = f"{v['graph_tbps']:.2f}" if "graph_tbps" in v else "—"
+                lines.append(f"| {r['option'].removeprefix('decode ')} | {impl} | "
+                             f"{v['b2b_tbps']:.2f} | {v['b2b_ms'] * 1e3:.0f} | "
+                             f"{v['sync_tbps']:.2f} | {graph} |")
         lines.append("")
     if overhead is not None:
         shape = "×".join(str(x) for x in overhead["shape_bshd"])
