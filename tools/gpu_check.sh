@@ -12,6 +12,7 @@
 #   profile   bench/host_profile.py: where the host time of a synchronised call goes
 #   bench     bench/bench.py: the sweep and the option rows through the drop-in functions, beside
 #             SDPA's FLASH and CUDNN backends (quick-bench: bf16, seqlen 512 and 4096)
+#   decode    (asked for by name only) bench/bench.py's decode grid with CUDA-graph replays
 # The Python steps install the package once: the wheel in $FLASHATTN_GPU_BINS when there is one,
 # else `pip install .` here (kernels for sm_90a). Logs and JSON go to $OUT (default
 # build/gpu-out); the short table is printed last.
@@ -212,6 +213,16 @@ if want profile; then
   python3 bench/host_profile.py --cprofile --json "$OUT/host_profile.json" \
     >"$OUT/host_profile.log" 2>&1 || summary+=("host profile failed: see host_profile.log")
   summary+=("host profile (bf16 s512 d128 causal fwd+bwd, µs): $(grep -E '^(flashattn|sdpa_flash) ' "$OUT/host_profile.log" | paste -sd ';')")
+fi
+
+# The decode grid of issue 15 (not in "all": some 5 minutes): query tokens 1 and 4, heads 32/8,
+# 32/32 and 64/8, d 64/128/256, pages of 16/64/256, CUDA-graph replays.
+if [[ " ${steps[*]} " == *" decode "* ]]; then
+  install_python
+  python3 bench/bench.py --no-sweep --no-options --decode-graph --decode-q 1,4 \
+    --decode-heads 32/8,32/32,64/8 --decode-dims 64,128,256 --decode-pages 16,64,256 \
+    --decode-shapes 1x4096,1x16384,1x131072,16x16384,64x16384,256x4096 \
+    --json "$OUT/bench_decode.json" 2>&1 | tee "$OUT/bench_decode.log" | tail -40
 fi
 
 if want bench || want quick-bench; then
