@@ -215,7 +215,7 @@ if want profile; then
   summary+=("host profile (bf16 s512 d128 causal fwd+bwd, µs): $(grep -E '^(flashattn|sdpa_flash) ' "$OUT/host_profile.log" | paste -sd ';')")
 fi
 
-# The decode grid of issue 15 (not in "all": some 5 minutes): query tokens 1 and 4, heads 32/8,
+# The decode grid of issue 15 (not in "all": several minutes; 108 rows): query tokens 1 and 4, heads 32/8,
 # 32/32 and 64/8, d 64/128/256, pages of 16/64/256, CUDA-graph replays.
 if [[ " ${steps[*]} " == *" decode "* ]]; then
   install_python
