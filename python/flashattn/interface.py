@@ -248,6 +248,39 @@ def _rotary(x, cos, sin, positions, interleaved: bool):
     return torch.cat((rotated.to(x.dtype), x[..., rd:]), dim=-1)
 
 
+def _check_append(q, k, v, k_cache, v_cache, lens, block_table, cos, sin):
+    """The append's arguments, before anything is written: shapes, and on the CPU in eager mode
+    that every sequence's new rows fit in its cache (on CUDA, and under torch.compile, the values
+    of cache_seqlens are trusted, as FlashAttention-2 does: reading them would wait for the GPU)."""
+    batch, seqlen_new, d = q.shape[0], k.shape[1], q.shape[-1]
+    for name, t, cache in (("k", k, k_cache), ("v", v, v_cache)):
+        want = (batch, seqlen_new, cache.shape[2], cache.shape[3])
+        if tuple(t.shape) != want:
+            raise FlashAttnError(f"flashattn: argument '{name}': expected (batch, seqlen_new, "
+                                 f"heads_k, d) = {want}, got {tuple(t.shape)}")
+    capacity = (block_table.shape[1] * k_cache.shape[1] if block_table is not None
+                else k_cache.shape[1])
+    if cos is not None:
+        rd = 2 * cos.shape[-1] if cos.dim() == 2 else -1
+        if cos.dim() != 2 or tuple(sin.shape) != tuple(cos.shape) or not 0 < rd <= d:
+            raise FlashAttnError("flashattn: argument 'rotary_cos': expected rotary_cos and "
+                                 "rotary_sin of one shape (seqlen_ro, rotary_dim / 2) with "
+                                 f"0 < rotary_dim ≤ {d}, got {tuple(cos.shape)} and "
+                                 f"{tuple(sin.shape)}")
+        if cos.shape[0] < capacity:
+            raise FlashAttnError(f"flashattn: argument 'rotary_cos': {cos.shape[0]} positions, "
+                                 f"the cache holds {capacity} (seqlen_ro ≥ the cache's length)")
+    if not lens.is_cuda and batch > 0 and not torch.compiler.is_compiling():
+        end = int((lens.long() + seqlen_new).max())
+        if int(lens.min()) < 0 or end > capacity:
+            arg = "block_table" if block_table is not None else "cache_seqlens"
+            room = (f"{block_table.shape[1]} pages of {k_cache.shape[1]} rows"
+                    if block_table is not None else f"{capacity} rows")
+            raise FlashAttnError(f"flashattn: argument '{arg}': cache_seqlens + seqlen_new reaches "
+                                 f"{end} (least cache_seqlens {int(lens.min())}), the cache holds "
+                                 f"{room} a sequence")
+
+
 def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
                             cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None,
                             block_table=None, softmax_scale=None, causal=False,
@@ -314,6 +347,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         raise FlashAttnError("flashattn: argument 'cache_seqlens': required with k and v (the row "
                              "at which each sequence's new keys go)")
     if k is not None:
+        _check_append(q, k, v, k_cache, v_cache, lens, block_table, rotary_cos, rotary_sin)
         start = lens.long().unsqueeze(1)  # (batch, 1): each sequence's first new row
         ahead = start + torch.arange(seqlen_new, device=q.device)
         if rotary_cos is not None:

@@ -260,11 +260,35 @@ def test_kvcache_paged_refuses_bad_pages():
     (dict(cache_seqlens=3, rotary_cos=torch.ones(12, 4), rotary_sin=torch.ones(12, 4)),
      flashattn.FlashAttnError, "argument 'rotary_cos'"),
     (dict(cache_seqlens=3, num_splits=-1), flashattn.FlashAttnError, "argument 'num_splits'"),
+    # Appends that do not fit: nothing is written (the test checks the caches below).
+    (dict(k=_rand(2, 2, 2, 16), v=_rand(2, 2, 2, 16), cache_seqlens=11), flashattn.FlashAttnError,
+     r"argument 'cache_seqlens': cache_seqlens \+ seqlen_new reaches 13 .* holds 12 rows"),
+    (dict(k=_rand(2, 1, 2, 16), v=_rand(2, 1, 2, 16), cache_seqlens=torch.tensor(
+        [-1, 0], dtype=torch.int32)), flashattn.FlashAttnError, "argument 'cache_seqlens'"),
+    (dict(k=_rand(2, 1, 2, 16), v=_rand(2, 1, 1, 16), cache_seqlens=3), flashattn.FlashAttnError,
+     r"argument 'v': expected \(batch, seqlen_new, heads_k, d\) = \(2, 1, 2, 16\)"),
+    (dict(k=_rand(2, 1, 2, 16), v=_rand(2, 1, 2, 16), cache_seqlens=3,
+          rotary_cos=torch.ones(11, 4), rotary_sin=torch.ones(11, 4)), flashattn.FlashAttnError,
+     r"argument 'rotary_cos': 11 positions, the cache holds 12"),
+    (dict(k=_rand(2, 1, 2, 16), v=_rand(2, 1, 2, 16), cache_seqlens=3,
+          rotary_cos=torch.ones(12, 9), rotary_sin=torch.ones(12, 9)), flashattn.FlashAttnError,
+     r"argument 'rotary_cos': expected .* 0 < rotary_dim ≤ 16"),
 ])
 def test_kvcache_errors_name_the_argument(kwargs, error, match):
     q, kc, vc = _rand(2, 1, 2, 16, seed=1), _rand(2, 12, 2, 16, seed=2), _rand(2, 12, 2, 16, seed=3)
+    before = kc.clone(), vc.clone()
     with pytest.raises(error, match=match):
         flash_attn_with_kvcache(q, kc, vc, **kwargs)
+    assert torch.equal(kc, before[0]) and torch.equal(vc, before[1])
+
+
+def test_kvcache_paged_append_past_the_table_names_block_table():
+    q, pages = _rand(1, 1, 2, 16, seed=1), _rand(4, 4, 2, 16, seed=2)
+    table = torch.tensor([[2, 0]], dtype=torch.int32)  # 8 rows
+    k = _rand(1, 2, 2, 16, seed=3)
+    with pytest.raises(flashattn.FlashAttnError,
+                       match=r"argument 'block_table': .* reaches 9 .* holds 2 pages of 4 rows"):
+        flash_attn_with_kvcache(q, pages, pages.clone(), k, k, cache_seqlens=7, block_table=table)
 
 
 @pytest.mark.parametrize("device, dtype", DEVICE_DTYPES[:2])
