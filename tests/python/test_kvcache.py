@@ -145,6 +145,26 @@ def test_kvcache_matches_reference(case, device, dtype):
     _check(kept["v_cache"], v64, vp, dtype, "v_cache")
 
 
+@pytest.mark.parametrize("device, dtype", DEVICE_DTYPES[:2])
+def test_kvcache_empty_caches(device, dtype):
+    """A sequence whose cache is empty (cache_seqlens 0, no append) gets out 0 and LSE -inf, paged
+    or not, split or not; the others their attention."""
+    q = _rand(2, 1, 4, 32, seed=1, device=device, dtype=dtype)
+    kc, vc = (_rand(2, 32, 2, 32, seed=s, device=device, dtype=dtype) for s in (2, 3))
+    lens = torch.tensor([0, 9], dtype=torch.int32, device=device)
+    kp, table = _paged(kc, 16, torch.Generator().manual_seed(4))
+    vp, _ = _paged(vc, 16, torch.Generator().manual_seed(4))
+    ref_out, ref_lse = ref_attention(q[1:].double(), kc[1:, :9].double(), vc[1:, :9].double())
+    for keys, values, extra in ((kc, vc, {}), (kp, vp, dict(block_table=table))):
+        for splits in (1, 3):
+            out, lse = flash_attn_with_kvcache(q, keys, values, cache_seqlens=lens,
+                                               num_splits=splits, return_softmax_lse=True, **extra)
+            assert torch.all(out[0] == 0) and torch.all(lse[0] == float("-inf"))
+            tol = 1e-5 if device == "cpu" else 2e-2
+            torch.testing.assert_close(out[1:].double(), ref_out, rtol=tol, atol=tol)
+            torch.testing.assert_close(lse[1:].double(), ref_lse, rtol=tol, atol=tol)
+
+
 def test_kvcache_int_seqlens_and_no_append():
     """cache_seqlens as an int; without k and v the cache is left alone."""
     q, kc, vc = _rand(2, 1, 2, 16, seed=1), _rand(2, 12, 2, 16, seed=2), _rand(2, 12, 2, 16, seed=3)
@@ -174,19 +194,21 @@ def _unpaged(pages, table):
 
 
 @pytest.mark.parametrize("device, dtype", DEVICE_DTYPES[:2])
-@pytest.mark.parametrize("page_size", [1, 3, 16, 48])
-@pytest.mark.parametrize("rotary, num_splits", [(0, 0), (8, 0), (0, 5)])
+@pytest.mark.parametrize("page_size", [1, 3, 16, 64, 256])
+@pytest.mark.parametrize("rotary, num_splits", [(0, 0), (8, 0), (0, 1), (0, 5), (0, 1000)])
 def test_kvcache_paged_matches_the_contiguous_cache(page_size, rotary, num_splits, device, dtype):
     """A paged cache of any page size gives what the same cache unpaged (and not split) gives: the
-    output and LSE, and the new keys and values written into the right rows of the right pages.
-    num_splits 5: on CUDA the keys split five ways, the partials merged by the combine kernel."""
-    batch, seqlen_q, new, h, hk, d, length = 3, 2, 2, 4, 2, 16, 48
+    output and LSE, and the new keys and values written into the right rows of the right pages,
+    appends crossing a page boundary included (rows 15/16, 511/512, 703/704). num_splits > 1: on
+    CUDA the keys split that many ways (1000: more splits than key blocks), the partials merged
+    by the combine kernel."""
+    batch, seqlen_q, new, h, hk, d, length = 3, 2, 2, 4, 2, 16, 768
     gen = torch.Generator().manual_seed(11)
     q, k, v = (_rand(batch, n, heads, d, seed=s, device=device, dtype=dtype) for n, heads, s in
                ((seqlen_q, h, 1), (new, hk, 4), (new, hk, 5)))
     k_cache, v_cache = (_rand(batch, length, hk, d, seed=s, device=device, dtype=dtype)
                         for s in (2, 3))
-    lens = torch.tensor([5, 30, 45], dtype=torch.int32, device=device)
+    lens = torch.tensor([15, 511, 703], dtype=torch.int32, device=device)
     angles = torch.rand(length, 4, generator=gen) * 6
     rot = (dict(rotary_cos=angles.cos().to(device, dtype), rotary_sin=angles.sin().to(device, dtype))
            if rotary else {})
