@@ -392,6 +392,10 @@ def flash_attn_combine(out_partial, lse_partial, out=None, out_dtype=None):
     (heads, total)."""
     if not isinstance(out_partial, torch.Tensor) or not isinstance(lse_partial, torch.Tensor):
         _not_tensors(out_partial=out_partial, lse_partial=lse_partial)
+    if out_partial.dim() not in (4, 5):
+        raise FlashAttnError("flashattn: argument 'out_partial': expected (splits, batch, seqlen, "
+                             "heads, d) or (splits, total, heads, d), got shape "
+                             f"{tuple(out_partial.shape)}")
     padded = out_partial.dim() == 5
     if padded:  # rows flattened (b · seqlen + i), as the library takes them
         splits, batch, seqlen, heads, d = out_partial.shape

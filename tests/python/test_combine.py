@@ -82,6 +82,8 @@ def test_combine_errors_name_the_argument():
         flash_attn_combine(op, lp, out_dtype=torch.float64)
     with pytest.raises(flashattn.FlashAttnError, match="argument 'lse_partial'"):
         flash_attn_combine(_rand(2, 1, 3, 2, 8), _rand(2, 1, 3, 3))
+    with pytest.raises(flashattn.FlashAttnError, match="argument 'out_partial': expected"):
+        flash_attn_combine(_rand(2, 3, 8), lp)
 
 
 def test_combine_varlen_forward_partials():
