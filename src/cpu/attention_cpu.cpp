@@ -622,8 +622,12 @@ template <class T>
 void combine_typed(const CombineParams& p) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
   const int64_t rows = p.batch * p.seqlen;
-  parallel_for(rows * p.heads, threads_for(p.num_threads, double(rows * p.heads * p.splits * p.head_dim)),
-               [&](int64_t item, int) {
+  const int workers = threads_for(p.num_threads, double(rows * p.heads * p.splits * p.head_dim));
+  // Per worker: the row's output, accumulated split by split (one weight a split, not one an
+  // element).
+  std::vector<std::vector<float>> scratch(static_cast<size_t>(workers),
+                                          std::vector<float>(static_cast<size_t>(p.head_dim)));
+  parallel_for(rows * p.heads, workers, [&](int64_t item, int worker) {
     const int64_t r = item / p.heads, h = item % p.heads, b = r / p.seqlen, i = r % p.seqlen;
     auto at = [&](const CombineStrides& st, int64_t s) {
       return s * st.split + b * st.batch + i * st.row + h * st.head;
@@ -635,16 +639,17 @@ void combine_typed(const CombineParams& p) {
       for (int64_t s = 0; s < p.splits; ++s) sum += std::exp(p.lse_partial[at(p.lp, s)] - m);
     }
     const float lse = sum > 0.0f ? m + std::log(sum) : neg_inf;
-    T* out = static_cast<T*>(p.out) + at(p.o, 0);
-    for (int64_t c = 0; c < p.head_dim; ++c) {
-      float acc = 0.0f;
-      if (lse != neg_inf) {
-        for (int64_t s = 0; s < p.splits; ++s) {
-          acc += std::exp(p.lse_partial[at(p.lp, s)] - lse) * p.out_partial[at(p.op, s) + c];
-        }
+    std::vector<float>& acc = scratch[static_cast<size_t>(worker)];
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    if (lse != neg_inf) {
+      for (int64_t s = 0; s < p.splits; ++s) {
+        const float w = std::exp(p.lse_partial[at(p.lp, s)] - lse);
+        const float* x = p.out_partial + at(p.op, s);
+        for (int64_t c = 0; c < p.head_dim; ++c) acc[static_cast<size_t>(c)] += w * x[c];
       }
-      out[c] = from_acc<T>(acc);
     }
+    T* out = static_cast<T*>(p.out) + at(p.o, 0);
+    for (int64_t c = 0; c < p.head_dim; ++c) out[c] = from_acc<T>(acc[static_cast<size_t>(c)]);
     if (p.lse != nullptr) p.lse[at(p.l, 0)] = lse;
   });
 }
