@@ -183,6 +183,21 @@ V once_per_device(int device, V fallback, Read read) {
   return value[device];
 }
 
+// The same for a value of one (kernel, device) pair: a handful of entries, searched under a lock;
+// nothing is kept when `read` throws. Each caller's `read` gets its own cache.
+template <class V, class Read>
+V once_per_kernel(const void* kernel, int device, Read read) {
+  static std::mutex mutex;
+  static std::vector<std::pair<std::pair<const void*, int>, V>> known;
+  const std::lock_guard<std::mutex> lock(mutex);
+  for (const auto& [key, value] : known) {
+    if (key.first == kernel && key.second == device) return value;
+  }
+  const V value = read();
+  known.push_back({{kernel, device}, value});
+  return value;
+}
+
 int device_attribute(cudaDeviceAttr attribute, int device) {
   int v = 0;
   FLASHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&v, attribute, device));
@@ -278,37 +293,33 @@ void release_workspace_pool() {
 void allow_dynamic_smem(const void* kernel, size_t bytes, int device, const char* what,
                         int head_dim) {
   if (bytes <= 48 * 1024) return;
-  // (kernel, device) pairs already allowed: a handful of entries, read under a lock.
-  static std::mutex mutex;
-  static std::vector<std::pair<const void*, int>> allowed;
-  const std::lock_guard<std::mutex> lock(mutex);
-  for (const auto& [k, d] : allowed) {
-    if (k == kernel && d == device) return;
-  }
-  // The block's limit is the device's opt-in maximum less the kernel's static shared memory: the
-  // runtime refuses the attribute past it (the emulated limit of the tests refuses the same way).
-  static const long long emulated = [] {
-    const char* env = std::getenv("FLASHATTN_TEST_SMEM_LIMIT");
-    return env != nullptr ? std::atoll(env) : 0LL;
-  }();
-  cudaFuncAttributes attributes{};
-  FLASHATTN_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
-  long long limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  if (emulated > 0 && emulated < limit) limit = emulated;
-  const long long needed = static_cast<long long>(bytes) + attributes.sharedSizeBytes;
-  if (needed > limit) {
-    throw Error(std::string("flashattn: ") + what + " for head dim " + std::to_string(head_dim) +
-                " needs " + std::to_string(needed) + " bytes of shared memory a block; device " +
-                std::to_string(device) + " (compute capability " +
-                std::to_string(device_attribute(cudaDevAttrComputeCapabilityMajor, device)) + "." +
-                std::to_string(device_attribute(cudaDevAttrComputeCapabilityMinor, device)) +
-                ") allows " + std::to_string(limit) +
-                (emulated > 0 ? " (FLASHATTN_TEST_SMEM_LIMIT)" : "") +
-                ": this head dim has no kernel for this GPU yet");
-  }
-  FLASHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(bytes)));
-  allowed.emplace_back(kernel, device);
+  once_per_kernel<bool>(kernel, device, [&] {
+    // The block's limit is the device's opt-in maximum less the kernel's static shared memory: the
+    // runtime refuses the attribute past it (the emulated limit of the tests refuses the same way).
+    static const long long emulated = [] {
+      const char* env = std::getenv("FLASHATTN_TEST_SMEM_LIMIT");
+      return env != nullptr ? std::atoll(env) : 0LL;
+    }();
+    cudaFuncAttributes attributes{};
+    FLASHATTN_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+    long long limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    if (emulated > 0 && emulated < limit) limit = emulated;
+    const long long needed = static_cast<long long>(bytes) + attributes.sharedSizeBytes;
+    if (needed > limit) {
+      throw Error(std::string("flashattn: ") + what + " for head dim " + std::to_string(head_dim) +
+                  " needs " + std::to_string(needed) + " bytes of shared memory a block; device " +
+                  std::to_string(device) + " (compute capability " +
+                  std::to_string(device_attribute(cudaDevAttrComputeCapabilityMajor, device)) +
+                  "." +
+                  std::to_string(device_attribute(cudaDevAttrComputeCapabilityMinor, device)) +
+                  ") allows " + std::to_string(limit) +
+                  (emulated > 0 ? " (FLASHATTN_TEST_SMEM_LIMIT)" : "") +
+                  ": this head dim has no kernel for this GPU yet");
+    }
+    FLASHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              static_cast<int>(bytes)));
+    return true;
+  });
 }
 
 bool use_sm90(int device) {
@@ -322,18 +333,12 @@ bool use_sm90(int device) {
 }
 
 int blocks_per_multiprocessor(const void* kernel, int threads, size_t smem_bytes, int device) {
-  static std::mutex mutex;
-  static std::vector<std::pair<std::pair<const void*, int>, int>> known;
-  const std::lock_guard<std::mutex> lock(mutex);
-  for (const auto& [key, blocks] : known) {
-    if (key.first == kernel && key.second == device) return blocks;
-  }
-  int blocks = 0;
-  FLASHATTN_CUDA_CHECK(
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, smem_bytes));
-  blocks = blocks > 0 ? blocks : 1;
-  known.push_back({{kernel, device}, blocks});
-  return blocks;
+  return once_per_kernel<int>(kernel, device, [&] {
+    int blocks = 0;
+    FLASHATTN_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, smem_bytes));
+    return blocks > 0 ? blocks : 1;
+  });
 }
 
 int split_count(int64_t requested, int64_t key_blocks) {
