@@ -47,8 +47,8 @@ constexpr size_t fwd_smem_bytes() {
   return Tile::kSmemElems * sizeof(T) + (kDecode ? 4 * Tile::kBlockN * sizeof(int32_t) : 0);
 }
 
-// The decode kernel asks for registers that let 2 blocks share an SM (memory-bound, it needs the
-// K/V loads of several blocks in flight); at 3 or 4 it spilled 150-450 bytes (d 128).
+// The decode kernel asks for 2 blocks an SM (its register cap at 4 warps stays 255, but ptxas
+// allocates differently than for 1; 3 or 4 spilled 150-450 bytes at d 128).
 template <class T, class Tile, bool kScoreMods, bool kDecode>
 __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     flash_fwd_kernel(const __grid_constant__ AttentionParams p) {
@@ -163,11 +163,9 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     }
   }
   auto row_q = [&](int mt, int rh) {
-    return kDecode && pack ? packed_q[kDecode ? mt : 0][rh] : tile_row(mt, rh);
+    return pack ? packed_q[kDecode ? mt : 0][rh] : tile_row(mt, rh);
   };
-  auto row_head = [&](int mt, int rh) {
-    return kDecode && pack ? packed_head[kDecode ? mt : 0][rh] : h;
-  };
+  auto row_head = [&](int mt, int rh) { return pack ? packed_head[kDecode ? mt : 0][rh] : h; };
 
   // Per-row state. Scores are kept in "raw" units u; exp2(u · mul) is the unnormalised P.
   float acc_o[kMTiles][kDTiles][4];  // registers (kWarpRows, kHeadDim) per warp
