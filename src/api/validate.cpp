@@ -442,8 +442,8 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   p.v = v.data;
   p.out = out.data;
   p.q_stride = strides_of(q, varlen);
-  p.k_stride = strides_of(k, varlen && !p.block_table);
-  p.v_stride = strides_of(v, varlen && !p.block_table);
+  p.k_stride = strides_of(k, k_rank == 3);
+  p.v_stride = strides_of(v, k_rank == 3);
   p.out_stride = strides_of(out, varlen);
   return p;
 }

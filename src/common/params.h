@@ -51,8 +51,8 @@ struct AttentionParams {
   const int32_t* cu_seqlens_k = nullptr;  // (batch + 1), varlen only
   const int32_t* seqused_k = nullptr;     // (batch) or null
   const int32_t* leftpad_k = nullptr;     // (batch) or null: sequence b's keys start at this row
-  // Paged k and v (forward, CPU only for now): (num_pages, page_size, heads_kv, d); row j of
-  // sequence b is row j % page_size of page block_table[b · block_table_stride + j / page_size].
+  // Paged k and v (forward; padded or varlen batches): (num_pages, page_size, heads_kv, d); row j
+  // of sequence b is row j % page_size of page block_table[b · block_table_stride + j / page_size].
   // k_stride.batch and v_stride.batch are then the strides of a page.
   // On CUDA the table is not read on the host: entries outside [0, num_pages) are clamped into it
   // on the device (a wrong page, never a read out of bounds).
@@ -106,13 +106,14 @@ struct CombineParams {
   DType dtype = DType::f32;  // of out
   Device device{};
   int64_t splits = 0, batch = 0, seqlen = 0, heads = 0, head_dim = 0;
-  const float* out_partial = nullptr;  // (splits, rows, heads, head_dim), fp32
+  // Each tensor indexed (split, b, i, head[, c]) through its strides, whatever its layout.
+  const float* out_partial = nullptr;  // fp32, head_dim contiguous
   CombineStrides op;
-  const float* lse_partial = nullptr;  // (splits, rows, heads), fp32
+  const float* lse_partial = nullptr;  // fp32
   CombineStrides lp;
-  void* out = nullptr;  // (rows, heads, head_dim), dtype
+  void* out = nullptr;  // dtype, head_dim contiguous (split stride unused)
   CombineStrides o;
-  float* lse = nullptr;  // (rows, heads), fp32; null: not written
+  float* lse = nullptr;  // fp32 (split stride unused); null: not written
   CombineStrides l;
   int num_threads = 0;
   void* stream = nullptr;

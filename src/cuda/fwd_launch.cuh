@@ -14,7 +14,9 @@ namespace flashattn::detail::cuda {
 template <class T, int kHeadDim, bool kScoreMods>
 FwdPlan plan_fwd(const AttentionParams& p) {
   FwdPlan plan;
-  // The API has refused paged caches and splits with dropout, and splits with varlen batches.
+  // Refused before here: splits with dropout or a varlen batch (validate.cpp), a paged cache with
+  // dropout (forward_has_work). A varlen batch is never split (the partials' rows are b · seqlen_q
+  // + i).
   plan.decode = p.dropout_p == 0.0f &&
                 (p.block_table != nullptr || p.num_splits > 1 ||
                  (!p.is_varlen && p.seqlen_q <= kDecodeMaxSeqlenQ));
