@@ -78,7 +78,6 @@ def _lse_shape(q: torch.Tensor, cu_seqlens_q) -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
-@functools.lru_cache(maxsize=None)
 def _workspace_allocator(device: int):
     """The CUDA scratch (the backward's, the split forward's partials) from PyTorch's caching
     allocator: stream-ordered on the current stream, and from the graph's private pool under CUDA

@@ -55,26 +55,44 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   sum = warp_sum(sum);
   const float lse = sum > 0.0f ? m + __logf(sum) : kNegInf;
 
+  // The splits' weights exp(L_s − L), kChunk at a time, in this warp's shared memory; the
+  // weighted sum then has kUnroll independent partial loads in flight a lane.
+  constexpr int kChunk = 128, kUnroll = 8;
+  __shared__ float weights_all[kWarpsPerBlock][kChunk];
+  float* weights = weights_all[threadIdx.x / 32];
   const float* o_s = p.out_partial + at(p.op);
   T* out = static_cast<T*>(p.out) + at(p.o);
   constexpr int kCols = kVec ? 4 : 1;  // kVec: 16-byte partial loads, 4-element stores
-  for (int64_t c = lane * kCols; c < p.head_dim; c += 32 * kCols) {
+  // Every lane takes part in each pass over the columns (the warp fills the weights together).
+  for (int64_t c0 = 0; c0 < p.head_dim; c0 += 32 * kCols) {
+    const int64_t c = c0 + lane * kCols;
+    const bool active = c < p.head_dim;
     float acc[kCols] = {};
-    if (lse != kNegInf) {
-      for (int64_t s = 0; s < p.splits; ++s) {
-        const float w = __expf(lse_s[s * p.lp.split] - lse);
-        const float* x = o_s + s * p.op.split + c;
-        if constexpr (kVec) {
-          const float4 x4 = *reinterpret_cast<const float4*>(x);
-          acc[0] += w * x4.x;
-          acc[1] += w * x4.y;
-          acc[2] += w * x4.z;
-          acc[3] += w * x4.w;
-        } else {
-          acc[0] += w * x[0];
+    for (int64_t s0 = 0; lse != kNegInf && s0 < p.splits; s0 += kChunk) {
+      const int n = static_cast<int>(min(p.splits - s0, int64_t{kChunk}));
+      __syncwarp();
+      for (int s = lane; s < n; s += 32) weights[s] = __expf(lse_s[(s0 + s) * p.lp.split] - lse);
+      __syncwarp();
+      const float* x0 = o_s + s0 * p.op.split + c;
+      for (int s = 0; s < n; s += kUnroll) {
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          if (s + u >= n || !active) break;
+          const float w = weights[s + u];
+          const float* x = x0 + (s + u) * p.op.split;
+          if constexpr (kVec) {
+            const float4 x4 = *reinterpret_cast<const float4*>(x);
+            acc[0] += w * x4.x;
+            acc[1] += w * x4.y;
+            acc[2] += w * x4.z;
+            acc[3] += w * x4.w;
+          } else {
+            acc[0] += w * x[0];
+          }
         }
       }
     }
+    if (!active) continue;
     if constexpr (std::is_same_v<T, float>) {
       if constexpr (kVec) {
         *reinterpret_cast<float4*>(out + c) = make_float4(acc[0], acc[1], acc[2], acc[3]);

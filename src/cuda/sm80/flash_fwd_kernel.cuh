@@ -43,12 +43,13 @@ __device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t 
 // Shared memory of one block: sQ, sK, sV, and for the decode kernel two buffers of a K/V tile's
 // pages and rows within the page (a paged cache).
 template <class T, class Tile, bool kDecode>
-constexpr size_t fwd_smem_bytes() {
+__host__ __device__ constexpr size_t fwd_smem_bytes() {
   return Tile::kSmemElems * sizeof(T) + (kDecode ? 4 * Tile::kBlockN * sizeof(int32_t) : 0);
 }
 
-// The decode kernel asks for 2 blocks an SM (its register cap at 4 warps stays 255, but ptxas
-// allocates differently than for 1; 3 or 4 spilled 150-450 bytes at d 128).
+// The decode kernel asks for 2 blocks an SM: its register cap at 4 warps stays 255, and ptxas
+// allocates differently than for 1. A cap for 3 (168 registers) spilled 256 bytes at d 128, and
+// 3 blocks of 128-key steps ran 20% slower on an H200 than 2 (docs/tuning.md).
 template <class T, class Tile, bool kScoreMods, bool kDecode>
 __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     flash_fwd_kernel(const __grid_constant__ AttentionParams p) {
@@ -81,6 +82,10 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   if (m0 >= rows) return;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane / 4, t = lane % 4;
+  // This warp's rows of the tile and keys of each step (Tile::kSplitKeys: all rows, a quarter of
+  // the keys; otherwise its own rows, all keys).
+  const int warp_row0 = Tile::kSplitKeys ? 0 : warp * Tile::kWarpRows;
+  const int warp_key0 = Tile::kSplitKeys ? warp * Tile::kWarpKeys : 0;
   const int64_t h = blockIdx.y;                   // the query head (the KV head when packed)
   const int64_t hk = pack ? h : h / p.group;
   const int64_t diag = seq.seqlen_k - seq.seqlen_q;  // key j is on row i's diagonal at i + diag
@@ -152,7 +157,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   constexpr int kTableRows = kDecode ? kMTiles : 1;
   int packed_q[kTableRows][2];
   int64_t packed_head[kTableRows][2];
-  auto tile_row = [&](int mt, int rh) { return warp * Tile::kWarpRows + mt * 16 + g + 8 * rh; };
+  auto tile_row = [&](int mt, int rh) { return warp_row0 + mt * 16 + g + 8 * rh; };
 #pragma unroll
   for (int mt = 0; mt < kTableRows; ++mt) {
 #pragma unroll
@@ -181,7 +186,6 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     row_sum[mt][0] = row_sum[mt][1] = 0.0f;
   }
   const float mul = kScoreMods ? kLog2e : p.scale_log2;
-  const int warp_row0 = warp * Tile::kWarpRows;  // first row of this warp within the block
   // ALiBi slopes: one per row when query heads are packed, else the block's.
   constexpr int kSlopeRows = kDecode ? kMTiles : 1;
   float alibi_slope[kSlopeRows][2] = {};
@@ -249,7 +253,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
 #pragma unroll
       for (int np = 0; np < kNTiles / 2; ++np) {
         uint32_t bk[4];
-        ldmatrix_x4(bk, sK + (np * 16 + (lane / 16) * 8 + lane % 8) * kPitch + kk * 16 +
+        ldmatrix_x4(bk, sK + (warp_key0 + np * 16 + (lane / 16) * 8 + lane % 8) * kPitch + kk * 16 +
                             ((lane / 8) % 2) * 8);
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
@@ -284,7 +288,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
           for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              const int j = nt * 8 + 2 * t + e;
+              const int j = warp_key0 + nt * 8 + 2 * t + e;
               float& x = s[mt][nt][2 * rh + e];
               if constexpr (kScoreMods) {
                 x *= p.scale;
@@ -360,7 +364,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
 
     // O += P V(nb): P goes from the S accumulator straight into A fragments.
 #pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    for (int kk = 0; kk < Tile::kWarpKeys / 16; ++kk) {
       uint32_t a[kMTiles][4];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
@@ -372,7 +376,8 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
 #pragma unroll
       for (int dp = 0; dp < kDTiles / 2; ++dp) {
         uint32_t bv[4];
-        ldmatrix_x4_trans(bv, sV + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kPitch + dp * 16 +
+        ldmatrix_x4_trans(bv, sV + (warp_key0 + kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kPitch +
+                                  dp * 16 +
                                   (lane / 16) * 8);
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
@@ -383,12 +388,86 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     }
   }
 
+  // The row sums over this warp's keys (a quad's lanes hold parts of a row).
+  float row_l[kMTiles][2];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) {
+    row_l[mt][0] = quad_sum(row_sum[mt][0]);
+    row_l[mt][1] = quad_sum(row_sum[mt][1]);
+  }
+  // Warps that split the keys merge their (max, sum, O) of each row through shared memory (sK and
+  // sV are free: no load is in flight after the last step); warp w then owns the output columns
+  // of the n8 tiles dt ≡ w (mod kWarps).
+  if constexpr (Tile::kSplitKeys) {
+    constexpr int kWarps = Tile::kWarps, kOPitch = Tile::kHeadDim + 8;
+    static_assert((2 + kOPitch) * kWarps * kBlockM * sizeof(float) <=
+                      fwd_smem_bytes<T, Tile, kDecode>() - kBlockM * kPitch * sizeof(T),
+                  "the warps' partial rows fit where K and V were");
+    float* sMax = reinterpret_cast<float*>(sK);  // (kWarps, kBlockM)
+    float* sSum = sMax + kWarps * kBlockM;        // (kWarps, kBlockM)
+    float* sO = sSum + kWarps * kBlockM;          // (kWarps, kBlockM, kOPitch)
+    __syncthreads();
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+      for (int rh = 0; rh < 2; ++rh) {
+        const int r = mt * 16 + g + 8 * rh;
+        if (t == 0) {
+          sMax[warp * kBlockM + r] = row_max[mt][rh];
+          sSum[warp * kBlockM + r] = row_l[mt][rh];
+        }
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt) {
+          *reinterpret_cast<float2*>(sO + (warp * kBlockM + r) * kOPitch + dt * 8 + 2 * t) =
+              make_float2(acc_o[mt][dt][2 * rh], acc_o[mt][dt][2 * rh + 1]);
+        }
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+      for (int rh = 0; rh < 2; ++rh) {
+        const int r = mt * 16 + g + 8 * rh;
+        float m = kNegInf;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) m = fmaxf(m, sMax[w * kBlockM + r]);
+        const float m_scaled = m == kNegInf ? 0.0f : m * mul;
+        float weight[kWarps], l = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) {
+          weight[w] = exp2_approx(sMax[w * kBlockM + r] * mul - m_scaled);
+          l += weight[w] * sSum[w * kBlockM + r];
+        }
+        row_max[mt][rh] = m;
+        row_l[mt][rh] = l;
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt) {
+          if (dt % kWarps != warp) continue;
+          float2 o = make_float2(0.0f, 0.0f);
+#pragma unroll
+          for (int w = 0; w < kWarps; ++w) {
+            const float2 x =
+                *reinterpret_cast<const float2*>(sO + (w * kBlockM + r) * kOPitch + dt * 8 + 2 * t);
+            o.x += weight[w] * x.x;
+            o.y += weight[w] * x.y;
+          }
+          acc_o[mt][dt][2 * rh] = o.x;
+          acc_o[mt][dt][2 * rh + 1] = o.y;
+        }
+      }
+    }
+  }
+
   // ---- Epilogue: the one rescale by 1/l, O and LSE out (a split: fp32 partials) ----
+  // Split keys: each warp writes its columns, warp 0 the LSE.
+  auto owns = [&](int dt) { return !Tile::kSplitKeys || dt % Tile::kWarps == warp; };
+  const bool writes_lse = t == 0 && (!Tile::kSplitKeys || warp == 0);
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
     for (int rh = 0; rh < 2; ++rh) {
-      const float l = quad_sum(row_sum[mt][rh]);
+      const float l = row_l[mt][rh];
       if (m0 + warp_row0 + mt * 16 + g + 8 * rh >= rows) continue;
       const int64_t i = q_first + row_q(mt, rh), head = row_head(mt, rh);
       const float inv = l > 0.0f ? p.dropout_scale / l : 0.0f;  // l = 0: no visible key, O = 0
@@ -399,12 +478,12 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
           const int col = dt * 8 + 2 * t;
-          if (col < head_dim) {
+          if (owns(dt) && col < head_dim) {
             *reinterpret_cast<float2*>(o + col) =
                 make_float2(acc_o[mt][dt][2 * rh] * inv, acc_o[mt][dt][2 * rh + 1] * inv);
           }
         }
-        if (t == 0) p.lse_partial[slot] = lse;
+        if (writes_lse) p.lse_partial[slot] = lse;
         continue;
       }
       T* o = static_cast<T*>(p.out) + b * p.out_stride.batch + (seq.q_start + i) * p.out_stride.row +
@@ -412,12 +491,12 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
 #pragma unroll
       for (int dt = 0; dt < kDTiles; ++dt) {
         const int col = dt * 8 + 2 * t;
-        if (col < head_dim) {
+        if (owns(dt) && col < head_dim) {
           *reinterpret_cast<uint32_t*>(o + col) =
               pack2<T>(acc_o[mt][dt][2 * rh] * inv, acc_o[mt][dt][2 * rh + 1] * inv);
         }
       }
-      if (t == 0 && p.lse != nullptr) {
+      if (writes_lse && p.lse != nullptr) {
         p.lse[b * p.lse_batch_stride + head * p.lse_head_stride + seq.q_start + i] = lse;
       }
     }

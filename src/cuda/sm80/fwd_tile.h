@@ -3,16 +3,20 @@
 
 namespace flashattn::detail::cuda {
 
-template <int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_>
+// kSplitKeys: the warps share the block's rows and split each step's keys (the decode tile);
+// otherwise each warp owns kBlockM / kWarps rows and sees every key.
+template <int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, bool kSplitKeys_ = false>
 struct FwdTile {
   static constexpr int kHeadDim = kHeadDim_;  // compiled (padded) head dim, a multiple of 32
   static constexpr int kBlockM = kBlockM_;    // query rows of one thread block
   static constexpr int kBlockN = kBlockN_;    // keys of one main-loop step
   static constexpr int kWarps = kWarps_;
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kWarpRows = kBlockM / kWarps;  // rows owned by one warp
-  static constexpr int kMTiles = kWarpRows / 16;      // m16 tiles per warp
-  static constexpr int kNTiles = kBlockN / 8;         // n8 tiles of S per row of tiles
+  static constexpr bool kSplitKeys = kSplitKeys_;
+  static constexpr int kWarpRows = kSplitKeys ? kBlockM : kBlockM / kWarps;  // rows of one warp
+  static constexpr int kWarpKeys = kSplitKeys ? kBlockN / kWarps : kBlockN;  // keys of one warp
+  static constexpr int kMTiles = kWarpRows / 16;  // m16 tiles per warp
+  static constexpr int kNTiles = kWarpKeys / 8;   // n8 tiles of S per row of tiles
   static constexpr int kDTiles = kHeadDim / 8;        // n8 tiles of O
   // Shared rows are padded by 16 bytes: 8 consecutive rows then start in 8 distinct 16-byte bank
   // groups whenever kHeadDim is a multiple of 16, so ldmatrix and cp.async are conflict-free.
@@ -20,7 +24,7 @@ struct FwdTile {
   static constexpr int kSmemElems = (kBlockM + 2 * kBlockN) * kPitch;  // sQ, sK, sV
 
   static_assert(kWarpRows % 16 == 0, "each warp owns whole m16 tiles");
-  static_assert(kBlockN % 16 == 0 && kHeadDim % 32 == 0, "k16 steps and x4 ldmatrix");
+  static_assert(kWarpKeys % 16 == 0 && kHeadDim % 32 == 0, "k16 steps and x4 ldmatrix");
   static_assert(kBlockM % 16 == 0, "dropout draws 16×16 blocks");
 };
 
@@ -54,11 +58,11 @@ struct FwdTileFor<224, kScoreMods> : FwdTile<224, 128, 64, 8> {};
 template <bool kScoreMods>
 struct FwdTileFor<256, kScoreMods> : FwdTile<256, 64, 64, 4> {};
 
-// The decode kernel's tile: 64 rows (the fewest that 4 warps of whole m16 tiles hold), so a step
-// of few query rows wastes little of the tensor cores. A memory-bound kernel wants many K/V bytes
-// in flight per SM: 128-key steps up to d 128 (two blocks an SM have 64 KB of K/V loads in
-// flight at d 128), 64 above (the S and O accumulators share the registers).
+// The decode kernel's tile: 16 rows (one m16 tile: a decode step has few query rows) shared by
+// 4 warps that split each step's keys, so the tensor cores do 16 rows of work, not 64, and the
+// registers (O: kHeadDim / 2 floats a thread) leave room for three blocks an SM. A memory-bound
+// kernel wants many K/V bytes in flight per SM: 128-key steps up to d 128, 64 above.
 template <int kHeadDim>
-struct DecodeTileFor : FwdTile<kHeadDim, 64, kHeadDim <= 128 ? 128 : 64, 4> {};
+struct DecodeTileFor : FwdTile<kHeadDim, 16, kHeadDim <= 128 ? 128 : 64, 4, /*kSplitKeys=*/true> {};
 
 }  // namespace flashattn::detail::cuda
