@@ -334,7 +334,13 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     seqlen_new = 0 if k is None else k.shape[1]
     scale, left, right = _rules(q, softmax_scale, causal, window_size)
     lens = None
-    if cache_seqlens is not None:
+    keys, values = k_cache, v_cache
+    # One length for all sequences of a contiguous cache, nothing appended: the caches' first rows
+    # as views (no length tensor to make on the device each call).
+    plain = k is None and block_table is None and cache_batch_idx is None and cache_leftpad is None
+    if isinstance(cache_seqlens, int) and plain and 0 < cache_seqlens <= k_cache.shape[1]:
+        keys, values = k_cache[:, :cache_seqlens], v_cache[:, :cache_seqlens]
+    elif cache_seqlens is not None:
         if isinstance(cache_seqlens, int):
             lens = torch.full((batch,), cache_seqlens, dtype=torch.int32, device=q.device)
         elif isinstance(cache_seqlens, torch.Tensor) and cache_seqlens.dtype == torch.int32 \
@@ -365,10 +371,9 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                     else torch.arange(batch, device=q.device)).long().unsqueeze(1)
         k_cache[rows, ahead] = k.to(k_cache.dtype)
         v_cache[rows, ahead] = v.to(v_cache.dtype)
-    keys, values = k_cache, v_cache
     if cache_batch_idx is not None:
         keys, values = k_cache[cache_batch_idx.long()], v_cache[cache_batch_idx.long()]
-    seqused_k = None if lens is None else (lens + seqlen_new).to(torch.int32)
+    seqused_k = lens if lens is None or seqlen_new == 0 else (lens + seqlen_new).to(torch.int32)
     with torch.no_grad():
         out, lse, _, _ = _forward(q, keys, values, scale, bool(causal), left, right,
                                   float(softcap), 0.0, alibi_slopes, None, None, 0, 0,

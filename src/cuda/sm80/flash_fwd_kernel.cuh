@@ -41,10 +41,10 @@ __device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t 
 }
 
 // Shared memory of one block: sQ, sK, sV, and for the decode kernel two buffers of a K/V tile's
-// pages and rows within the page (a paged cache).
+// row offsets in a paged cache.
 template <class T, class Tile, bool kDecode>
 __host__ __device__ constexpr size_t fwd_smem_bytes() {
-  return Tile::kSmemElems * sizeof(T) + (kDecode ? 4 * Tile::kBlockN * sizeof(int32_t) : 0);
+  return Tile::kSmemElems * sizeof(T) + (kDecode ? 4 * Tile::kBlockN * sizeof(int64_t) : 0);
 }
 
 // The decode kernel asks for 2 blocks an SM: its register cap at 4 warps stays 255, and ptxas
@@ -58,14 +58,14 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   constexpr float kNegInf = -__builtin_huge_valf();
 
   // sQ: shared (kBlockM, kPitch)   sK, sV: shared (kBlockN, kPitch)
-  // sPage, sPageRow (decode): shared int32 (2, kBlockN), the page of each key row of tile nb in
-  // buffer nb & 1, and the row within the page
+  // sKOff, sVOff (decode, paged): shared int64 (2, kBlockN), the element offset in k and v of
+  // each key row of tile nb, in buffer nb & 1
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sK = sQ + kBlockM * kPitch;
   T* sV = sK + kBlockN * kPitch;
-  int32_t* sPage = reinterpret_cast<int32_t*>(sV + kBlockN * kPitch);
-  int32_t* sPageRow = sPage + 2 * kBlockN;
+  int64_t* sKOff = reinterpret_cast<int64_t*>(sV + kBlockN * kPitch);
+  int64_t* sVOff = sKOff + 2 * kBlockN;
 
   // ---- Block geometry ----
   const int64_t b = blockIdx.z;
@@ -116,35 +116,35 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   const T* v = static_cast<const T*>(p.v) + v_seq + hk * p.v_stride.head;
   const int head_dim = static_cast<int>(p.head_dim);
 
-  // Paged: the page of each key row of tile nb, from the block table into sPage[nb & 1] with the
-  // cp.async group it is committed with (a tile ahead of its K and V, so that the table's latency
-  // is not on the loads' path), and its row within the page (one division a row, not one a
-  // 16-byte chunk). Key indices and page sizes are < 2^31: 32-bit arithmetic.
+  // Paged: thread r < kBlockN serves key row r of a tile. Its page id is read from the block
+  // table two tiles ahead, into a register (page_of), and becomes the row's element offsets in k
+  // and v one tile ahead (store_offsets: one division and two products a row, not one a 16-byte
+  // chunk), so neither the table's latency nor the arithmetic is on the loads' path. Key indices
+  // and page sizes are < 2^31: 32-bit arithmetic; page ids are clamped into the cache.
+  static_assert(!kDecode || kBlockN <= Tile::kThreads, "one thread a key row");
   const int page_size = paged ? static_cast<int>(p.page_size) : 1;
-  auto fetch_pages = [&](int nb) {
-    static_assert(kBlockN <= Tile::kThreads, "one thread a key row");
-    const int j = nb * kBlockN + static_cast<int>(threadIdx.x);
-    if (threadIdx.x < kBlockN) {
-      const bool valid = j < seq.seqlen_k;
-      const int page = valid ? j / page_size : 0;
-      cp_async_4(sPage + (nb & 1) * kBlockN + threadIdx.x, table + page, valid);
-      sPageRow[(nb & 1) * kBlockN + threadIdx.x] = j - page * page_size;
-    }
+  const int key_row = static_cast<int>(threadIdx.x);
+  auto page_of = [&](int nb) {
+    const int j = nb * kBlockN + key_row;
+    return nb >= n_block_min && key_row < kBlockN && j < seq.seqlen_k ? table[j / page_size] : 0;
   };
-  // K or V rows of tile nb → shared memory (paged: sPage[nb & 1] has landed).
-  auto load_keys = [&](T* dst, const T* src, OperandStrides stride, int nb) {
+  auto store_offsets = [&](int nb, int page) {
+    if (key_row >= kBlockN) return;
+    const int j = nb * kBlockN + key_row;
+    const int row = j % page_size;
+    page = min(max(page, 0), static_cast<int>(p.num_pages - 1));
+    sKOff[(nb & 1) * kBlockN + key_row] = page * p.k_stride.batch + row * p.k_stride.row;
+    sVOff[(nb & 1) * kBlockN + key_row] = page * p.v_stride.batch + row * p.v_stride.row;
+  };
+  // K or V rows of tile nb → shared memory (paged: its offsets are in offsets[nb & 1]).
+  auto load_keys = [&](T* dst, const T* src, OperandStrides stride, const int64_t* offsets,
+                       int nb) {
     const int64_t n0 = static_cast<int64_t>(nb) * kBlockN;
     if (paged) {
-      const int last_page = static_cast<int>(p.num_pages - 1);
-      const int32_t* pages = sPage + (nb & 1) * kBlockN;
-      const int32_t* page_rows = sPageRow + (nb & 1) * kBlockN;
+      const int64_t* rows = offsets + (nb & 1) * kBlockN;
       load_rows_async_indexed<Tile::kThreads, kBlockN, Tile::kHeadDim, kPitch>(
-          dst,
-          [=](int r) {
-            const int page = min(max(pages[r], 0), last_page);
-            return src + page * stride.batch + page_rows[r] * stride.row;
-          },
-          src, static_cast<int>(min(seq.seqlen_k - n0, int64_t{kBlockN})), head_dim);
+          dst, [=](int r) { return src + rows[r]; }, src,
+          static_cast<int>(min(seq.seqlen_k - n0, int64_t{kBlockN})), head_dim);
     } else {
       load_tile_async<Tile, kBlockN>(dst, src + n0 * stride.row, stride.row, seq.seqlen_k - n0,
                                      head_dim);
@@ -213,25 +213,28 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     } else {
       load_tile_async<Tile, kBlockM>(sQ, q, p.q_stride.row, seq.seqlen_q - m0, head_dim);
     }
-    if (paged) {  // the first tile's pages, before its K
-      fetch_pages(n_block_max - 1);
-      cp_async_commit();
-      cp_async_wait<0>();
+    if (paged) {  // the first tile's offsets (waiting for its table entries), before its K
+      store_offsets(n_block_max - 1, page_of(n_block_max - 1));
       __syncthreads();
     }
-    load_keys(sK, k, p.k_stride, n_block_max - 1);
+    load_keys(sK, k, p.k_stride, sKOff, n_block_max - 1);
     cp_async_commit();
   }
+  int next_page = paged ? page_of(n_block_max - 2) : 0;  // tile nb - 1's, in flight
 
   // ---- Main loop: key blocks from last to first ----
   for (int nb = n_block_max - 1; nb >= n_block_min; --nb) {
     const int64_t n0 = static_cast<int64_t>(nb) * kBlockN;
     cp_async_wait<0>();  // K(nb) (and Q) landed
     __syncthreads();     // … for every thread; and everyone is done with V(nb + 1)
-    load_keys(sV, v, p.v_stride, nb);
-    // Tile nb - 1's pages, into the buffer that tile nb + 1 (whose loads are all issued) held.
-    if (paged && nb > n_block_min) fetch_pages(nb - 1);
+    load_keys(sV, v, p.v_stride, sVOff, nb);
     cp_async_commit();
+    // Tile nb - 1's offsets, into the buffer of tile nb + 1 (whose loads are all issued; the
+    // barrier before K(nb - 1) publishes them), and tile nb - 2's table entries.
+    if (paged && nb > n_block_min) {
+      store_offsets(nb - 1, next_page);
+      next_page = page_of(nb - 2);
+    }
 
     // S = Q K(nb)ᵀ: registers (kWarpRows, kBlockN) per warp
     float s[kMTiles][kNTiles][4];
@@ -358,7 +361,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     cp_async_wait<0>();  // V(nb) landed
     __syncthreads();     // … for every thread; and everyone is done with K(nb)
     if (nb > n_block_min) {
-      load_keys(sK, k, p.k_stride, nb - 1);
+      load_keys(sK, k, p.k_stride, sKOff, nb - 1);
       cp_async_commit();
     }
 
