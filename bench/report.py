@@ -3,12 +3,15 @@
 
     python bench/report.py bench/results/bench_h200_<commit>.json \
         [--overhead bench/results/python_overhead_h200_<commit>.json] \
-        [--profile bench/results/host_profile_h200_<commit>.json] [--docs docs]
+        [--profile bench/results/host_profile_h200_<commit>.json] \
+        [--decode bench/results/bench_decode_h200_<commit>_<grid>.json ...] [--docs docs]
 
 Writes docs/perf_<pass>_<dtype>.png (TFLOP/s against seqlen, flashattn beside SDPA's FLASH and
 CUDNN backends, one panel per head dim and mask; pass = fwd, bwd, fwdbwd; a synchronisation after
-every call, the mode users see) and docs/performance.md, which is generated: edit this script, not
-the page. Needs matplotlib (only this script does).
+every call, the mode users see), docs/decode_<name>.png for each --decode file (K + V TB/s of
+every decode row, replayed from a CUDA graph, beside the copy rate of the run) and
+docs/performance.md, which is generated: edit this script, not the page. Needs matplotlib (only
+this script does).
 """
 from __future__ import annotations
 
@@ -175,8 +178,82 @@ def profile_table(report: dict) -> list[str]:
     return out
 
 
+def decode_rows(bench: dict) -> list:
+    return [r for r in bench["rows"] if r["kind"] == "decode"]
+
+
+def plot_decode(bench: dict, name: str, docs: Path) -> Path:
+    """One horizontal bar a (row, implementation): K + V TB/s replayed from a CUDA graph (back to
+    back where no graph was timed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = decode_rows(bench)
+    impls = sorted({i for r in rows for i in r["results"]},
+                   key=lambda i: (i not in ("flashattn",), not i.startswith("flashattn"), i))
+    colours = {"flashattn": "#d62728", "flash": "#1f77b4", "cudnn": "#7f7f7f"}
+    paged_colours = iter(("#ff9896", "#ff7f0e", "#bcbd22"))
+    colours.update({i: next(paged_colours, None) for i in impls if i.startswith("flashattn_")})
+    height = 0.8 / len(impls)
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) * len(impls) / 2 + 1.5))
+    for k, impl in enumerate(impls):
+        ys, xs = [], []
+        for i, r in enumerate(rows):
+            v = r["results"].get(impl)
+            if v:
+                ys.append(i + k * height)
+                xs.append(v.get("graph_tbps", v["b2b_tbps"]))
+        ax.barh(ys, xs, height=height, label=impl, color=colours.get(impl))
+    if "copy_tbps" in bench:
+        ax.axvline(bench["copy_tbps"], color="black", linestyle="--", linewidth=1,
+                   label=f"device copy {bench['copy_tbps']:.2f} (read + written)")
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))])
+    ax.set_yticklabels([r["option"].removeprefix("decode ") for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("K + V read, TB/s (CUDA graph replay)")
+    ax.set_title(f"Decode through flash_attn_with_kvcache, {bench['device']}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=3)
+    fig.tight_layout()
+    path = docs / f"decode_{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def decode_section(bench: dict, path: Path, chart) -> list:
+    rows = decode_rows(bench)
+    if not rows:
+        return []
+    lines = ["## Decode (KV cache)" + (f": `{path.as_posix()}`" if path else ""), "",
+             "Query tokens against a full KV cache through `flash_attn_with_kvcache` (the cache "
+             "contiguous, and in shuffled pages: flashattn_pagedN), beside SDPA with `enable_gqa` "
+             "(its backend chosen around the timing, not inside each call; SDPA FLASH takes no "
+             "mask, so it has no rows of several query tokens, which are causal): K + V bytes read "
+             "per second, back to back (50 calls), synchronised, and replayed from a CUDA graph "
+             "where measured."
+             + (f" A device-to-device copy moved {bench['copy_tbps']:.2f} TB/s (read + written) "
+                "in the same run." if "copy_tbps" in bench else "")
+             + (f" {bench['device']}, flashattn at `{bench['git_commit'][:12]}`."
+                if path else ""), ""]
+    if chart is not None:
+        lines += [f"![{chart.stem}]({chart.name})", ""]
+    lines += ["| row | implementation | TB/s, back to back | µs a call | TB/s, sync | TB/s, graph |",
+              "|---|---|---|---|---|---|"]
+    for r in rows:
+        for impl, v in r["results"].items():
+            graph = f"{v['graph_tbps']:.2f}" if "graph_tbps" in v else "—"
+            lines.append(f"| {r['option'].removeprefix('decode ')} | {impl} | "
+                         f"{v['b2b_tbps']:.2f} | {v['b2b_ms'] * 1e3:.0f} | "
+                         f"{v['sync_tbps']:.2f} | {graph} |")
+    return lines + [""]
+
+
 def page(bench: dict, bench_path: Path, charts, overhead=None, overhead_path=None, profile=None,
-         profile_path=None) -> str:
+         profile_path=None, decode_sources=()) -> str:
+    """decode_sources: (bench JSON, its path, its chart) of the decode rows; the main JSON's own
+    decode rows come first (path None)."""
     rows = bench["rows"]
     lines = [
         "# Performance",
@@ -221,25 +298,8 @@ def page(bench: dict, bench_path: Path, charts, overhead=None, overhead_path=Non
         for pass_, name in PASS_NAMES.items():
             lines += [f"### {name[0].upper() + name[1:]}", "", *pass_table(options, pass_, False),
                       ""]
-    decode = [r for r in rows if r["kind"] == "decode"]
-    if decode:
-        lines += ["## Decode (KV cache)", "",
-                  "Query tokens against a full KV cache through `flash_attn_with_kvcache` (the "
-                  "cache contiguous, and in shuffled pages: flashattn_pagedN), beside SDPA with "
-                  "`enable_gqa`: K + V bytes read per second, back to back (50 calls), "
-                  "synchronised, and replayed from a CUDA graph where measured."
-                  + (f" A device-to-device copy moved {bench['copy_tbps']:.2f} TB/s (read + "
-                     "written) in the same run." if "copy_tbps" in bench else ""), "",
-                  "| row | implementation | TB/s, back to back | µs a call | TB/s, sync | "
-                  "TB/s, graph |",
-                  "|---|---|---|---|---|---|"]
-        for r in decode:
-            for impl, v in r["results"].items():
-                graph = f"{v['graph_tbps']:.2f}" if "graph_tbps" in v else "—"
-                lines.append(f"| {r['option'].removeprefix('decode ')} | {impl} | "
-                             f"{v['b2b_tbps']:.2f} | {v['b2b_ms'] * 1e3:.0f} | "
-                             f"{v['sync_tbps']:.2f} | {graph} |")
-        lines.append("")
+    for source, path, chart in decode_sources:
+        lines += decode_section(source, path, chart)
     if overhead is not None:
         shape = "×".join(str(x) for x in overhead["shape_bshd"])
         lines += ["## Call overhead", "",
@@ -262,13 +322,21 @@ def main():
     ap.add_argument("bench", type=Path, help="bench/bench.py's JSON")
     ap.add_argument("--overhead", type=Path, help="bench/python_overhead.py's JSON")
     ap.add_argument("--profile", type=Path, help="bench/host_profile.py's JSON")
+    ap.add_argument("--decode", type=Path, nargs="*", default=[],
+                    help="bench/bench.py JSON files of decode rows (--no-sweep --no-options)")
     ap.add_argument("--docs", type=Path, default=Path(__file__).resolve().parent.parent / "docs")
     args = ap.parse_args()
     bench = json.loads(args.bench.read_text())
     overhead = json.loads(args.overhead.read_text()) if args.overhead else None
     profile = json.loads(args.profile.read_text()) if args.profile else None
     charts = plot(bench, args.docs)
-    text = page(bench, args.bench, charts, overhead, args.overhead, profile, args.profile)
+    decode_sources = [(bench, None, None)]
+    for path in args.decode:
+        source = json.loads(path.read_text())
+        name = path.stem.removeprefix("bench_decode_")
+        decode_sources.append((source, path, plot_decode(source, name, args.docs)))
+    text = page(bench, args.bench, charts, overhead, args.overhead, profile, args.profile,
+                decode_sources)
     (args.docs / "performance.md").write_text(text + "\n")
     print(f"report: {len(charts)} charts and performance.md in {args.docs}")
 
