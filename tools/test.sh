@@ -10,7 +10,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 flashattn_install_deps
 flashattn_configure_release
-cmake --build "$FLASHATTN_BUILD" -j "$FLASHATTN_JOBS"
+# The build's output also goes to a log, whose register-spill warnings are checked against
+# tools/spills.txt (a list for the default architectures; elsewhere only reported).
+cmake --build "$FLASHATTN_BUILD" -j "$FLASHATTN_JOBS" 2>&1 | tee "$FLASHATTN_BUILD/build.log"
+spill_args=()
+[[ "${FLASHATTN_CUDA_ARCHS:-80;90a}" == "80;90a" ]] || spill_args=(--warn-only)
+python3 "$FLASHATTN_ROOT/tools/check_spills.py" "$FLASHATTN_BUILD/build.log" "${spill_args[@]}"
 
 echo "==> C++ tests"
 # Without a GPU the GPU tests would only skip, each one listed: they are left out, and said so.
