@@ -1,21 +1,24 @@
 // FlashAttention-2 forward on tensor cores (mma.sync m16n8k16; sm80 and later).
 //
 // One thread block per (query block of kBlockM rows, query head, batch). Each warp owns
-// kWarpRows whole rows, so the online softmax never crosses warps. K and V tiles stream through
-// shared memory with cp.async: V(n) is fetched while S = Q K(n)ᵀ is computed, K(n−1) while
-// O += P V(n) is. Key blocks are walked from the last to the first, so the blocks that need a
-// mask (the ragged end of the keys, the causal diagonal) come first and the rest run unmasked.
+// kWarpRows whole rows, so the online softmax never crosses warps (the decode tile aside). K and
+// V tiles stream through shared memory with cp.async: V(n) is fetched while S = Q K(n)ᵀ is
+// computed, K(n−1) while O += P V(n) is. Key blocks are walked from the last to the first, so the
+// blocks that need a mask (the ragged end of the keys, the causal diagonal) come first and the
+// rest run unmasked.
 //
 // kScoreMods: the variant that applies softmax_scale before the max (any sign), softcap, ALiBi
 // and dropout. The plain variant folds the scale into the exp2 argument.
 //
 // kDecode: the variant for few query rows against many keys (a decode step; cuda/dispatch.h,
-// FwdPlan), without dropout. Three runtime choices: the query heads of one KV group share a
-// tile's rows (p.pack_gqa: row r of the tile is query row r / group of query head
-// kv head · group + r % group, so each K/V byte is read once per KV head); the keys are split
-// p.splits ways (blockIdx.x = query block · splits + split), each split writing its normalised
-// O and LSE in fp32 to p.out_partial / p.lse_partial for the combine kernel; and K/V rows may
-// come from a paged cache (p.block_table).
+// FwdPlan), without dropout. Its tile (DecodeTileFor, Tile::kSplitKeys) is one m16 row tile
+// shared by the warps, which split each step's keys: each keeps its own online softmax over its
+// keys, and the warps merge (max, sum, O) once, after the last step. Three runtime choices: the
+// query heads of one KV group share a tile's rows (p.pack_gqa: row r of the tile is query row
+// r / group of query head kv head · group + r % group, so each K/V byte is read once per KV
+// head); the keys are split p.splits ways (blockIdx.x = query block · splits + split), each
+// split writing its normalised O and LSE in fp32 to p.out_partial / p.lse_partial for the
+// combine kernel; and K/V rows may come from a paged cache (p.block_table).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -118,7 +121,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
 
   // Paged: thread r < kBlockN serves key row r of a tile. Its page id is read from the block
   // table two tiles ahead, into a register (page_of), and becomes the row's element offsets in k
-  // and v one tile ahead (store_offsets: one division and two products a row, not one a 16-byte
+  // and v one tile ahead (store_offsets: a division and two products a row, not one a 16-byte
   // chunk), so neither the table's latency nor the arithmetic is on the loads' path. Key indices
   // and page sizes are < 2^31: 32-bit arithmetic; page ids are clamped into the cache.
   static_assert(!kDecode || kBlockN <= Tile::kThreads, "one thread a key row");
@@ -400,7 +403,8 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   }
   // Warps that split the keys merge their (max, sum, O) of each row through shared memory (sK and
   // sV are free: no load is in flight after the last step); warp w then owns the output columns
-  // of the n8 tiles dt ≡ w (mod kWarps).
+  // of the n8 tiles dt ≡ w (mod kWarps), and warp 0 writes the LSE (writes_lse).
+  auto owns = [&](int dt) { return !Tile::kSplitKeys || dt % Tile::kWarps == warp; };
   if constexpr (Tile::kSplitKeys) {
     constexpr int kWarps = Tile::kWarps, kOPitch = Tile::kHeadDim + 8;
     static_assert((2 + kOPitch) * kWarps * kBlockM * sizeof(float) <=
@@ -414,7 +418,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
       for (int rh = 0; rh < 2; ++rh) {
-        const int r = mt * 16 + g + 8 * rh;
+        const int r = tile_row(mt, rh);  // warp_row0 = 0: all warps hold the same rows
         if (t == 0) {
           sMax[warp * kBlockM + r] = row_max[mt][rh];
           sSum[warp * kBlockM + r] = row_l[mt][rh];
@@ -431,7 +435,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
       for (int rh = 0; rh < 2; ++rh) {
-        const int r = mt * 16 + g + 8 * rh;
+        const int r = tile_row(mt, rh);
         float m = kNegInf;
 #pragma unroll
         for (int w = 0; w < kWarps; ++w) m = fmaxf(m, sMax[w * kBlockM + r]);
@@ -446,7 +450,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
         row_l[mt][rh] = l;
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
-          if (dt % kWarps != warp) continue;
+          if (!owns(dt)) continue;
           float2 o = make_float2(0.0f, 0.0f);
 #pragma unroll
           for (int w = 0; w < kWarps; ++w) {
@@ -463,8 +467,6 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   }
 
   // ---- Epilogue: the one rescale by 1/l, O and LSE out (a split: fp32 partials) ----
-  // Split keys: each warp writes its columns, warp 0 the LSE.
-  auto owns = [&](int dt) { return !Tile::kSplitKeys || dt % Tile::kWarps == warp; };
   const bool writes_lse = t == 0 && (!Tile::kSplitKeys || warp == 0);
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
