@@ -323,11 +323,9 @@ def decode_rows(args):
         # Bottom-right causal for sq > 1 (the query rows are the cache's last); made once, as a
         # serving engine would.
         mask = torch.ones(sq, s, dtype=torch.bool, device="cuda").tril(s - sq) if causal else None
-        backends = {}  # a peer's backend is chosen around its timing, not inside each call
-        for name, backend in args.peers.items():
-            impls[name] = lambda: F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask,
-                                                                 enable_gqa=True)
-            backends[name] = backend
+        def sdpa():
+            return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, enable_gqa=True)
+        impls.update({name: sdpa for name in args.peers})  # the backend: around each timing
         row = {"kind": "decode",
                "option": f"decode {SHORT[dtype]} q{sq} h{h}/{hk} d{d} b{b} keys {s}",
                "dtype": str(dtype).removeprefix("torch."), "seqlen_q": sq, "batch": b,
@@ -335,7 +333,8 @@ def decode_rows(args):
                "results": {}}
         with torch.inference_mode():
             for name, fn in impls.items():
-                ctx = sdpa_kernel(backends[name]) if name in backends else contextlib.nullcontext()
+                ctx = (sdpa_kernel(args.peers[name]) if name in args.peers
+                       else contextlib.nullcontext())
                 with ctx:
                     try:
                         r = {"sync_ms": time_sync(fn, args.reps),

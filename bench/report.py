@@ -192,7 +192,7 @@ def plot_decode(bench: dict, name: str, docs: Path) -> Path:
 
     rows = decode_rows(bench)
     impls = sorted({i for r in rows for i in r["results"]},
-                   key=lambda i: (i not in ("flashattn",), not i.startswith("flashattn"), i))
+                   key=lambda i: (i != "flashattn", not i.startswith("flashattn"), i))
     colours = {"flashattn": "#d62728", "flash": "#1f77b4", "cudnn": "#7f7f7f"}
     paged_colours = iter(("#ff9896", "#ff7f0e", "#bcbd22"))
     colours.update({i: next(paged_colours, None) for i in impls if i.startswith("flashattn_")})

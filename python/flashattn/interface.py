@@ -373,7 +373,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         v_cache[rows, ahead] = v.to(v_cache.dtype)
     if cache_batch_idx is not None:
         keys, values = k_cache[cache_batch_idx.long()], v_cache[cache_batch_idx.long()]
-    seqused_k = lens if lens is None or seqlen_new == 0 else (lens + seqlen_new).to(torch.int32)
+    seqused_k = lens if seqlen_new == 0 else lens + seqlen_new  # (int32 stays int32)
     with torch.no_grad():
         out, lse, _, _ = _forward(q, keys, values, scale, bool(causal), left, right,
                                   float(softcap), 0.0, alibi_slopes, None, None, 0, 0,
