@@ -2,8 +2,12 @@
 // output O_s and its log-sum-exp L_s (fp32, in the forward's workspace). Attention over the
 // union of the splits is
 //   L = log Σ_s exp(L_s),   O = Σ_s exp(L_s − L) · O_s,
-// with L = −inf and O = 0 where no split saw a key. One warp per (query head, row). The same kernel
-// serves the public combine() (CombineParams: any strides) and the split forward's last step.
+// with L = −inf and O = 0 where no split saw a key. One block per (query head, row): its warps
+// take every kWarps-th split, kUnroll of them in flight a lane, and add their sums through shared
+// memory. A decode step has few rows and up to 128 splits, so the splits, not the rows, are where
+// the parallelism is; the loads are unconditional (clamped index, zero weight) so that all of a
+// lane's kUnroll loads issue before the first is used. The same kernel serves the public
+// combine() (CombineParams: any strides) and the split forward's last step.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -18,81 +22,78 @@
 namespace flashattn::detail::cuda {
 namespace {
 
-constexpr int kWarpsPerBlock = 4;
+constexpr int kWarps = 4, kUnroll = 8;
 
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
+// Merges two (max, Σ exp(x − max)) pairs of log-sum-exp; an empty pair has max −inf.
+__device__ __forceinline__ void lse_merge(float& m, float& sum, float m2, float sum2) {
+  constexpr float kNegInf = -__builtin_huge_valf();
+  const float top = fmaxf(m, m2);
+  if (top == kNegInf) return;
+  sum = (m == kNegInf ? 0.0f : sum * __expf(m - top)) + (m2 == kNegInf ? 0.0f : sum2 * __expf(m2 - top));
+  m = top;
 }
 
 template <class T, bool kVec>
-__global__ void __launch_bounds__(32 * kWarpsPerBlock)
-    combine_kernel(const __grid_constant__ CombineParams p) {
+__global__ void __launch_bounds__(32 * kWarps) combine_kernel(const __grid_constant__ CombineParams p) {
   constexpr float kNegInf = -__builtin_huge_valf();
   const int64_t rows = p.batch * p.seqlen;
-  const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-  if (item >= rows * p.heads) return;
-  const int lane = static_cast<int>(threadIdx.x) % 32;
   // Head-major items: the split forward's partials of one head are contiguous rows.
-  const int64_t head = item / rows, row = item % rows;
+  const int64_t item = blockIdx.x, head = item / rows, row = item % rows;
   const int64_t b = row / p.seqlen, i = row % p.seqlen;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   auto at = [&](const CombineStrides& st) { return b * st.batch + i * st.row + head * st.head; };
   const float* lse_s = p.lse_partial + at(p.lp);
+  const int64_t splits = p.splits;
 
-  float m = kNegInf;
-  for (int64_t s = lane; s < p.splits; s += 32) m = fmaxf(m, lse_s[s * p.lp.split]);
-  m = warp_max(m);
-  float sum = 0.0f;
-  if (m != kNegInf) {
-    for (int64_t s = lane; s < p.splits; s += 32) sum += __expf(lse_s[s * p.lp.split] - m);
+  // L, in one pass: each lane's (max, sum) over its splits, then the warp's (every warp the same).
+  float m = kNegInf, sum = 0.0f;
+  for (int64_t s = lane; s < splits; s += 32) lse_merge(m, sum, lse_s[s * p.lp.split], 1.0f);
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) {
+    lse_merge(m, sum, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o));
   }
-  sum = warp_sum(sum);
   const float lse = sum > 0.0f ? m + __logf(sum) : kNegInf;
 
-  // The splits' weights exp(L_s − L), kChunk at a time, in this warp's shared memory; the
-  // weighted sum then has kUnroll independent partial loads in flight a lane.
-  constexpr int kChunk = 128, kUnroll = 8;
-  __shared__ float weights_all[kWarpsPerBlock][kChunk];
-  float* weights = weights_all[threadIdx.x / 32];
+  constexpr int kCols = kVec ? 4 : 1;  // kVec: 16-byte partial loads, 4-element stores
+  __shared__ float warp_acc[kWarps][32 * kCols];
   const float* o_s = p.out_partial + at(p.op);
   T* out = static_cast<T*>(p.out) + at(p.o);
-  constexpr int kCols = kVec ? 4 : 1;  // kVec: 16-byte partial loads, 4-element stores
-  // Every lane takes part in each pass over the columns (the warp fills the weights together).
   for (int64_t c0 = 0; c0 < p.head_dim; c0 += 32 * kCols) {
     const int64_t c = c0 + lane * kCols;
     const bool active = c < p.head_dim;
+    const float* x0 = o_s + (active ? c : 0);
     float acc[kCols] = {};
-    for (int64_t s0 = 0; lse != kNegInf && s0 < p.splits; s0 += kChunk) {
-      const int n = static_cast<int>(min(p.splits - s0, int64_t{kChunk}));
-      __syncwarp();
-      for (int s = lane; s < n; s += 32) weights[s] = __expf(lse_s[(s0 + s) * p.lp.split] - lse);
-      __syncwarp();
-      const float* x0 = o_s + s0 * p.op.split + c;
-      for (int s = 0; s < n; s += kUnroll) {
+    for (int64_t s0 = warp; lse != kNegInf && s0 < splits; s0 += kWarps * kUnroll) {
+      float w[kUnroll], x[kUnroll][kCols];
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          if (s + u >= n || !active) break;
-          const float w = weights[s + u];
-          const float* x = x0 + (s + u) * p.op.split;
-          if constexpr (kVec) {
-            const float4 x4 = *reinterpret_cast<const float4*>(x);
-            acc[0] += w * x4.x;
-            acc[1] += w * x4.y;
-            acc[2] += w * x4.z;
-            acc[3] += w * x4.w;
-          } else {
-            acc[0] += w * x[0];
-          }
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t s = s0 + u * kWarps, sc = min(s, splits - 1);
+        w[u] = s < splits ? lse_s[sc * p.lp.split] : kNegInf;
+        const float* src = x0 + sc * p.op.split;
+        if constexpr (kVec) {
+          const float4 v = *reinterpret_cast<const float4*>(src);
+          x[u][0] = v.x, x[u][1] = v.y, x[u][2] = v.z, x[u][3] = v.w;
+        } else {
+          x[u][0] = *src;
         }
       }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const float weight = __expf(w[u] - lse);  // 0 past the last split
+#pragma unroll
+        for (int k = 0; k < kCols; ++k) acc[k] += weight * x[u][k];
+      }
     }
-    if (!active) continue;
+    __syncthreads();  // the previous pass has read warp_acc
+#pragma unroll
+    for (int k = 0; k < kCols; ++k) warp_acc[warp][lane * kCols + k] = acc[k];
+    __syncthreads();
+    if (warp != 0 || !active) continue;
+#pragma unroll
+    for (int k = 0; k < kCols; ++k) {
+#pragma unroll
+      for (int w = 1; w < kWarps; ++w) acc[k] += warp_acc[w][lane * kCols + k];
+    }
     if constexpr (std::is_same_v<T, float>) {
       if constexpr (kVec) {
         *reinterpret_cast<float4*>(out + c) = make_float4(acc[0], acc[1], acc[2], acc[3]);
@@ -107,14 +108,17 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
       out[c] = __float2bfloat16_rn(acc[0]);
     }
   }
-  if (lane == 0 && p.lse != nullptr) p.lse[at(p.l)] = lse;
+  if (threadIdx.x == 0 && p.lse != nullptr) p.lse[at(p.l)] = lse;
 }
 
 template <class T>
 void launch_typed(const CombineParams& p, cudaStream_t stream) {
-  const int64_t warps = p.batch * p.seqlen * p.heads;
-  if (warps == 0) return;
-  const auto blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  const int64_t items = p.batch * p.seqlen * p.heads;
+  if (items == 0) return;
+  if (items > 0x7fffffff) {
+    throw Error("flashattn::combine: argument 'out_partial': at most 2^31 − 1 (row, head) pairs, got " +
+                std::to_string(items));
+  }
   // 16-byte partial loads and 4-element stores where every row of both is aligned for them.
   auto aligned = [](const void* ptr, size_t bytes, std::initializer_list<int64_t> strides) {
     bool ok = reinterpret_cast<uintptr_t>(ptr) % bytes == 0;
@@ -124,11 +128,8 @@ void launch_typed(const CombineParams& p, cudaStream_t stream) {
   const bool vec = p.head_dim % 4 == 0 &&
                    aligned(p.out_partial, 16, {p.op.split, p.op.batch, p.op.row, p.op.head}) &&
                    aligned(p.out, 4 * sizeof(T), {p.o.batch, p.o.row, p.o.head});
-  if (vec) {
-    combine_kernel<T, true><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(p);
-  } else {
-    combine_kernel<T, false><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(p);
-  }
+  auto kernel = vec ? combine_kernel<T, true> : combine_kernel<T, false>;
+  kernel<<<static_cast<unsigned>(items), 32 * kWarps, 0, stream>>>(p);
   FLASHATTN_CUDA_CHECK(cudaGetLastError());
 }
 

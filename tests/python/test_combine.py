@@ -55,6 +55,25 @@ def test_combine_varlen_layout_and_rows_no_set_saw(device, dtype):
     torch.testing.assert_close(out[2:].double(), ref_out[2:], rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("device, dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("splits, d", [(37, 30), (130, 260), (3, 4)])
+def test_combine_many_splits_and_columns(device, dtype, splits, d):
+    """Split counts past one pass of the CUDA combine's loads (4 warps × 8 splits) and past a
+    decode step's 128, head dims that take its 4-column and its 1-column path and several
+    passes over the columns, some splits that saw no key: against the sum in float64."""
+    batch, seqlen, heads = 2, 3, 5
+    op = _rand(splits, batch, seqlen, heads, d, seed=11, device=device)
+    lp = 4 * _rand(splits, batch, heads, seqlen, seed=12, device=device)
+    lp[::3, 0] = float("-inf")
+    out, lse = flash_attn_combine(op, lp, out_dtype=dtype)
+    ref_lse = torch.logsumexp(lp.double(), dim=0)
+    w = torch.exp(lp.double() - ref_lse).permute(0, 1, 3, 2).unsqueeze(-1)
+    ref_out = (w * op.double()).sum(0)
+    torch.testing.assert_close(lse.double(), ref_lse, rtol=1e-5, atol=1e-5)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(out.double(), ref_out, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("device, dtype", DEVICE_DTYPES[:2])
 def test_combine_into_given_out_and_strided_partials(device, dtype):
     """`out` is written in place; partials may be strided views (every d-th split of a larger
