@@ -342,33 +342,14 @@ int blocks_per_multiprocessor(const void* kernel, int threads, size_t smem_bytes
 }
 
 int split_count(int64_t requested, int64_t key_blocks) {
-  const int64_t splits = std::min<int64_t>({requested, key_blocks, kMaxSplits});
-  if (splits <= 1) return 1;
-  // Each split takes ceil(key_blocks / splits) blocks: drop the splits that would get none.
-  const int64_t per_split = (key_blocks + splits - 1) / splits;
-  return static_cast<int>((key_blocks + per_split - 1) / per_split);
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({requested, key_blocks, kMaxSplits})));
 }
 
 int choose_num_splits(int64_t blocks, int64_t key_blocks, int64_t slots) {
   if (blocks * 5 >= slots * 4 || key_blocks < 2) return 1;
-  // The fill of the last wave of blocks · s blocks over `slots`; only split counts that change
-  // the blocks per split are candidates (the others only add empty splits).
-  auto fill = [&](int64_t s) {
-    const double waves = static_cast<double>(blocks * s) / static_cast<double>(slots);
-    return waves / std::ceil(waves);
-  };
-  const int64_t most = std::min<int64_t>(key_blocks, kMaxSplits);
-  auto candidate = [&](int64_t s) {
-    return s == 1 || (key_blocks + s - 1) / s != (key_blocks + s - 2) / (s - 1);
-  };
-  double best = 0.0;
-  for (int64_t s = 1; s <= most; ++s) {
-    if (candidate(s)) best = std::max(best, fill(s));
-  }
-  for (int64_t s = 1; s <= most; ++s) {
-    if (candidate(s) && fill(s) >= 0.85 * best) return split_count(s, key_blocks);
-  }
-  return 1;
+  // One wave: the most splits whose blocks all run at once. The kernel waits on DRAM, so what
+  // counts is how many SMs stream, and a second wave would only add a tail.
+  return split_count(std::max<int64_t>(1, slots / blocks), key_blocks);
 }
 
 int multiprocessors(int device) {

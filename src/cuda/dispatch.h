@@ -73,12 +73,12 @@ struct FwdPlan {
 inline constexpr int64_t kDecodeMaxSeqlenQ = 16;
 
 // The split count for `requested` splits over `key_blocks` blocks of keys: at most one split a
-// key block and kMaxSplits, and no split left empty.
+// key block and kMaxSplits. Split s takes key blocks [s · n / splits, (s + 1) · n / splits) of a
+// sequence's n, so the splits differ by at most one block.
 inline constexpr int kMaxSplits = 128;
 int split_count(int64_t requested, int64_t key_blocks);
-// The heuristic (num_splits = 0): the fewest splits whose grid of blocks × splits fills the
-// `slots` (SMs × resident blocks) about as well as any split count can; 1 when `blocks` already
-// fill most of them.
+// The heuristic (num_splits = 0): the most splits whose grid of blocks × splits fits the `slots`
+// (SMs × resident blocks) in one wave; 1 when `blocks` already fill most of them.
 int choose_num_splits(int64_t blocks, int64_t key_blocks, int64_t slots);
 
 // Merges the p.splits partial results of the decode kernel (p.out_partial, p.lse_partial) into

@@ -13,7 +13,9 @@
 // kDecode: the variant for few query rows against many keys (a decode step; cuda/dispatch.h,
 // FwdPlan), without dropout. Its tile (DecodeTileFor, Tile::kSplitKeys) is one m16 row tile
 // shared by the warps, which split each step's keys: each keeps its own online softmax over its
-// keys, and the warps merge (max, sum, O) once, after the last step. Three runtime choices: the
+// keys, and the warps merge (max, sum, O) once, after the last step. It issues V(n−1) as soon as
+// O += P V(n) is done, beside K(n−1), so a step's K and V are in flight together (one more
+// barrier a step; the kernel waits on DRAM, not on math). Three runtime choices: the
 // query heads of one KV group share a tile's rows (p.pack_gqa: row r of the tile is query row
 // r / group of query head kv head · group + r % group, so each K/V byte is read once per KV
 // head); the keys are split p.splits ways (blockIdx.x = query block · splits + split), each
@@ -99,11 +101,10 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   // split's share of the sequence's key blocks.
   const BlockRange key_blocks = visible_key_blocks(p, seq, q_first, q_last - q_first + 1, kBlockN);
   int n_block_min = key_blocks.first, n_block_max = key_blocks.end;
-  if (kDecode && splits > 1) {
-    const int blocks = static_cast<int>((seq.seqlen_k + kBlockN - 1) / kBlockN);
-    const int per_split = (blocks + splits - 1) / splits;
-    n_block_min = max(n_block_min, split * per_split);
-    n_block_max = max(n_block_min, min(n_block_max, (split + 1) * per_split));
+  if (kDecode && splits > 1) {  // split s: blocks [s · blocks / splits, (s + 1) · blocks / splits)
+    const int64_t blocks = (seq.seqlen_k + kBlockN - 1) / kBlockN;
+    n_block_min = max(n_block_min, static_cast<int>(split * blocks / splits));
+    n_block_max = max(n_block_min, min(n_block_max, static_cast<int>((split + 1) * blocks / splits)));
   }
 
   // Packed: the first query head of the KV group (rows pick their head); else the block's head.
@@ -222,16 +223,25 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     }
     load_keys(sK, k, p.k_stride, sKOff, n_block_max - 1);
     cp_async_commit();
+    if (kDecode) {  // the decode kernel keeps a step's K and V in flight together
+      load_keys(sV, v, p.v_stride, sVOff, n_block_max - 1);
+      cp_async_commit();
+    }
   }
   int next_page = paged ? page_of(n_block_max - 2) : 0;  // tile nb - 1's, in flight
 
   // ---- Main loop: key blocks from last to first ----
   for (int nb = n_block_max - 1; nb >= n_block_min; --nb) {
     const int64_t n0 = static_cast<int64_t>(nb) * kBlockN;
-    cp_async_wait<0>();  // K(nb) (and Q) landed
-    __syncthreads();     // … for every thread; and everyone is done with V(nb + 1)
-    load_keys(sV, v, p.v_stride, sVOff, nb);
-    cp_async_commit();
+    if constexpr (kDecode) {
+      cp_async_wait<1>();  // K(nb) (and Q) landed; V(nb), issued after it, may be in flight
+      __syncthreads();     // … for every thread
+    } else {
+      cp_async_wait<0>();  // K(nb) (and Q) landed
+      __syncthreads();     // … for every thread; and everyone is done with V(nb + 1)
+      load_keys(sV, v, p.v_stride, sVOff, nb);
+      cp_async_commit();
+    }
     // Tile nb - 1's offsets, into the buffer of tile nb + 1 (whose loads are all issued; the
     // barrier before K(nb - 1) publishes them), and tile nb - 2's table entries.
     if (paged && nb > n_block_min) {
@@ -391,6 +401,11 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
           mma_16816<T>(acc_o[mt][2 * dp + 1], a[mt], bv[2], bv[3]);
         }
       }
+    }
+    if (kDecode && nb > n_block_min) {
+      __syncthreads();  // everyone is done with V(nb)
+      load_keys(sV, v, p.v_stride, sVOff, nb - 1);
+      cp_async_commit();
     }
   }
 
