@@ -3,6 +3,10 @@
 //   O   = softmax(scale · Q Kᵀ [→ softcap] + alibi_bias, masked) · V   (dropout on the probabilities)
 //   LSE = log Σ_j exp(scale · Q Kᵀ [→ softcap] + alibi_bias)            (over visible keys, fp32)
 //
+// A row that sees no key (masked out, or an empty cache) gets O = 0 and LSE = −inf. A NaN in q, k
+// or v makes NaN every row it reaches, O and LSE, and the gradients that depend on them, as plain
+// attention does (CPU and CUDA alike; flashattn::combine keeps a NaN partial LSE too).
+//
 // dtypes: fp16 and bf16 (CPU and CUDA) and fp32 (CPU) accumulate in fp32; fp64 (CPU) computes in
 // fp64 throughout and its LSE is fp64 too: the float64 path is a reference for gradient checks.
 //

@@ -336,7 +336,10 @@ void forward_block(const AttentionParams& p, int64_t b, int64_t h, int64_t m_blo
       A row_max = kNegInf<A>;
       for (int64_t c = 0; c < nc; ++c) row_max = std::max(row_max, s[c]);
       const A m_new = std::max(w.m[r], row_max);
-      if (m_new == kNegInf<A>) {  // nothing visible yet in this row
+      if (m_new == kNegInf<A>) {  // nothing visible yet in this row (std::max passes NaN over)
+        if (std::any_of(s, s + nc, [](A x) { return std::isnan(x); })) {
+          w.l[r] = std::numeric_limits<A>::quiet_NaN();  // a NaN score: the row's O and LSE
+        }
         std::fill(s, s + nc, A(0));
         continue;
       }
@@ -632,13 +635,17 @@ void combine_typed(const CombineParams& p) {
     auto at = [&](const CombineStrides& st, int64_t s) {
       return s * st.split + b * st.batch + i * st.row + h * st.head;
     };
+    // A NaN partial LSE makes the row's LSE and output NaN (std::max would pass it over).
     float m = neg_inf;
-    for (int64_t s = 0; s < p.splits; ++s) m = std::max(m, p.lse_partial[at(p.lp, s)]);
+    for (int64_t s = 0; s < p.splits; ++s) {
+      const float x = p.lse_partial[at(p.lp, s)];
+      m = std::isnan(x) || std::isnan(m) ? std::numeric_limits<float>::quiet_NaN() : std::max(m, x);
+    }
     float sum = 0.0f;
     if (m != neg_inf) {
       for (int64_t s = 0; s < p.splits; ++s) sum += std::exp(p.lse_partial[at(p.lp, s)] - m);
     }
-    const float lse = sum > 0.0f ? m + std::log(sum) : neg_inf;
+    const float lse = sum == 0.0f ? neg_inf : m + std::log(sum);
     std::vector<float>& acc = scratch[static_cast<size_t>(worker)];
     std::fill(acc.begin(), acc.end(), 0.0f);
     if (lse != neg_inf) {

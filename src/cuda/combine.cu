@@ -2,12 +2,13 @@
 // output O_s and its log-sum-exp L_s (fp32, in the forward's workspace). Attention over the
 // union of the splits is
 //   L = log Σ_s exp(L_s),   O = Σ_s exp(L_s − L) · O_s,
-// with L = −inf and O = 0 where no split saw a key. One block per (query head, row): its warps
-// take every kWarps-th split, kUnroll of them in flight a lane, and add their sums through shared
-// memory. A decode step has few rows and up to 128 splits, so the splits, not the rows, are where
-// the parallelism is; the loads are unconditional (clamped index, zero weight) so that all of a
-// lane's kUnroll loads issue before the first is used. The same kernel serves the public
-// combine() (CombineParams: any strides) and the split forward's last step.
+// with L = −inf and O = 0 where no split saw a key, and NaN where an L_s is NaN. One block per
+// (query head, row): its warps take every kWarps-th split, kUnroll of them in flight a lane, and
+// add their sums through shared memory. A decode step has few rows and up to 128 splits, so the
+// splits, not the rows, are where the parallelism is; the loads are unconditional (clamped
+// index, zero weight) so that all of a lane's kUnroll loads issue before the first is used. The
+// same kernel serves the public combine() (CombineParams: any strides) and the split forward's
+// last step.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -24,9 +25,14 @@ namespace {
 
 constexpr int kWarps = 4, kUnroll = 8;
 
-// Merges two (max, Σ exp(x − max)) pairs of log-sum-exp; an empty pair has max −inf.
+// Merges two (max, Σ exp(x − max)) pairs of log-sum-exp; an empty pair has max −inf, and a NaN
+// max makes the merge NaN (fmaxf would pass it over).
 __device__ __forceinline__ void lse_merge(float& m, float& sum, float m2, float sum2) {
   constexpr float kNegInf = -__builtin_huge_valf();
+  if (isnan(m) || isnan(m2)) {
+    m = sum = __int_as_float(0x7fc00000);
+    return;
+  }
   const float top = fmaxf(m, m2);
   if (top == kNegInf) return;
   sum = (m == kNegInf ? 0.0f : sum * __expf(m - top)) + (m2 == kNegInf ? 0.0f : sum2 * __expf(m2 - top));
@@ -52,7 +58,7 @@ __global__ void __launch_bounds__(32 * kWarps) combine_kernel(const __grid_const
   for (int o = 16; o > 0; o /= 2) {
     lse_merge(m, sum, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o));
   }
-  const float lse = sum > 0.0f ? m + __logf(sum) : kNegInf;
+  const float lse = sum == 0.0f ? kNegInf : m + __logf(sum);  // NaN stays NaN
 
   constexpr int kCols = kVec ? 4 : 1;  // kVec: 16-byte partial loads, 4-element stores
   __shared__ float warp_acc[kWarps][32 * kCols];

@@ -74,6 +74,19 @@ def test_combine_many_splits_and_columns(device, dtype, splits, d):
     torch.testing.assert_close(out.double(), ref_out, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("device, dtype", DEVICE_DTYPES)
+def test_combine_nan_partial_lse_poisons_its_row(device, dtype):
+    """A NaN partial LSE makes its row's out and LSE NaN (a max that skips NaN would drop it)."""
+    op = _rand(3, 2, 4, 2, 8, seed=13, device=device)
+    lp = _rand(3, 2, 2, 4, seed=14, device=device)
+    lp[1, 0, 1, 2] = float("nan")
+    out, lse = flash_attn_combine(op, lp, out_dtype=dtype)
+    assert out[0, 2, 1].isnan().all() and lse[0, 1, 2].isnan()
+    out[0, 2, 1] = 0
+    lse[0, 1, 2] = 0
+    assert torch.isfinite(out).all() and torch.isfinite(lse).all()
+
+
 @pytest.mark.parametrize("device, dtype", DEVICE_DTYPES[:2])
 def test_combine_into_given_out_and_strided_partials(device, dtype):
     """`out` is written in place; partials may be strided views (every d-th split of a larger

@@ -255,6 +255,28 @@ def test_fully_masked_rows(device):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_propagates_to_the_rows_it_touches(device):
+    """As in plain attention: a NaN in q makes its own row's out and LSE NaN; a NaN in k makes
+    NaN every row that sees that key, in the query heads of its KV head (causal here: rows
+    i + 3 ≥ 5); every other row stays finite. The backward agrees: dq of the NaN row is NaN."""
+    dt = _dtype(device)
+    q = _rand(2, 9, 4, 16, device=device, dtype=dt, seed=1)
+    k, v = (_rand(2, 12, 2, 16, device=device, dtype=dt, seed=s) for s in (2, 3))
+    q[0, 3, 1, 5] = float("nan")
+    k[1, 5, 0, 7] = float("nan")
+    q.requires_grad_(True)
+    out, lse, _ = flash_attn_func(q, k, v, causal=True, return_attn_probs=True)
+    bad = torch.zeros(2, 9, 4, dtype=torch.bool, device=device)
+    bad[0, 3, 1] = True
+    bad[1, 2:, 0:2] = True
+    lse = lse.transpose(1, 2)  # (batch, seqlen, heads), as out
+    assert out[bad].isnan().all() and lse[bad].isnan().all()
+    assert torch.isfinite(out[~bad]).all() and torch.isfinite(lse[~bad]).all()
+    (dq,) = torch.autograd.grad(out.float().nan_to_num().sum(), q)
+    assert dq[0, 3, 1].isnan().all() and torch.isfinite(dq[0, :3]).all()
+
+
 @pytest.mark.parametrize("pass_", PASSES)
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
 def test_strided_inputs(device, dtype, pass_):

@@ -165,6 +165,24 @@ def test_kvcache_empty_caches(device, dtype):
             torch.testing.assert_close(lse[1:].double(), ref_lse, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("device, dtype", DEVICE_DTYPES[:2])
+@pytest.mark.parametrize("num_splits", [1, 3])
+def test_kvcache_nan_in_the_cache_poisons_its_kv_heads_rows(num_splits, device, dtype):
+    """A NaN key in the cache makes NaN the rows of the query heads of its KV head that see it,
+    split or not (the combine keeps a split's NaN); rows past cache_seqlens never see it."""
+    q = _rand(2, 1, 4, 32, seed=15, device=device, dtype=dtype)
+    kc, vc = (_rand(2, 300, 2, 32, seed=s, device=device, dtype=dtype) for s in (16, 17))
+    kc[0, 200, 1, 3] = float("nan")
+    lens = torch.tensor([250, 150], dtype=torch.int32, device=device)
+    out, lse = flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens, num_splits=num_splits,
+                                       return_softmax_lse=True)
+    assert out[0, 0, 2:].isnan().all() and lse[0, 2:].isnan().all()
+    assert torch.isfinite(out[0, 0, :2]).all() and torch.isfinite(out[1]).all()
+    kc[1, 200, 0, 0] = float("nan")  # past sequence 1's 150 keys
+    out = flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens, num_splits=num_splits)
+    assert torch.isfinite(out[1]).all()
+
+
 def test_kvcache_int_seqlens_and_no_append():
     """cache_seqlens as an int; without k and v the cache is left alone."""
     q, kc, vc = _rand(2, 1, 2, 16, seed=1), _rand(2, 12, 2, 16, seed=2), _rand(2, 12, 2, 16, seed=3)

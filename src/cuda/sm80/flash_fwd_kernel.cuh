@@ -490,8 +490,10 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
       const float l = row_l[mt][rh];
       if (m0 + warp_row0 + mt * 16 + g + 8 * rh >= rows) continue;
       const int64_t i = q_first + row_q(mt, rh), head = row_head(mt, rh);
-      const float inv = l > 0.0f ? p.dropout_scale / l : 0.0f;  // l = 0: no visible key, O = 0
-      const float lse = l > 0.0f ? row_max[mt][rh] * mul * kLn2 + logf(l) : kNegInf;
+      // l = 0: no visible key, O = 0 and LSE −inf. A NaN score makes l NaN (fmaxf passes it
+      // over in the max, exp2 does not), so O and LSE come out NaN, as plain attention's.
+      const float inv = l == 0.0f ? 0.0f : p.dropout_scale / l;
+      const float lse = l == 0.0f ? kNegInf : row_max[mt][rh] * mul * kLn2 + logf(l);
       if (kDecode && splits > 1) {  // padded batches only: row b · seqlen_q + i
         const int64_t slot = (split * p.heads_q + head) * (p.batch * p.seqlen_q) + b * p.seqlen_q + i;
         float* o = p.out_partial + slot * p.head_dim_v;

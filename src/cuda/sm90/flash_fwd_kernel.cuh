@@ -343,7 +343,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     const float l = quad_sum(row_sum[rh]);
     const int64_t i = m0 + row0 + g + 8 * rh;
     if (i >= seq.seqlen_q) continue;
-    const float inv = l > 0.0f ? p.dropout_scale / l : 0.0f;  // l = 0: no visible key, O = 0
+    // l = 0: no visible key, O = 0 and LSE −inf; a NaN score makes l, O and LSE NaN.
+    const float inv = l == 0.0f ? 0.0f : p.dropout_scale / l;
     T* o = static_cast<T*>(p.out) + b * p.out_stride.batch + (seq.q_start + i) * p.out_stride.row +
            h * p.out_stride.head;
 #pragma unroll
@@ -356,7 +357,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     }
     if (t == 0 && p.lse != nullptr) {
       p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + seq.q_start + i] =
-          l > 0.0f ? row_max[rh] * mul * kLn2 + logf(l) : kNegInf;
+          l == 0.0f ? kNegInf : row_max[rh] * mul * kLn2 + logf(l);
     }
   }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
