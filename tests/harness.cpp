@@ -482,6 +482,23 @@ namespace {
   return ::testing::AssertionSuccess();
 }
 
+// Varlen rows after the last sequence (rows `first` on of a (rows, heads, dim) output) belong to
+// no sequence: every element must be exactly `expected` (0), not what the buffer held before.
+::testing::AssertionResult tail_rows_are(const std::string& what, const Buf& b, int64_t first,
+                                         double expected) {
+  const std::vector<double> v = b.values();
+  const int64_t per_row = b.shape()[b.rank() - 1] * b.shape()[b.rank() - 2];
+  for (size_t i = static_cast<size_t>(first * per_row); i < v.size(); ++i) {
+    if (!(v[i] == expected)) {
+      return ::testing::AssertionFailure()
+             << what << ": row " << static_cast<int64_t>(i) / per_row
+             << ", after the last sequence (from row " << first << "), holds " << v[i]
+             << " (expected exactly " << expected << ")";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 }  // namespace
 
 ForwardRun check_forward(const Case& c, ForwardRunner run) {
@@ -497,6 +514,16 @@ ForwardRun check_forward(const Case& c, ForwardRunner run) {
   EXPECT_TRUE(
       within_rule("lse", lse, ref.lse, plain.lse, 2.0, rule_eps(lse_dtype(c.dtype), ref.lse)));
   EXPECT_TRUE(empty_rows_zero("out", out, ref.row_empty, c.dv()));
+  if (c.varlen()) {
+    EXPECT_TRUE(tail_rows_are("out", f.out, p.cu_q.back(), 0.0));
+    const std::vector<double> all_lse = f.lse.values();  // (heads_q, total_q)
+    for (int64_t h = 0; h < c.heads_q; ++h) {
+      for (int64_t r = p.cu_q.back(); r < p.total_q; ++r) {
+        EXPECT_EQ(all_lse[static_cast<size_t>(h * p.total_q + r)], -INFINITY)
+            << "lse of head " << h << ", row " << r << ", after the last sequence";
+      }
+    }
+  }
   return f;
 }
 
@@ -532,6 +559,11 @@ void check_backward(const Case& c, BackwardRunner run, ForwardRunner forward) {
   }
   EXPECT_TRUE(empty_rows_zero("dk", dk, key_unseen, c.head_dim));
   EXPECT_TRUE(empty_rows_zero("dv", dv, key_unseen, c.dv()));
+  if (c.varlen()) {
+    EXPECT_TRUE(tail_rows_are("dq", g.dq, p.cu_q.back(), 0.0));
+    EXPECT_TRUE(tail_rows_are("dk", g.dk, p.cu_k.back(), 0.0));
+    EXPECT_TRUE(tail_rows_are("dv", g.dv, p.cu_k.back(), 0.0));
+  }
 }
 
 }  // namespace fa_test

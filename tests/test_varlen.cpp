@@ -3,6 +3,9 @@
 // and non-contiguous layouts.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <random>
+
 #include "cases.h"
 #include "harness.h"
 #include "shared_cases.h"
@@ -45,6 +48,33 @@ TEST(VarlenEdge, ZeroSequences) {
   // Nothing may be written: the storage (one element allocated for a non-null pointer) stays poisoned.
   EXPECT_TRUE(out.is_poison_at(0));
   EXPECT_TRUE(lse.is_poison_at(0));
+}
+
+// cu_seqlens = {0} over tensors that do have rows: every row is after the last sequence, so the
+// forward writes out = 0 and lse = −inf there, and the backward dq, dk, dv = 0 (not stale memory).
+TEST(VarlenEdge, ZeroSequencesOverRows) {
+  std::vector<int32_t> cu = {0};
+  std::mt19937_64 rng(5);
+  Buf q = Buf::contiguous(DType::f32, {3, 2, 16}), k = Buf::contiguous(DType::f32, {4, 1, 16}),
+      v = Buf::contiguous(DType::f32, {4, 1, 8}), out = Buf::contiguous(DType::f32, {3, 2, 8}),
+      lse = Buf::contiguous(DType::f32, {2, 3}), dout = Buf::contiguous(DType::f32, {3, 2, 8});
+  for (Buf* b : {&q, &k, &v, &dout}) b->fill_normal(rng);
+  out.poison();
+  lse.poison();
+  flashattn::Options o;
+  o.cu_seqlens_q = flashattn::contiguous_view(cu.data(), DType::i32, {1});
+  o.cu_seqlens_k = flashattn::contiguous_view(cu.data(), DType::i32, {1});
+  flashattn::forward(q.tensor(), k.tensor(), v.tensor(), out.tensor(), lse.tensor(), o);
+  for (double x : out.values()) EXPECT_EQ(x, 0.0);
+  for (double x : lse.values()) EXPECT_EQ(x, -INFINITY);
+  Buf dq = Buf::contiguous(DType::f32, {3, 2, 16}), dk = Buf::contiguous(DType::f32, {4, 1, 16}),
+      dv = Buf::contiguous(DType::f32, {4, 1, 8});
+  for (Buf* b : {&dq, &dk, &dv}) b->poison();
+  flashattn::backward(dout.tensor(), q.tensor(), k.tensor(), v.tensor(), out.tensor(), lse.tensor(),
+                      dq.tensor(), dk.tensor(), dv.tensor(), o);
+  for (const Buf* b : {&dq, &dk, &dv}) {
+    for (double x : b->values()) EXPECT_EQ(x, 0.0);
+  }
 }
 
 }  // namespace

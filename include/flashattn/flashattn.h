@@ -109,6 +109,9 @@ struct Workspace {
 // Shapes, varlen (cu_seqlens_q and cu_seqlens_k given):
 //                        q (total_q, heads_q, head_dim), k/v (total_k, heads_kv, head_dim[_v])
 //                        out (total_q, heads_q, head_dim_v), lse (heads_q, total_q)
+//                        Rows past the last sequence (from cu_seqlens_q[batch] in q, out, dq;
+//                        from cu_seqlens_k[batch] in k, dk, dv) belong to none: out, dq, dk, dv
+//                        are written 0 there and lse −inf.
 struct Options {
   // Multiplies Q Kᵀ; unset means 1/√head_dim. A double, so that fp64 inputs get it unrounded
   // (the other dtypes use it rounded to float).

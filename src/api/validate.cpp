@@ -272,6 +272,8 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
     }
     p.cu_seqlens_q = static_cast<const int32_t*>(o.cu_seqlens_q->data);
     p.cu_seqlens_k = static_cast<const int32_t*>(o.cu_seqlens_k->data);
+    p.total_q = q.shape[0];
+    p.total_k = paged ? 0 : k.shape[0];
   } else {
     p.batch = q.shape[0];
     p.seqlen_q = q.shape[1];

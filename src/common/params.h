@@ -49,6 +49,12 @@ struct AttentionParams {
   bool is_varlen = false;
   const int32_t* cu_seqlens_q = nullptr;  // (batch + 1), varlen only
   const int32_t* cu_seqlens_k = nullptr;  // (batch + 1), varlen only
+  // Varlen: the rows of the packed q (out, dq) and of a packed k (dk, dv; 0 when k is paged).
+  // Rows past the last sequence, [cu_seqlens_q[batch], total_q) and [cu_seqlens_k[batch],
+  // total_k), belong to no sequence: they are written as zeros (the LSE as −inf), forward and
+  // backward, so that no caller reads stale memory there.
+  int64_t total_q = 0;
+  int64_t total_k = 0;
   const int32_t* seqused_k = nullptr;     // (batch) or null
   const int32_t* leftpad_k = nullptr;     // (batch) or null: sequence b's keys start at this row
   // Paged k and v (forward; padded or varlen batches): (num_pages, page_size, heads_kv, d); row j

@@ -381,8 +381,40 @@ double attention_work(const AttentionParams& p) {
          static_cast<double>(p.seqlen_k) * static_cast<double>(p.head_dim + p.head_dim_v);
 }
 
+// Varlen rows past the last sequence belong to none (params.h, total_q): the forward writes them
+// as zeros with LSE −inf, the backward's dq, dk and dv as zeros.
+template <class T>
+void zero_rows(void* data, const OperandStrides& st, int64_t first, int64_t last, int64_t heads,
+               int64_t dim) {
+  for (int64_t r = first; r < last; ++r) {
+    for (int64_t h = 0; h < heads; ++h) {
+      std::fill_n(static_cast<T*>(data) + r * st.row + h * st.head, dim, from_acc<T>(0));
+    }
+  }
+}
+
+template <class T>
+void write_varlen_tails(const AttentionParams& p, bool backward) {
+  if (!p.is_varlen) return;
+  const int64_t q_end = p.cu_seqlens_q[p.batch], k_end = p.cu_seqlens_k[p.batch];
+  if (backward) {
+    zero_rows<T>(p.dq, p.dq_stride, q_end, p.total_q, p.heads_q, p.head_dim);
+    zero_rows<T>(p.dk, p.dk_stride, k_end, p.total_k, p.heads_kv, p.head_dim);
+    zero_rows<T>(p.dv, p.dv_stride, k_end, p.total_k, p.heads_kv, p.head_dim_v);
+    return;
+  }
+  zero_rows<T>(p.out, p.out_stride, q_end, p.total_q, p.heads_q, p.head_dim_v);
+  if (Acc<T>* lse = lse_data<Acc<T>>(p)) {
+    for (int64_t h = 0; h < p.heads_q; ++h) {
+      std::fill(lse + h * p.lse_head_stride + q_end, lse + h * p.lse_head_stride + p.total_q,
+                kNegInf<Acc<T>>);
+    }
+  }
+}
+
 template <class T>
 void forward_typed(const AttentionParams& p) {
+  write_varlen_tails<T>(p, /*backward=*/false);
   const int64_t m_blocks = ceil_div(p.seqlen_q, kBlockM);
   const int64_t tasks = p.batch * p.heads_q * m_blocks;
   const int workers =
@@ -577,6 +609,7 @@ void backward_dq_block(const AttentionParams& p, const std::vector<Acc<T>>& delt
 
 template <class T>
 void backward_typed(const AttentionParams& p) {
+  write_varlen_tails<T>(p, /*backward=*/true);
   const int threads = threads_for(p.num_threads, 2 * attention_work(p));
   const std::vector<Acc<T>> delta = compute_delta<T>(p, threads);
 

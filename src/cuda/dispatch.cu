@@ -387,18 +387,20 @@ size_t forward_workspace_bytes(const AttentionParams& p) {
 void forward(const AttentionParams& p, const Workspace& workspace) {
   constexpr const char* fn = "flashattn::forward";
   int head_dim = 0;
-  if (!forward_has_work(fn, p, &head_dim)) return;
-
+  const bool work = forward_has_work(fn, p, &head_dim);
   const DeviceGuard guard(p.device.index);
   const auto stream = static_cast<cudaStream_t>(p.stream);
-  dispatch_kernel(fn, p, head_dim, [&](auto dtype, auto hd, auto mods) {
-    using T = decltype(dtype);
-    constexpr int kHeadDim = decltype(hd)::value;
-    constexpr bool kScoreMods = decltype(mods)::value;
-    const FwdPlan plan = plan_fwd<T, kHeadDim, kScoreMods>(p);
-    const Scratch scratch(fn, "forward_workspace_size", p, workspace, plan.workspace_bytes, stream);
-    run_fwd<T, kHeadDim, kScoreMods>(p, plan, scratch.data(), stream);
-  });
+  if (work) {
+    dispatch_kernel(fn, p, head_dim, [&](auto dtype, auto hd, auto mods) {
+      using T = decltype(dtype);
+      constexpr int kHeadDim = decltype(hd)::value;
+      constexpr bool kScoreMods = decltype(mods)::value;
+      const FwdPlan plan = plan_fwd<T, kHeadDim, kScoreMods>(p);
+      const Scratch scratch(fn, "forward_workspace_size", p, workspace, plan.workspace_bytes, stream);
+      run_fwd<T, kHeadDim, kScoreMods>(p, plan, scratch.data(), stream);
+    });
+  }
+  write_varlen_tails(p, /*backward=*/false, stream);
 }
 
 
@@ -429,18 +431,20 @@ size_t backward_workspace_bytes(const AttentionParams& p) {
 void backward(const AttentionParams& p, const Workspace& workspace) {
   constexpr const char* fn = "flashattn::backward";
   int head_dim = 0;
-  if (!backward_has_work(fn, p, &head_dim)) return;
-
+  const bool work = backward_has_work(fn, p, &head_dim);
   const DeviceGuard guard(p.device.index);
   const auto stream = static_cast<cudaStream_t>(p.stream);
-  dispatch_kernel(fn, p, head_dim, [&](auto dtype, auto hd, auto mods) {
-    using T = decltype(dtype);
-    constexpr int kHeadDim = decltype(hd)::value;
-    constexpr bool kScoreMods = decltype(mods)::value;
-    const Scratch scratch(fn, "backward_workspace_size", p, workspace,
-                          bwd_workspace_bytes<T, kHeadDim, kScoreMods>(p), stream);
-    run_bwd<T, kHeadDim, kScoreMods>(p, scratch.data(), stream);
-  });
+  if (work) {
+    dispatch_kernel(fn, p, head_dim, [&](auto dtype, auto hd, auto mods) {
+      using T = decltype(dtype);
+      constexpr int kHeadDim = decltype(hd)::value;
+      constexpr bool kScoreMods = decltype(mods)::value;
+      const Scratch scratch(fn, "backward_workspace_size", p, workspace,
+                            bwd_workspace_bytes<T, kHeadDim, kScoreMods>(p), stream);
+      run_bwd<T, kHeadDim, kScoreMods>(p, scratch.data(), stream);
+    });
+  }
+  write_varlen_tails(p, /*backward=*/true, stream);
 }
 
 }  // namespace flashattn::detail::cuda

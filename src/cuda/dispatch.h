@@ -87,6 +87,11 @@ void combine_splits(const AttentionParams& p, cudaStream_t stream);
 // The same merge for any CombineParams (the public combine()), on the current device.
 void launch_combine(const CombineParams& p, cudaStream_t stream);
 
+// A varlen call's rows past its last sequence (params.h, total_q), the end read on the device:
+// the forward's out as zeros and LSE as −inf, the backward's dq, dk and dv as zeros. One launch;
+// nothing for a padded batch.
+void write_varlen_tails(const AttentionParams& p, bool backward, cudaStream_t stream);
+
 template <class T, int kHeadDim, bool kScoreMods>
 FwdPlan plan_fwd(const AttentionParams& p);
 

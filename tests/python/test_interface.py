@@ -415,6 +415,29 @@ def test_varlen_equals_padded(device):
     torch.testing.assert_close(packed.view(b, s, h, d), padded, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("lens_q, lens_k", [([3, 4], [5, 4]), ([], [])])
+def test_varlen_rows_after_the_last_sequence(device, lens_q, lens_k):
+    """Packed tensors longer than their sequences (3 spare rows each; with cu_seqlens = [0] every
+    row is spare): those rows get out = 0 and LSE −inf, and dq, dk, dv = 0, never the stale
+    memory the outputs were allocated over (a NaN-filled block is freed first, for the allocator
+    to hand back)."""
+    dt = _dtype(device)
+    tq, tk = sum(lens_q) + 3, sum(lens_k) + 3
+    q = _rand(tq, 4, 16, device=device, dtype=dt, seed=1).requires_grad_(True)
+    k, v = (_rand(tk, 2, 16, device=device, dtype=dt, seed=s).requires_grad_(True) for s in (2, 3))
+    cu_q, cu_k = _cu(lens_q, device), _cu(lens_k, device)
+    torch.full((1 << 16,), float("nan"), device=device, dtype=dt)  # freed at once
+    out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lens_q, default=0),
+                                         max(lens_k, default=0), causal=True,
+                                         return_attn_probs=True)
+    end_q, end_k = sum(lens_q), sum(lens_k)
+    assert torch.isfinite(out[:end_q]).all()
+    assert (out[end_q:] == 0).all() and (lse[:, end_q:] == float("-inf")).all()
+    dq, dk, dv = torch.autograd.grad(out.float().sum(), (q, k, v))
+    assert (dq[end_q:] == 0).all() and (dk[end_k:] == 0).all() and (dv[end_k:] == 0).all()
+
+
 # ---- Dropout -----------------------------------------------------------------------------------
 def _dropout_mask(seed, offset, p, b, h, sq, sk):
     keep = torch.empty(b, h, sq, sk, dtype=torch.bool)
