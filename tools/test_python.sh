@@ -13,6 +13,9 @@
 #   FLASHATTN_CUDA        AUTO (default), ON or OFF: whether the CUDA kernels are compiled
 #   FLASHATTN_CUDA_ARCHS  the CUDA architectures compiled (default 80;90a)
 #   FLASHATTN_TRANSFORMERS=0  do not install transformers (its tests are then skipped)
+#   FLASHATTN_PREBUILT_LIBRARY  a libflashattn.a built from this tree with the same options, for
+#                         the module to link instead of compiling the kernels again (tools/test.sh
+#                         passes its release build's; pyproject.toml)
 # Arguments are passed to pytest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
