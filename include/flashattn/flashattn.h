@@ -112,6 +112,9 @@ struct Workspace {
 //                        Rows past the last sequence (from cu_seqlens_q[batch] in q, out, dq;
 //                        from cu_seqlens_k[batch] in k, dk, dv) belong to none: out, dq, dk, dv
 //                        are written 0 there and lse −inf.
+// Each field has a twin in the C ABI (flashattn_options, flashattn_c.h; tests/test_c_api.cpp
+// checks them one by one) and in the Python module (CallOptions, python/flashattn/_ext.cpp): a
+// new option goes into all three.
 struct Options {
   // Multiplies Q Kᵀ; unset means 1/√head_dim. A double, so that fp64 inputs get it unrounded
   // (the other dtypes use it rounded to float).

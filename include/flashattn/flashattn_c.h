@@ -5,6 +5,7 @@
 #ifndef FLASHATTN_FLASHATTN_C_H_
 #define FLASHATTN_FLASHATTN_C_H_
 
+#include <stddef.h>
 #include <stdint.h>
 
 #if defined(FLASHATTN_BUILDING_C_API)
@@ -37,8 +38,9 @@ typedef struct flashattn_tensor {
   int32_t device_id;
 } flashattn_tensor;
 
+/* The options of flashattn::Options (flashattn.h says what each means), field for field. */
 typedef struct flashattn_options {
-  float softmax_scale; /* <= 0 or NaN: 1/sqrt(head_dim) */
+  double softmax_scale; /* NaN (the default): 1/sqrt(head_dim); any other value is the scale */
   int32_t causal;
   int32_t window_left, window_right; /* -1 = unbounded */
   float softcap;                     /* 0 = off */
@@ -53,6 +55,10 @@ typedef struct flashattn_options {
    * library's own pool. */
   void* workspace;
   uint64_t workspace_bytes;
+  /* Or, with workspace NULL: called with the bytes needed (and workspace_context) for a buffer
+   * that stays valid until the work queued on the stream is done (flashattn.h, Workspace). */
+  void* (*workspace_allocate)(size_t bytes, void* context);
+  void* workspace_context;
   /* Forward only. A paged KV cache: k/v (num_pages, page_size, heads_kv, d), any page_size, and
    * block_table int32 (batch, max_pages): row j of sequence b is row j % page_size of page
    * block_table[b][j / page_size]. NULL: k/v are (batch, seqlen_k, heads_kv, d). */
@@ -64,7 +70,8 @@ typedef struct flashattn_options {
   const struct flashattn_tensor* leftpad_k;
 } flashattn_options;
 
-/* Defaults: no scale override, no mask, no dropout, unbounded window. */
+/* Defaults: the scale 1/sqrt(head_dim) (softmax_scale NaN), no mask, no dropout, unbounded
+ * window, the library's own workspace. */
 FLASHATTN_C_API void flashattn_default_options(flashattn_options* options);
 
 /* Optional tensors (lse, alibi_slopes, cu_seqlens_q/k, seqused_k) may be NULL. */

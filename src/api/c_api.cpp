@@ -48,7 +48,7 @@ flashattn::Options to_options(const flashattn_options* o, const flashattn_tensor
   flashattn_default_options(&defaults);
   if (o == nullptr) o = &defaults;
   flashattn::Options r;
-  if (o->softmax_scale > 0.0f) r.softmax_scale = o->softmax_scale;
+  if (!std::isnan(o->softmax_scale)) r.softmax_scale = o->softmax_scale;
   r.causal = o->causal != 0;
   r.window_left = o->window_left;
   r.window_right = o->window_right;
@@ -63,6 +63,8 @@ flashattn::Options to_options(const flashattn_options* o, const flashattn_tensor
   r.stream = o->stream;
   r.workspace.data = o->workspace;
   r.workspace.bytes = static_cast<size_t>(o->workspace_bytes);
+  r.workspace.allocate = o->workspace_allocate;
+  r.workspace.context = o->workspace_context;
   r.alibi_slopes = optional_tensor(alibi);
   r.cu_seqlens_q = optional_tensor(cu_q);
   r.cu_seqlens_k = optional_tensor(cu_k);
@@ -93,7 +95,7 @@ extern "C" {
 
 void flashattn_default_options(flashattn_options* o) {
   *o = flashattn_options{};
-  o->softmax_scale = 0.0f;
+  o->softmax_scale = std::nan("");
   o->window_left = -1;
   o->window_right = -1;
 }
