@@ -65,24 +65,36 @@ summary=()
 if want test; then
   set +e
   # The two GPU test binaries straight, not through ctest (one process a test there: 290 s for
-  # what the binaries run in 90 s each), and again with the sm80 kernels forced (on a Hopper GPU
+  # what the binaries run in 90 s each), natively; with the sm80 kernels forced (on a Hopper GPU
   # the first run took the sm90 kernels where they have a tile; the sm80 kernels serve every
-  # other GPU): the four at once, their time mostly the CPU references'. A summary line in
-  # ctest's words for the table below.
-  pids=()
-  for kind in forward backward; do
-    "$(test_bin $kind)" --gtest_brief=1 >"$OUT/gpu_tests_${kind}.log" 2>&1 &
-    pids+=("$!")
-    FLASHATTN_DISABLE_SM90=1 "$(test_bin $kind)" --gtest_brief=1 \
-      >"$OUT/gpu_tests_sm80_${kind}.log" 2>&1 &
-    pids+=("$!")
+  # other GPU); and so under the emulated shared memory of an A100 (166,912 bytes a block) and of
+  # an sm_86/89/120 part (101,376), where the smaller tiles run and the calls the README says
+  # those GPUs cannot make must be refused by name. All at once, their time mostly the CPU
+  # references'. A summary line in ctest's words for the table below.
+  variants=(native sm80 smem166912 smem101376)
+  variant_env() {
+    case $1 in
+      native) echo "" ;;
+      sm80) echo "FLASHATTN_DISABLE_SM90=1" ;;
+      smem*) echo "FLASHATTN_DISABLE_SM90=1 FLASHATTN_TEST_SMEM_LIMIT=${1#smem}" ;;
+    esac
+  }
+  variant_log() { [[ $1 == native ]] && echo "$OUT/gpu_tests_$2.log" || echo "$OUT/gpu_tests_$1_$2.log"; }
+  pids=() names=()
+  for variant in "${variants[@]}"; do
+    for kind in forward backward; do
+      # shellcheck disable=SC2046
+      env $(variant_env "$variant") "$(test_bin $kind)" --gtest_brief=1 \
+        >"$(variant_log "$variant" "$kind")" 2>&1 &
+      pids+=("$!")
+      names+=("$variant")
+    done
   done
-  rc_gpu=0 rc_sm80=0
+  declare -A rc_of=([native]=0 [sm80]=0 [smem166912]=0 [smem101376]=0)
   for i in "${!pids[@]}"; do
-    if ! wait "${pids[$i]}"; then
-      if ((i % 2 == 0)); then rc_gpu=1; else rc_sm80=1; fi
-    fi
+    wait "${pids[$i]}" || rc_of[${names[$i]}]=1
   done
+  rc_gpu=${rc_of[native]}
   passed=$(cat "$OUT"/gpu_tests_{forward,backward}.log | sed -nE 's/^\[  PASSED  \] ([0-9]+) tests?\./\1/p' | awk '{ s += $1 } END { print s + 0 }')
   failed=$(cat "$OUT"/gpu_tests_{forward,backward}.log | grep -cE '^\[  FAILED  \] [A-Za-z]' || true)
   echo "gpu test binaries: ${passed:-0} tests passed, $failed tests failed" >"$OUT/gpu_tests.log"
@@ -94,18 +106,16 @@ if want test; then
     echo "0 tests passed (prebuilt binaries: the CPU tests run in CI)" >"$OUT/cpu_tests.log"
     rc_cpu=0
   fi
-  # Emulated smaller GPUs (an A100's 166,912 bytes of shared memory a block, sm_86/89/120's
-  # 101,376), sm80 kernels forced: a kernel over the limit is refused by name.
-  rc_smem=0
-  for limit in 166912 101376; do
-    FLASHATTN_TEST_SMEM_LIMIT=$limit FLASHATTN_DISABLE_SM90=1 "$(test_bin backward)" \
-      --gtest_filter='GpuSmemLimit.*' --gtest_brief=1 >"$OUT/gpu_tests_smem_$limit.log" 2>&1 ||
-      rc_smem=$?
-  done
   set -e
   summary+=("gpu tests: $(grep -E 'tests passed|tests failed' "$OUT/gpu_tests.log" | tail -1) (rc $rc_gpu)")
-  summary+=("gpu tests, emulated shared-memory limits 166912 and 101376: $(cat "$OUT"/gpu_tests_smem_*.log | grep -cE '^\[  PASSED  \] 1 test') of 2 passed (rc $rc_smem)")
-  summary+=("gpu tests, sm80 kernels forced: forward $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/gpu_tests_sm80_forward.log" | tr '\n' ' ')backward $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/gpu_tests_sm80_backward.log" | tr '\n' ' ')(rc $rc_sm80)")
+  for variant in sm80 smem166912 smem101376; do
+    label=$([[ $variant == sm80 ]] && echo "sm80 kernels forced" || echo "sm80 kernels, emulated ${variant#smem} bytes of shared memory")
+    line="gpu tests, $label:"
+    for kind in forward backward; do
+      line+=" $kind $(grep -E '^\[  (PASSED|FAILED)  \]' "$(variant_log "$variant" "$kind")" | tr '\n' ' ')"
+    done
+    summary+=("$line(rc ${rc_of[$variant]})")
+  done
   summary+=("cpu tests: $(grep -E 'tests passed|tests failed' "$OUT/cpu_tests.log" | tail -1) (rc $rc_cpu)")
   grep -hE "^\[  FAILED  \] [A-Za-z]|^\s+[0-9]+ - .*(Failed|Exception)" "$OUT"/gpu_tests*.log | head -20 || true
 fi
@@ -135,6 +145,21 @@ if want sanitize; then
       rc=$?
       set -e
       summary+=("compute-sanitizer $tool ($kind): rc $rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_${kind}.log" | tail -1), $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/sanitizer_${tool}_${kind}.log" | head -1 || true)")
+    done
+    # The smaller tiles of the emulated A100 and sm_86/89/120 part: every compiled head dim,
+    # forward and backward, the sm80 kernels forced.
+    for limit in 166912 101376; do
+      set +e
+      for kind in forward backward; do
+        filter='HeadDims/*:AllHeadDims/*d160*:AllHeadDims/*d224*'
+        FLASHATTN_DISABLE_SM90=1 FLASHATTN_TEST_SMEM_LIMIT=$limit \
+          compute-sanitizer --tool "$tool" --error-exitcode 9 \
+          "$(test_bin $kind)" --gtest_filter="$filter" --gtest_brief=1 \
+          >"$OUT/sanitizer_${tool}_${kind}_smem$limit.log" 2>&1
+        rc=$?
+        summary+=("compute-sanitizer $tool ($kind, emulated $limit bytes): rc $rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_${kind}_smem$limit.log" | tail -1), $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/sanitizer_${tool}_${kind}_smem$limit.log" | head -1 || true)")
+      done
+      set -e
     done
   done
 fi

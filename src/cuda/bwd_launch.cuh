@@ -50,7 +50,17 @@ struct BwdPlan {
   }
 };
 
-template <int kHeadDim, bool kScoreMods>
+// The deterministic mode's dQ kernel (and d 256's): its tile, shared memory and function.
+template <class T, int kHeadDim, bool kScoreMods>
+struct BwdDq {
+  using Tile = DqTile<kHeadDim>;
+  static constexpr size_t kSmemBytes = Tile::kSmemElems * sizeof(T);
+  static const void* kernel() {
+    return reinterpret_cast<const void*>(flash_bwd_dq_kernel<T, Tile, kScoreMods>);
+  }
+};
+
+template <class T, int kHeadDim, bool kScoreMods>
 BwdPlan plan_bwd(const AttentionParams& p) {
   BwdPlan plan;
   // The Hopper dK/dV kernel (plain variant, atomic dQ) where the device and head dim have one.
@@ -61,7 +71,13 @@ BwdPlan plan_bwd(const AttentionParams& p) {
     plan.hopper = use_sm90(p.device.index) &&
                   (!p.deterministic || det_grid_fits(det_grid(p, sm90::BwdTile<kHeadDim>::kBlockN)));
   }
-  plan.atomic_dq = plan.hopper || (kBwdAtomicDq<kHeadDim> && !p.deterministic);
+  // Atomics where kBwdAtomicDq says so, or where the dQ kernel does not fit the device (the
+  // deterministic mode then meets the dQ kernel's error).
+  using Dq = BwdDq<T, kHeadDim, kScoreMods>;
+  plan.atomic_dq = plan.hopper ||
+                   (!p.deterministic &&
+                    (kBwdAtomicDq<kHeadDim> ||
+                     !dynamic_smem_fits(Dq::kernel(), Dq::kSmemBytes, p.device.index)));
   plan.rows = p.batch * p.heads_q * p.seqlen_q;
   plan.turns =
       plan.hopper && p.deterministic ? p.batch * p.heads_q * turn_blocks(p.seqlen_q) : 0;
@@ -70,12 +86,12 @@ BwdPlan plan_bwd(const AttentionParams& p) {
 
 template <class T, int kHeadDim, bool kScoreMods>
 size_t bwd_workspace_bytes(const AttentionParams& p) {
-  return plan_bwd<kHeadDim, kScoreMods>(p).bytes(p);
+  return plan_bwd<T, kHeadDim, kScoreMods>(p).bytes(p);
 }
 
 template <class T, int kHeadDim, bool kScoreMods>
 void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream) {
-  const BwdPlan plan = plan_bwd<kHeadDim, kScoreMods>(p);
+  const BwdPlan plan = plan_bwd<T, kHeadDim, kScoreMods>(p);
   const bool hopper = plan.hopper;
   float* scratch = static_cast<float*>(workspace);
   BwdWorkspace ws;
@@ -89,7 +105,7 @@ void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream) {
       static_cast<unsigned>((p.seqlen_q + kPreprocessWarps * kPreprocessRowsPerWarp - 1) /
                             (kPreprocessWarps * kPreprocessRowsPerWarp));
   using Dq = DqTile<kHeadDim>;
-  constexpr size_t kDqSmemBytes = Dq::kSmemElems * sizeof(T);
+  constexpr size_t kDqSmemBytes = BwdDq<T, kHeadDim, kScoreMods>::kSmemBytes;
   auto dq_kernel = flash_bwd_dq_kernel<T, Dq, kScoreMods>;
   // Every kernel's shared memory is allowed (or refused, with an error naming it) before the
   // first launch, so that a refused call has written nothing.
@@ -114,10 +130,22 @@ void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream) {
     kernel<<<grid, threads, smem_bytes, stream>>>(p, ws);
     FLASHATTN_CUDA_CHECK(cudaGetLastError());
   };
+  // The first tile of the head dim's chain (sm80/bwd_tile.h) that the device's shared memory holds.
   auto launch_dkdv_sm80 = [&] {
-    using Tile = BwdTileFor<kHeadDim>;
-    launch_dkdv(flash_bwd_dkdv_kernel<T, Tile, kScoreMods>, dkdv_grid(p, Tile::kBlockN, false),
-                Tile::kThreads, Tile::template smem_bytes<T>(), "the sm80 backward (dK/dV) kernel");
+    launch_first_fitting(
+        typename BwdTiles<kHeadDim>::type{},
+        [&](auto tile) {
+          using Tile = decltype(tile);
+          return dynamic_smem_fits(
+              reinterpret_cast<const void*>(flash_bwd_dkdv_kernel<T, Tile, kScoreMods>),
+              Tile::template smem_bytes<T>(), p.device.index);
+        },
+        [&](auto tile) {
+          using Tile = decltype(tile);
+          launch_dkdv(flash_bwd_dkdv_kernel<T, Tile, kScoreMods>, dkdv_grid(p, Tile::kBlockN, false),
+                      Tile::kThreads, Tile::template smem_bytes<T>(),
+                      "the sm80 backward (dK/dV) kernel");
+        });
   };
   if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
     using Tile = sm90::BwdTile<kHeadDim>;

@@ -290,30 +290,49 @@ void release_workspace_pool() {
   }
 }
 
+namespace {
+// The most dynamic shared memory `kernel` may ask for on `device`: the device's opt-in maximum a
+// block (or the emulated one of the tests, where smaller) less the kernel's static shared memory,
+// as the runtime counts it when the attribute is set. Read once per (kernel, device).
+long long dynamic_smem_limit(const void* kernel, int device) {
+  return once_per_kernel<long long>(kernel, device, [&] {
+    cudaFuncAttributes attributes{};
+    FLASHATTN_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+    return smem_limit(device) - static_cast<long long>(attributes.sharedSizeBytes);
+  });
+}
+}  // namespace
+
+long long smem_limit(int device) {
+  static const long long emulated = [] {
+    const char* env = std::getenv("FLASHATTN_TEST_SMEM_LIMIT");
+    return env != nullptr ? std::atoll(env) : 0LL;
+  }();
+  const long long limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  return emulated > 0 && emulated < limit ? emulated : limit;
+}
+
+bool dynamic_smem_fits(const void* kernel, size_t bytes, int device) {
+  return static_cast<long long>(bytes) <= dynamic_smem_limit(kernel, device);
+}
+
 void allow_dynamic_smem(const void* kernel, size_t bytes, int device, const char* what,
                         int head_dim) {
   if (bytes <= 48 * 1024) return;
   once_per_kernel<bool>(kernel, device, [&] {
-    // The block's limit is the device's opt-in maximum less the kernel's static shared memory: the
-    // runtime refuses the attribute past it (the emulated limit of the tests refuses the same way).
-    static const long long emulated = [] {
-      const char* env = std::getenv("FLASHATTN_TEST_SMEM_LIMIT");
-      return env != nullptr ? std::atoll(env) : 0LL;
-    }();
-    cudaFuncAttributes attributes{};
-    FLASHATTN_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
-    long long limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    if (emulated > 0 && emulated < limit) limit = emulated;
-    const long long needed = static_cast<long long>(bytes) + attributes.sharedSizeBytes;
-    if (needed > limit) {
+    const long long available = dynamic_smem_limit(kernel, device);
+    if (static_cast<long long>(bytes) > available) {
+      const long long limit = smem_limit(device), fixed = limit - available;
       throw Error(std::string("flashattn: ") + what + " for head dim " + std::to_string(head_dim) +
-                  " needs " + std::to_string(needed) + " bytes of shared memory a block; device " +
-                  std::to_string(device) + " (compute capability " +
+                  " needs " + std::to_string(static_cast<long long>(bytes) + fixed) +
+                  " bytes of shared memory a block; device " + std::to_string(device) +
+                  " (compute capability " +
                   std::to_string(device_attribute(cudaDevAttrComputeCapabilityMajor, device)) +
                   "." +
                   std::to_string(device_attribute(cudaDevAttrComputeCapabilityMinor, device)) +
                   ") allows " + std::to_string(limit) +
-                  (emulated > 0 ? " (FLASHATTN_TEST_SMEM_LIMIT)" : "") +
+                  (std::getenv("FLASHATTN_TEST_SMEM_LIMIT") != nullptr ? " (FLASHATTN_TEST_SMEM_LIMIT)"
+                                                                       : "") +
                   ": this head dim has no kernel for this GPU yet");
     }
     FLASHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -421,6 +440,7 @@ size_t backward_workspace_bytes(const AttentionParams& p) {
   constexpr const char* fn = "flashattn::backward_workspace_size";
   int head_dim = 0;
   if (!backward_has_work(fn, p, &head_dim)) return 0;
+  const DeviceGuard guard(p.device.index);
   size_t bytes = 0;
   dispatch_kernel(fn, p, head_dim, [&](auto dtype, auto hd, auto mods) {
     bytes = bwd_workspace_bytes<decltype(dtype), decltype(hd)::value, decltype(mods)::value>(p);

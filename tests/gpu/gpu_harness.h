@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <map>
@@ -22,6 +24,25 @@ namespace fa_test::gpu {
 inline bool have_gpu() { return flashattn::cuda_compiled() && flashattn::cuda_device_count() > 0; }
 
 inline constexpr flashattn::Device kGpu{flashattn::DeviceType::cuda, 0};
+
+// The smaller GPU the tests emulate on a Hopper one (tools/gpu_check.sh sets
+// FLASHATTN_TEST_SMEM_LIMIT, with the sm80 kernels forced): its shared memory a block, 0 for none.
+inline long long emulated_smem_limit() {
+  const char* env = std::getenv("FLASHATTN_TEST_SMEM_LIMIT");
+  return env != nullptr ? std::atoll(env) : 0;
+}
+
+// Whether the backward of `c` is refused on the emulated GPU, as the README's "GPUs" paragraph
+// says: on an A100 (166,912 bytes) the deterministic mode past d 192 (its dQ kernel does not fit);
+// on an sm_86/89/120 part (101,376) d 256, and the deterministic mode past d 96. Every other call
+// must run there, on the smaller tiles (src/cuda/sm80/bwd_tile.h).
+inline bool backward_refused_on_emulated_gpu(const Case& c) {
+  const long long limit = emulated_smem_limit();
+  if (limit <= 0 || limit >= 227 * 1024) return false;
+  const int64_t d = (std::max(c.head_dim, c.dv()) + 31) / 32 * 32;  // the compiled head dim
+  if (limit >= 166912) return c.deterministic && d > 192;
+  return d == 256 || (c.deterministic && d > 96);
+}
 
 // One device copy per host storage: views that share a host storage (the slices of a packed qkv
 // buffer, of a packed dq/dk/dv buffer) share the device copy, as they would in a real program.

@@ -1,6 +1,8 @@
 // Tile shapes of the sm80 backward kernels, one constexpr choice per compiled head dim.
 #pragma once
 
+#include "cuda/common/tile_chain.h"
+
 namespace flashattn::detail::cuda {
 
 // The dK/dV kernel: one thread block owns kBlockN keys of one kv head and walks kBlockM query rows
@@ -84,9 +86,55 @@ struct BwdTileFor<224> : BwdTile<224, 64, 64, 8, 4, 4, 4> {};
 template <>
 struct BwdTileFor<256> : BwdTile<256, 64, 64, 8, 4, 2, 2, 2> {};
 
+// The dK/dV tiles a head dim may run with, largest first: the launcher takes the first whose shared
+// memory the device gives a block (cuda/bwd_launch.cuh). BwdTileFor is sized for Hopper's 227 KB;
+// the smaller ones serve an A100 (166,912 bytes a block) and sm_86/89/120 parts (101,376).
+// Halving kBlockN, then kBlockM, shrinks what dK, dV and the K/V tile take; past d = 128 the
+// smallest have 4 warps, whose splits still divide the tile. Bytes, bf16/fp16:
+//   d  64: 109,568  74,752             d 160: 148,480  70,144
+//   d  96: 142,336  99,328             d 192: 173,056 112,128  82,432
+//   d 128: 175,104 123,904  79,360     d 224: 197,632  94,720
+//                                      d 256: 222,208 107,008 (an A100; not sm_86/89/120)
+// Where none fits, the error names the smallest.
+template <int kHeadDim>
+struct BwdTiles {
+  using type = TileChain<BwdTileFor<kHeadDim>>;
+};
+template <>
+struct BwdTiles<64> {
+  using type = TileChain<BwdTileFor<64>, BwdTile<64, 64, 64, 8, 4, 4, 4>>;
+};
+template <>
+struct BwdTiles<96> {
+  using type = TileChain<BwdTileFor<96>, BwdTile<96, 64, 64, 8, 4, 4, 4>>;
+};
+template <>
+struct BwdTiles<128> {
+  using type = TileChain<BwdTileFor<128>, BwdTile<128, 64, 64, 8, 4, 4, 4>,
+                         BwdTile<128, 32, 64, 8, 2, 4, 2>>;
+};
+template <>
+struct BwdTiles<160> {
+  using type = TileChain<BwdTileFor<160>, BwdTile<160, 32, 32, 4, 2, 2, 2>>;
+};
+template <>
+struct BwdTiles<192> {
+  using type = TileChain<BwdTileFor<192>, BwdTile<192, 32, 64, 8, 2, 4, 2>,
+                         BwdTile<192, 32, 32, 4, 2, 2, 2, 2>>;
+};
+template <>
+struct BwdTiles<224> {
+  using type = TileChain<BwdTileFor<224>, BwdTile<224, 32, 32, 4, 2, 2, 2, 7>>;
+};
+template <>
+struct BwdTiles<256> {
+  using type = TileChain<BwdTileFor<256>, BwdTile<256, 32, 32, 4, 2, 2, 2, 4>>;
+};
+
 // dQ by fp32 atomics from the dK/dV kernel, or by the dQ kernel below (no atomics; always so in
 // the deterministic mode). At d = 256 the dQ kernel is also the faster: 1.17–1.26× over the
-// sweep on an H100 (at 4ae7941); at 64 and 128 the two are level.
+// sweep on an H100 (at 4ae7941); at 64 and 128 the two are level. Where the dQ kernel does not
+// fit the device (d 256 on an A100), the atomics sum dQ at d = 256 too (cuda/bwd_launch.cuh).
 template <int kHeadDim>
 inline constexpr bool kBwdAtomicDq = kHeadDim != 256;
 

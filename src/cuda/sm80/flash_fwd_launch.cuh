@@ -8,17 +8,28 @@
 
 namespace flashattn::detail::cuda {
 
+// The first tile of the head dim's chain (sm80/fwd_tile.h) that the device's shared memory holds.
 template <class T, int kHeadDim, bool kScoreMods>
 void run_fwd_sm80(const AttentionParams& p, cudaStream_t stream) {
-  using Tile = FwdTileFor<kHeadDim, kScoreMods>;
-  constexpr size_t kSmemBytes = fwd_smem_bytes<T, Tile, /*kDecode=*/false>();
-  auto kernel = flash_fwd_kernel<T, Tile, kScoreMods, /*kDecode=*/false>;
-  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), kSmemBytes, p.device.index,
-                     "the sm80 forward kernel", kHeadDim);
-  const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM),
-                  static_cast<unsigned>(p.heads_q), static_cast<unsigned>(p.batch));
-  kernel<<<grid, Tile::kThreads, kSmemBytes, stream>>>(p);
-  FLASHATTN_CUDA_CHECK(cudaGetLastError());
+  launch_first_fitting(
+      typename FwdTiles<kHeadDim, kScoreMods>::type{},
+      [&](auto tile) {
+        using Tile = decltype(tile);
+        return dynamic_smem_fits(
+            reinterpret_cast<const void*>(flash_fwd_kernel<T, Tile, kScoreMods, /*kDecode=*/false>),
+            fwd_smem_bytes<T, Tile, /*kDecode=*/false>(), p.device.index);
+      },
+      [&](auto tile) {
+        using Tile = decltype(tile);
+        constexpr size_t kSmemBytes = fwd_smem_bytes<T, Tile, /*kDecode=*/false>();
+        auto kernel = flash_fwd_kernel<T, Tile, kScoreMods, /*kDecode=*/false>;
+        allow_dynamic_smem(reinterpret_cast<const void*>(kernel), kSmemBytes, p.device.index,
+                           "the sm80 forward kernel", kHeadDim);
+        const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM),
+                        static_cast<unsigned>(p.heads_q), static_cast<unsigned>(p.batch));
+        kernel<<<grid, Tile::kThreads, kSmemBytes, stream>>>(p);
+        FLASHATTN_CUDA_CHECK(cudaGetLastError());
+      });
 }
 
 // The decode kernel (flash_fwd_kernel's kDecode variant): its tile, and the blocks of it that

@@ -1,6 +1,8 @@
 // Tile shapes of the sm80 forward kernel, one constexpr choice per compiled head dim.
 #pragma once
 
+#include "cuda/common/tile_chain.h"
+
 namespace flashattn::detail::cuda {
 
 // kSplitKeys: the warps share the block's rows and split each step's keys (the decode tile);
@@ -57,6 +59,22 @@ template <bool kScoreMods>
 struct FwdTileFor<224, kScoreMods> : FwdTile<224, 128, 64, 8> {};
 template <bool kScoreMods>
 struct FwdTileFor<256, kScoreMods> : FwdTile<256, 64, 64, 4> {};
+
+// The tiles a head dim may run with, largest first (cuda/common/tile_chain.h): at d 192 and 224
+// the tile above asks 102,400 and 118,784 bytes, more than an sm_86/89/120 part's 101,376; with
+// 32-key steps it asks 76,800 and 89,088 (the same warps and rows, half the K/V tile).
+template <int kHeadDim, bool kScoreMods>
+struct FwdTiles {
+  using type = TileChain<FwdTileFor<kHeadDim, kScoreMods>>;
+};
+template <bool kScoreMods>
+struct FwdTiles<192, kScoreMods> {
+  using type = TileChain<FwdTileFor<192, kScoreMods>, FwdTile<192, 128, 32, 8>>;
+};
+template <bool kScoreMods>
+struct FwdTiles<224, kScoreMods> {
+  using type = TileChain<FwdTileFor<224, kScoreMods>, FwdTile<224, 128, 32, 8>>;
+};
 
 // The decode kernel's tile: 16 rows (one m16 tile: a decode step has few query rows) shared by
 // 4 warps that split each step's keys, so the tensor cores do 16 rows of work, not 64, and the
