@@ -5,7 +5,7 @@
 #             kernels forced (FLASHATTN_DISABLE_SM90=1)
 #   sanitize  compute-sanitizer (memcheck, racecheck, synccheck) on a small case of each kernel
 #             variant and on the backward's workspace paths
-#   demo      the demo on the GPU
+#   demo      the demo on the GPU, and its first use with the PTX compiled by the driver
 #   python    the Python package's tests on CUDA tensors (tests/python) and the transformers
 #             example on the GPU
 #   overhead  bench/python_overhead.py: tiny forward and fwd+bwd against SDPA
@@ -167,6 +167,20 @@ fi
 if want demo; then
   "$DEMO" --seqlen 4096 --iters 5 | tee "$OUT/demo.log"
   summary+=("demo (GPU, bf16, 1×16×4096×128): $(grep -E '^forward:' "$OUT/demo.log"), $(grep -E '^result:' "$OUT/demo.log")")
+  # What a GPU without machine code here (Blackwell) pays at first use: the driver compiles the
+  # compute_80 PTX of each kernel it loads. CUDA_FORCE_PTX_JIT makes this GPU do the same, with
+  # the cache off; the same process with the machine code beside it. The Ampere kernels, as there.
+  jit_run() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    env FLASHATTN_DISABLE_SM90=1 CUDA_CACHE_DISABLE=1 "$@" "$DEMO" --seqlen 1024 --iters 1 \
+      --backward >>"$OUT/demo_jit.log" 2>&1
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }'
+  }
+  : >"$OUT/demo_jit.log"
+  native_s=$(jit_run) jit_s=$(jit_run CUDA_FORCE_PTX_JIT=1)
+  summary+=("first use, forward + backward bf16 d 128 (demo process, sm80 kernels): ${native_s} s with sm_90a code, ${jit_s} s compiling compute_80 PTX (CUDA_FORCE_PTX_JIT=1, no cache)")
 fi
 
 # ---- The Python package: installed once, for every Python step ------------------------------
