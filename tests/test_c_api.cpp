@@ -1,7 +1,9 @@
-// The C ABI (flashattn_c.h) means what the C++ API means: for each option, a call through
-// flashattn_forward / flashattn_backward gives bit for bit what flashattn::forward / backward give
-// with the same flashattn::Options; its defaults are Options' defaults; errors come back as a
-// return code and the library's message.
+// The C ABI (flashattn_c.h) means what the C++ API means: for each option that acts on the CPU, a
+// call through flashattn_forward / flashattn_backward gives bit for bit what flashattn::forward /
+// backward give with the same flashattn::Options; the fields that do not act there (split count,
+// max_seqlen bounds, threads) are seen reaching the C++ checks; its defaults are Options'
+// defaults; errors come back as a return code and the library's message. The stream, the
+// workspace fields and `deterministic` are compared as defaults only: they act on CUDA alone.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -74,8 +76,6 @@ std::vector<Setting> settings() {
        }},  // C: an argument, passed from Options below
       {"seqused_k", [](O& o, C&) { o.seqused_k = i32(g_used, {2}); }},
       {"leftpad_k", [](O& o, C&) { o.leftpad_k = i32(g_pad, {2}); }, false, false, true},
-      {"threads", [](O& o, C& c) { o.num_threads = c.num_threads = 1; }},
-      {"deterministic", [](O& o, C& c) { o.deterministic = true, c.deterministic = 1; }},
       {"varlen", [](O& o, C& c) {
          o.cu_seqlens_q = i32(g_cu_q, {3});
          o.cu_seqlens_k = i32(g_cu_k, {3});
@@ -208,6 +208,35 @@ TEST(CApiDefaults, AreTheOptionsDefaults) {
   EXPECT_EQ(c.workspace_context, o.workspace.context);
   EXPECT_EQ(c.block_table, nullptr);
   EXPECT_EQ(c.leftpad_k, nullptr);
+}
+
+// The fields whose effect a CPU run cannot show in its bits (the CPU ignores the split count
+// and the stream, and is always deterministic; exact max_seqlen bounds change nothing) reach
+// the C++ call too: each one's own error comes back when it is out of range.
+TEST(CApiOptions, FieldsWithoutACpuEffectReachTheCppCall) {
+  Buf q = Buf::contiguous(DType::f32, {12, 4, 16}), k = Buf::contiguous(DType::f32, {16, 2, 16}),
+      out = Buf::contiguous(DType::f32, {12, 4, 16});
+  std::mt19937_64 rng(3);
+  q.fill_normal(rng);
+  k.fill_normal(rng);
+  const flashattn_tensor tq = to_c(q.tensor()), tk = to_c(k.tensor()), to = to_c(out.tensor()),
+                         cu_q = to_c(i32(g_cu_q, {3})), cu_k = to_c(i32(g_cu_k, {3}));
+  auto error_of = [&](const std::function<void(flashattn_options&)>& set) {
+    flashattn_options c;
+    flashattn_default_options(&c);
+    set(c);
+    const int rc = flashattn_forward(&tq, &tk, &tk, &to, nullptr, nullptr, &cu_q, &cu_k, nullptr, &c);
+    return rc == 0 ? std::string("no error") : std::string(flashattn_last_error());
+  };
+  EXPECT_EQ(error_of([](flashattn_options&) {}), "no error");
+  EXPECT_NE(error_of([](flashattn_options& c) { c.max_seqlen_q = 3; }).find("argument 'max_seqlen_q'"),
+            std::string::npos);
+  EXPECT_NE(error_of([](flashattn_options& c) { c.max_seqlen_k = 3; }).find("argument 'max_seqlen_k'"),
+            std::string::npos);
+  EXPECT_NE(error_of([](flashattn_options& c) { c.num_splits = 2; }).find("argument 'num_splits'"),
+            std::string::npos);
+  EXPECT_NE(error_of([](flashattn_options& c) { c.num_threads = -1; }).find("argument 'num_threads'"),
+            std::string::npos);
 }
 
 TEST(CApiErrors, ComeBackAsTheLibrarysMessage) {

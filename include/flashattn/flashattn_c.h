@@ -71,7 +71,8 @@ typedef struct flashattn_options {
 } flashattn_options;
 
 /* Defaults: the scale 1/sqrt(head_dim) (softmax_scale NaN), no mask, no dropout, unbounded
- * window, the library's own workspace. */
+ * window, the library's own workspace. Start every flashattn_options from here: a zeroed struct
+ * is not the defaults (softmax_scale 0 and a window of 0 on both sides are values). */
 FLASHATTN_C_API void flashattn_default_options(flashattn_options* options);
 
 /* Optional tensors (lse, alibi_slopes, cu_seqlens_q/k, seqused_k) may be NULL. */

@@ -111,7 +111,10 @@ void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream) {
   // first launch, so that a refused call has written nothing.
   if (ws.dq_accum == nullptr && row_blocks > 0) {
     allow_dynamic_smem(reinterpret_cast<const void*>(dq_kernel), kDqSmemBytes, p.device.index,
-                       "the backward's dQ kernel", kHeadDim);
+                       p.deterministic ? "the deterministic backward's dQ kernel (deterministic=false does "
+                                         "without it)"
+                                       : "the backward's dQ kernel",
+                       kHeadDim);
   }
   // Step 1 runs once the dK/dV kernel is allowed (grids with a zero dimension are skipped:
   // seqlen_q = 0 still needs dK = dV = 0, seqlen_k = 0 still needs dQ = 0).

@@ -25,23 +25,40 @@ inline bool have_gpu() { return flashattn::cuda_compiled() && flashattn::cuda_de
 
 inline constexpr flashattn::Device kGpu{flashattn::DeviceType::cuda, 0};
 
-// The smaller GPU the tests emulate on a Hopper one (tools/gpu_check.sh sets
-// FLASHATTN_TEST_SMEM_LIMIT, with the sm80 kernels forced): its shared memory a block, 0 for none.
-inline long long emulated_smem_limit() {
+// The shared memory a block may use on device 0: its own limit, or the smaller GPU the tests
+// emulate on a Hopper one (tools/gpu_check.sh sets FLASHATTN_TEST_SMEM_LIMIT, with the sm80
+// kernels forced), whichever is smaller.
+inline long long smem_limit_under_test() {
+  int optin = 0;
+  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) != cudaSuccess) {
+    return 0;
+  }
   const char* env = std::getenv("FLASHATTN_TEST_SMEM_LIMIT");
-  return env != nullptr ? std::atoll(env) : 0;
+  const long long emulated = env != nullptr ? std::atoll(env) : 0;
+  return emulated > 0 && emulated < optin ? emulated : optin;
 }
 
-// Whether the backward of `c` is refused on the emulated GPU, as the README's "GPUs" paragraph
-// says: on an A100 (166,912 bytes) the deterministic mode past d 192 (its dQ kernel does not fit);
-// on an sm_86/89/120 part (101,376) d 256, and the deterministic mode past d 96. Every other call
-// must run there, on the smaller tiles (src/cuda/sm80/bwd_tile.h).
-inline bool backward_refused_on_emulated_gpu(const Case& c) {
-  const long long limit = emulated_smem_limit();
+// Whether the backward of `c` is refused on this GPU (or the emulated one), as the README's "GPUs"
+// paragraph says: on an A100 (166,912 bytes a block) the deterministic mode past d 192 (its dQ
+// kernel does not fit); on an sm_86/89/120 part (101,376) d 256, and the deterministic mode past
+// d 96. Every other call must run there, on the smaller tiles (src/cuda/sm80/bwd_tile.h). A call
+// with nothing to do, or without query rows for the dQ kernel, meets no kernel to refuse it.
+inline bool backward_refused_on_this_gpu(const Case& c) {
+  const long long limit = smem_limit_under_test();
   if (limit <= 0 || limit >= 227 * 1024) return false;
+  int64_t rows_q = 0, rows_k = 0;
+  if (c.varlen()) {
+    for (int64_t n : c.lens_q) rows_q += n;
+    for (int64_t n : c.lens_k) rows_k += n;
+  } else {
+    rows_q = c.nbatch() * c.seqlen_q;
+    rows_k = c.nbatch() * c.seqlen_k;
+  }
+  if (rows_q == 0 && rows_k == 0) return false;
   const int64_t d = (std::max(c.head_dim, c.dv()) + 31) / 32 * 32;  // the compiled head dim
-  if (limit >= 166912) return c.deterministic && d > 192;
-  return d == 256 || (c.deterministic && d > 96);
+  const bool dq_kernel = c.deterministic && rows_q > 0;
+  if (limit >= 166912) return dq_kernel && d > 192;
+  return d == 256 || (dq_kernel && d > 96);
 }
 
 // One device copy per host storage: views that share a host storage (the slices of a packed qkv
