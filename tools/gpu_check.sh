@@ -146,12 +146,12 @@ if want sanitize; then
       set -e
       summary+=("compute-sanitizer $tool ($kind): rc $rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_${kind}.log" | tail -1), $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/sanitizer_${tool}_${kind}.log" | head -1 || true)")
     done
-    # The smaller tiles of the emulated A100 and sm_86/89/120 part: every compiled head dim,
-    # forward and backward, the sm80 kernels forced.
+    # The smaller tiles of the emulated A100 and sm_86/89/120 part: every compiled head dim
+    # (bf16: the tiles are the same for fp16), forward and backward, the sm80 kernels forced.
     for limit in 166912 101376; do
       set +e
       for kind in forward backward; do
-        filter='HeadDims/*:AllHeadDims/*d160*:AllHeadDims/*d224*'
+        filter='HeadDims/*bf16*:AllHeadDims/*bf16*_d160*:AllHeadDims/*bf16*_d224*'
         FLASHATTN_DISABLE_SM90=1 FLASHATTN_TEST_SMEM_LIMIT=$limit \
           compute-sanitizer --tool "$tool" --error-exitcode 9 \
           "$(test_bin $kind)" --gtest_filter="$filter" --gtest_brief=1 \
