@@ -169,7 +169,9 @@ if want demo; then
   summary+=("demo (GPU, bf16, 1×16×4096×128): $(grep -E '^forward:' "$OUT/demo.log"), $(grep -E '^result:' "$OUT/demo.log")")
   # What a GPU without machine code here (Blackwell) pays at first use: the driver compiles the
   # compute_80 PTX of each kernel it loads. CUDA_FORCE_PTX_JIT makes this GPU do the same, with
-  # the cache off; the same process with the machine code beside it. The Ampere kernels, as there.
+  # the cache off (from the PTX the build holds: compute_90a for a 90a-only build, the same
+  # kernels' code); the same process with the machine code beside it. The Ampere kernels, as
+  # there.
   jit_run() {
     local t0 t1
     t0=$(date +%s.%N)
@@ -180,7 +182,7 @@ if want demo; then
   }
   : >"$OUT/demo_jit.log"
   native_s=$(jit_run) jit_s=$(jit_run CUDA_FORCE_PTX_JIT=1)
-  summary+=("first use, forward + backward bf16 d 128 (demo process, sm80 kernels): ${native_s} s with sm_90a code, ${jit_s} s compiling compute_80 PTX (CUDA_FORCE_PTX_JIT=1, no cache)")
+  summary+=("first use, forward + backward bf16 d 128 (demo process, sm80 kernels): ${native_s} s with sm_90a code, ${jit_s} s compiling the build's PTX (CUDA_FORCE_PTX_JIT=1, no cache; compute_90a where built for 90a alone, as here by default, compute_80 in a release build)")
 fi
 
 # ---- The Python package: installed once, for every Python step ------------------------------
