@@ -1,7 +1,7 @@
 // The Ampere kernels' tiles against the shared memory of the GPUs the README names: each head
 // dim's chain (src/cuda/sm80/fwd_tile.h, bwd_tile.h) must hold a tile that fits an A100 (166,912
 // bytes a block) and an sm_86/89/120 part (101,376), except where the README says the call is
-// refused there. The GPU suite runs the same calls under these limits emulated; this test keeps
+// refused there (tests/gpu_support.h). The GPU suite runs the same calls under these limits emulated; this test keeps
 // the tile tables and the README's list of refusals from drifting apart without a GPU.
 #include <gtest/gtest.h>
 
@@ -12,12 +12,13 @@
 
 #include "cuda/sm80/bwd_tile.h"
 #include "cuda/sm80/fwd_tile.h"
+#include "gpu_support.h"
 
 namespace {
 
 using namespace flashattn::detail::cuda;
 
-constexpr long long kA100 = 166912, kSm86 = 101376;
+constexpr long long kA100 = fa_test::kA100SmemLimit, kSm86 = fa_test::kSm86SmemLimit;
 constexpr size_t kElem = 2;  // fp16 and bf16
 
 template <class... Tiles>
@@ -58,6 +59,12 @@ void check_head_dim() {
   // sm_86/89/120: every backward but d 256; the deterministic one up to d 96.
   EXPECT_EQ(bwd <= kSm86, kHeadDim != 256);
   EXPECT_EQ(dq <= kSm86, kHeadDim <= 96);
+  // The rule the GPU suite asserts call by call (tests/gpu_support.h) says the same.
+  for (long long limit : {kA100, kSm86}) {
+    EXPECT_EQ(bwd <= limit, !fa_test::backward_refused(limit, kHeadDim, false)) << limit;
+    EXPECT_EQ(bwd <= limit && dq <= limit, !fa_test::backward_refused(limit, kHeadDim, true))
+        << limit;
+  }
 }
 
 TEST(TileLimits, EveryHeadDimFitsTheGpusTheReadmeNames) {

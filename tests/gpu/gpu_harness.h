@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cases.h"
+#include "gpu_support.h"
 #include "harness.h"
 
 namespace fa_test::gpu {
@@ -38,14 +39,12 @@ inline long long smem_limit_under_test() {
   return emulated > 0 && emulated < optin ? emulated : optin;
 }
 
-// Whether the backward of `c` is refused on this GPU (or the emulated one), as the README's "GPUs"
-// paragraph says: on an A100 (166,912 bytes a block) the deterministic mode past d 192 (its dQ
-// kernel does not fit); on an sm_86/89/120 part (101,376) d 256, and the deterministic mode past
-// d 96. Every other call must run there, on the smaller tiles (src/cuda/sm80/bwd_tile.h). A call
-// with nothing to do, or without query rows for the dQ kernel, meets no kernel to refuse it.
+// Whether the backward of `c` is refused on this GPU (or the emulated one): the README's rule
+// (tests/gpu_support.h). A call with nothing to do, or without query rows for the dQ kernel,
+// meets no kernel to refuse it.
 inline bool backward_refused_on_this_gpu(const Case& c) {
   const long long limit = smem_limit_under_test();
-  if (limit <= 0 || limit >= 227 * 1024) return false;
+  if (limit <= 0) return false;
   int64_t rows_q = 0, rows_k = 0;
   if (c.varlen()) {
     for (int64_t n : c.lens_q) rows_q += n;
@@ -56,9 +55,7 @@ inline bool backward_refused_on_this_gpu(const Case& c) {
   }
   if (rows_q == 0 && rows_k == 0) return false;
   const int64_t d = (std::max(c.head_dim, c.dv()) + 31) / 32 * 32;  // the compiled head dim
-  const bool dq_kernel = c.deterministic && rows_q > 0;
-  if (limit >= 166912) return dq_kernel && d > 192;
-  return d == 256 || (dq_kernel && d > 96);
+  return backward_refused(limit, d, c.deterministic && rows_q > 0);
 }
 
 // One device copy per host storage: views that share a host storage (the slices of a packed qkv
