@@ -55,9 +55,8 @@ template <class T, int kHeadDim, bool kScoreMods>
 struct BwdDq {
   using Tile = DqTile<kHeadDim>;
   static constexpr size_t kSmemBytes = Tile::kSmemElems * sizeof(T);
-  static const void* kernel() {
-    return reinterpret_cast<const void*>(flash_bwd_dq_kernel<T, Tile, kScoreMods>);
-  }
+  static constexpr auto kKernel = flash_bwd_dq_kernel<T, Tile, kScoreMods>;
+  static const void* kernel() { return reinterpret_cast<const void*>(kKernel); }
 };
 
 template <class T, int kHeadDim, bool kScoreMods>
@@ -104,16 +103,14 @@ void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream) {
   const unsigned row_blocks =
       static_cast<unsigned>((p.seqlen_q + kPreprocessWarps * kPreprocessRowsPerWarp - 1) /
                             (kPreprocessWarps * kPreprocessRowsPerWarp));
-  using Dq = DqTile<kHeadDim>;
-  constexpr size_t kDqSmemBytes = BwdDq<T, kHeadDim, kScoreMods>::kSmemBytes;
-  auto dq_kernel = flash_bwd_dq_kernel<T, Dq, kScoreMods>;
+  using Dq = BwdDq<T, kHeadDim, kScoreMods>;
   // Every kernel's shared memory is allowed (or refused, with an error naming it) before the
-  // first launch, so that a refused call has written nothing.
+  // first launch, so that a refused call has written nothing. (Only the deterministic mode meets
+  // a dQ kernel that does not fit: elsewhere plan_bwd took the atomics.)
   if (ws.dq_accum == nullptr && row_blocks > 0) {
-    allow_dynamic_smem(reinterpret_cast<const void*>(dq_kernel), kDqSmemBytes, p.device.index,
-                       p.deterministic ? "the deterministic backward's dQ kernel (deterministic=false does "
-                                         "without it)"
-                                       : "the backward's dQ kernel",
+    allow_dynamic_smem(Dq::kernel(), Dq::kSmemBytes, p.device.index,
+                       "the deterministic backward's dQ kernel (deterministic=false does without "
+                       "it)",
                        kHeadDim);
   }
   // Step 1 runs once the dK/dV kernel is allowed (grids with a zero dimension are skipped:
@@ -135,19 +132,17 @@ void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream) {
   };
   // The first tile of the head dim's chain (sm80/bwd_tile.h) that the device's shared memory holds.
   auto launch_dkdv_sm80 = [&] {
+    auto kernel_of = [](auto tile) { return flash_bwd_dkdv_kernel<T, decltype(tile), kScoreMods>; };
     launch_first_fitting(
         typename BwdTiles<kHeadDim>::type{},
         [&](auto tile) {
-          using Tile = decltype(tile);
-          return dynamic_smem_fits(
-              reinterpret_cast<const void*>(flash_bwd_dkdv_kernel<T, Tile, kScoreMods>),
-              Tile::template smem_bytes<T>(), p.device.index);
+          return dynamic_smem_fits(reinterpret_cast<const void*>(kernel_of(tile)),
+                                   decltype(tile)::template smem_bytes<T>(), p.device.index);
         },
         [&](auto tile) {
           using Tile = decltype(tile);
-          launch_dkdv(flash_bwd_dkdv_kernel<T, Tile, kScoreMods>, dkdv_grid(p, Tile::kBlockN, false),
-                      Tile::kThreads, Tile::template smem_bytes<T>(),
-                      "the sm80 backward (dK/dV) kernel");
+          launch_dkdv(kernel_of(tile), dkdv_grid(p, Tile::kBlockN, false), Tile::kThreads,
+                      Tile::template smem_bytes<T>(), "the sm80 backward (dK/dV) kernel");
         });
   };
   if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
@@ -171,9 +166,10 @@ void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream) {
         <<<dim3(row_blocks, heads_q, batch), 32 * kPreprocessWarps, 0, stream>>>(p, ws);
     FLASHATTN_CUDA_CHECK(cudaGetLastError());
   } else {
-    const dim3 grid(static_cast<unsigned>((p.seqlen_q + Dq::kBlockM - 1) / Dq::kBlockM), heads_q,
-                    batch);
-    dq_kernel<<<grid, Dq::kThreads, kDqSmemBytes, stream>>>(p, ws);
+    const dim3 grid(
+        static_cast<unsigned>((p.seqlen_q + Dq::Tile::kBlockM - 1) / Dq::Tile::kBlockM), heads_q,
+        batch);
+    Dq::kKernel<<<grid, Dq::Tile::kThreads, Dq::kSmemBytes, stream>>>(p, ws);
     FLASHATTN_CUDA_CHECK(cudaGetLastError());
   }
 }

@@ -291,9 +291,27 @@ void release_workspace_pool() {
 }
 
 namespace {
-// The most dynamic shared memory `kernel` may ask for on `device`: the device's opt-in maximum a
-// block (or the emulated one of the tests, where smaller) less the kernel's static shared memory,
-// as the runtime counts it when the attribute is set. Read once per (kernel, device).
+// FLASHATTN_TEST_SMEM_LIMIT (tests only, read once): bytes of shared memory a block, to emulate a
+// smaller GPU; 0 when unset.
+long long emulated_smem_limit() {
+  static const long long emulated = [] {
+    const char* env = std::getenv("FLASHATTN_TEST_SMEM_LIMIT");
+    return env != nullptr ? std::atoll(env) : 0LL;
+  }();
+  return emulated;
+}
+
+// The shared memory a block may use on `device`: its opt-in maximum, or the emulated one where
+// smaller.
+long long smem_limit(int device) {
+  const long long limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  const long long emulated = emulated_smem_limit();
+  return emulated > 0 && emulated < limit ? emulated : limit;
+}
+
+// The most dynamic shared memory `kernel` may ask for on `device`: smem_limit less the kernel's
+// static shared memory, as the runtime counts it when the attribute is set. Read once per
+// (kernel, device).
 long long dynamic_smem_limit(const void* kernel, int device) {
   return once_per_kernel<long long>(kernel, device, [&] {
     cudaFuncAttributes attributes{};
@@ -302,15 +320,6 @@ long long dynamic_smem_limit(const void* kernel, int device) {
   });
 }
 }  // namespace
-
-long long smem_limit(int device) {
-  static const long long emulated = [] {
-    const char* env = std::getenv("FLASHATTN_TEST_SMEM_LIMIT");
-    return env != nullptr ? std::atoll(env) : 0LL;
-  }();
-  const long long limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  return emulated > 0 && emulated < limit ? emulated : limit;
-}
 
 bool dynamic_smem_fits(const void* kernel, size_t bytes, int device) {
   return static_cast<long long>(bytes) <= dynamic_smem_limit(kernel, device);
@@ -331,8 +340,7 @@ void allow_dynamic_smem(const void* kernel, size_t bytes, int device, const char
                   "." +
                   std::to_string(device_attribute(cudaDevAttrComputeCapabilityMinor, device)) +
                   ") allows " + std::to_string(limit) +
-                  (std::getenv("FLASHATTN_TEST_SMEM_LIMIT") != nullptr ? " (FLASHATTN_TEST_SMEM_LIMIT)"
-                                                                       : "") +
+                  (limit == emulated_smem_limit() ? " (FLASHATTN_TEST_SMEM_LIMIT)" : "") +
                   ": this head dim has no kernel for this GPU yet");
     }
     FLASHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -407,6 +415,7 @@ void forward(const AttentionParams& p, const Workspace& workspace) {
   constexpr const char* fn = "flashattn::forward";
   int head_dim = 0;
   const bool work = forward_has_work(fn, p, &head_dim);
+  if (!work && !p.is_varlen) return;  // (a varlen call still writes its spare rows)
   const DeviceGuard guard(p.device.index);
   const auto stream = static_cast<cudaStream_t>(p.stream);
   if (work) {
@@ -452,6 +461,7 @@ void backward(const AttentionParams& p, const Workspace& workspace) {
   constexpr const char* fn = "flashattn::backward";
   int head_dim = 0;
   const bool work = backward_has_work(fn, p, &head_dim);
+  if (!work && !p.is_varlen) return;  // (a varlen call still writes its spare rows)
   const DeviceGuard guard(p.device.index);
   const auto stream = static_cast<cudaStream_t>(p.stream);
   if (work) {

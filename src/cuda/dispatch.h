@@ -54,10 +54,8 @@ int multiprocessors(int device);
 // limit, to emulate a smaller GPU.
 void allow_dynamic_smem(const void* kernel, size_t bytes, int device, const char* what,
                         int head_dim);
-// The shared memory a block may use on `device` (its opt-in maximum, or the emulated limit), and
-// whether `kernel` may ask for `bytes` of dynamic shared memory there: how a launcher with tiles
-// of several sizes picks the largest that fits.
-long long smem_limit(int device);
+// Whether `kernel` may ask for `bytes` of dynamic shared memory on `device` (the limit above, the
+// emulated one included): how a launcher with tiles of several sizes picks the largest that fits.
 bool dynamic_smem_fits(const void* kernel, size_t bytes, int device);
 
 // The blocks of `kernel` (threads a block, dynamic shared memory bytes) that one SM of `device`

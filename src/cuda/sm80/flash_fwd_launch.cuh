@@ -11,18 +11,20 @@ namespace flashattn::detail::cuda {
 // The first tile of the head dim's chain (sm80/fwd_tile.h) that the device's shared memory holds.
 template <class T, int kHeadDim, bool kScoreMods>
 void run_fwd_sm80(const AttentionParams& p, cudaStream_t stream) {
+  auto kernel_of = [](auto tile) {
+    return flash_fwd_kernel<T, decltype(tile), kScoreMods, /*kDecode=*/false>;
+  };
   launch_first_fitting(
       typename FwdTiles<kHeadDim, kScoreMods>::type{},
       [&](auto tile) {
-        using Tile = decltype(tile);
-        return dynamic_smem_fits(
-            reinterpret_cast<const void*>(flash_fwd_kernel<T, Tile, kScoreMods, /*kDecode=*/false>),
-            fwd_smem_bytes<T, Tile, /*kDecode=*/false>(), p.device.index);
+        return dynamic_smem_fits(reinterpret_cast<const void*>(kernel_of(tile)),
+                                 fwd_smem_bytes<T, decltype(tile), /*kDecode=*/false>(),
+                                 p.device.index);
       },
       [&](auto tile) {
         using Tile = decltype(tile);
         constexpr size_t kSmemBytes = fwd_smem_bytes<T, Tile, /*kDecode=*/false>();
-        auto kernel = flash_fwd_kernel<T, Tile, kScoreMods, /*kDecode=*/false>;
+        auto kernel = kernel_of(tile);
         allow_dynamic_smem(reinterpret_cast<const void*>(kernel), kSmemBytes, p.device.index,
                            "the sm80 forward kernel", kHeadDim);
         const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM),
