@@ -14,8 +14,9 @@
 #             SDPA's FLASH and CUDNN backends (quick-bench: bf16, seqlen 512 and 4096)
 #   decode    (asked for by name only) bench/bench.py's decode grid with CUDA-graph replays
 # The Python steps install the package once: the wheel in $FLASHATTN_GPU_BINS when there is one,
-# else `pip install .` here (kernels for sm_90a). Logs and JSON go to $OUT (default
-# build/gpu-out); the short table is printed last.
+# else `pip install .` here (kernels for sm_90a). Into $OUT (default build/gpu-out): summary.txt,
+# a line per result as it comes; the JSON; the logs, packed into logs.tgz at the end. The short
+# table is printed last. FLASHATTN_SANITIZE_TOOLS: the sanitize step's tools (default all three).
 #
 # FLASHATTN_GPU_BINS=dir: use what tools/gpu_prebuild.sh built elsewhere (the C++ GPU tests, the
 # demo, the wheel) instead of building here (saves the device's time; the CPU tests are then
@@ -62,6 +63,13 @@ if [[ -z $BINS ]] && { want test || want sanitize || want demo; }; then
 fi
 
 summary=()
+# Each result line as it comes (summary.txt: what a call cut short at its limit still returns),
+# and all of them again last.
+: >"$OUT/summary.txt"
+record() {
+  summary+=("$1")
+  printf '%s\n' "$1" >>"$OUT/summary.txt"
+}
 if want test; then
   set +e
   # The two GPU test binaries straight, not through ctest (one process a test there: 290 s for
@@ -107,16 +115,16 @@ if want test; then
     rc_cpu=0
   fi
   set -e
-  summary+=("gpu tests: $(grep -E 'tests passed|tests failed' "$OUT/gpu_tests.log" | tail -1) (rc $rc_gpu)")
+  record "gpu tests: $(grep -E 'tests passed|tests failed' "$OUT/gpu_tests.log" | tail -1) (rc $rc_gpu)"
   for variant in sm80 smem166912 smem101376; do
     label=$([[ $variant == sm80 ]] && echo "sm80 kernels forced" || echo "sm80 kernels, emulated ${variant#smem} bytes of shared memory")
     line="gpu tests, $label:"
     for kind in forward backward; do
       line+=" $kind $(grep -E '^\[  (PASSED|FAILED)  \]' "$(variant_log "$variant" "$kind")" | tr '\n' ' ')"
     done
-    summary+=("$line(rc ${rc_of[$variant]})")
+    record "$line(rc ${rc_of[$variant]})"
   done
-  summary+=("cpu tests: $(grep -E 'tests passed|tests failed' "$OUT/cpu_tests.log" | tail -1) (rc $rc_cpu)")
+  record "cpu tests: $(grep -E 'tests passed|tests failed' "$OUT/cpu_tests.log" | tail -1) (rc $rc_cpu)"
   grep -hE "^\[  FAILED  \] [A-Za-z]|^\s+[0-9]+ - .*(Failed|Exception)" "$OUT"/gpu_tests*.log | head -20 || true
 fi
 
@@ -130,7 +138,10 @@ if want sanitize; then
   fwd_filter='AllHeadDims/*d*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Long/*:HopperHeadDims/*bf16*'
   bwd_filter='HeadDims/*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Masked/*:Det/*_d64_det:Det/*detwindow_bf16*:Det/*detvarlenwindow_bf16*:Det/*detgqacausal_bf16*:HopperHeadDims/*bf16*:GpuBackwardWorkspace.*'
   bwd_race_hopper='HopperHeadDims/*hopper_causal_bf16*:HopperHeadDims/*hopper_causalgqa_bf16*:HopperHeadDims/*hopper_layout_bf16*headmajor'
-  for tool in memcheck racecheck synccheck; do
+  # The three tools at once (each is CPU-bound; one after another they outlast a device call),
+  # each in its own subshell with its own summary file, merged in order below.
+  sanitize_tool() {
+    local tool=$1 kind filter rc limit log
     for kind in forward backward; do
       filter=$fwd_filter; [[ $kind == backward ]] && filter=$bwd_filter
       # racecheck is slow on the Hopper backward (over a minute for 43 d = 256 cases): a dozen,
@@ -138,35 +149,45 @@ if want sanitize; then
       if [[ $kind == backward && $tool == racecheck ]]; then
         filter=${filter/HopperHeadDims\/\*bf16\*/$bwd_race_hopper}
       fi
-      set +e
+      log=$OUT/sanitizer_${tool}_${kind}.log
       compute-sanitizer --tool "$tool" --error-exitcode 9 \
-        "$(test_bin $kind)" --gtest_filter="$filter" --gtest_brief=1 \
-        >"$OUT/sanitizer_${tool}_${kind}.log" 2>&1
+        "$(test_bin $kind)" --gtest_filter="$filter" --gtest_brief=1 >"$log" 2>&1
       rc=$?
-      set -e
-      summary+=("compute-sanitizer $tool ($kind): rc $rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_${kind}.log" | tail -1), $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/sanitizer_${tool}_${kind}.log" | head -1 || true)")
+      echo "compute-sanitizer $tool ($kind): rc $rc, $(sanitizer_result "$log")"
     done
     # The smaller tiles of the emulated A100 and sm_86/89/120 part: every compiled head dim
     # (bf16: the tiles are the same for fp16), forward and backward, the sm80 kernels forced.
     for limit in 166912 101376; do
-      set +e
       for kind in forward backward; do
-        filter='HeadDims/*bf16*:AllHeadDims/*bf16*_d160*:AllHeadDims/*bf16*_d224*'
+        log=$OUT/sanitizer_${tool}_${kind}_smem$limit.log
         FLASHATTN_DISABLE_SM90=1 FLASHATTN_TEST_SMEM_LIMIT=$limit \
-          compute-sanitizer --tool "$tool" --error-exitcode 9 \
-          "$(test_bin $kind)" --gtest_filter="$filter" --gtest_brief=1 \
-          >"$OUT/sanitizer_${tool}_${kind}_smem$limit.log" 2>&1
+          compute-sanitizer --tool "$tool" --error-exitcode 9 "$(test_bin $kind)" \
+          --gtest_filter='HeadDims/*bf16*:AllHeadDims/*bf16*_d160*:AllHeadDims/*bf16*_d224*' \
+          --gtest_brief=1 >"$log" 2>&1
         rc=$?
-        summary+=("compute-sanitizer $tool ($kind, emulated $limit bytes): rc $rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_${kind}_smem$limit.log" | tail -1), $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/sanitizer_${tool}_${kind}_smem$limit.log" | head -1 || true)")
+        echo "compute-sanitizer $tool ($kind, emulated $limit bytes): rc $rc, $(sanitizer_result "$log")"
       done
-      set -e
     done
+  }
+  sanitizer_result() {
+    echo "$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$1" | tail -1), $(grep -E '^\[  (PASSED|FAILED)  \]' "$1" | head -1 || true)"
+  }
+  set +e
+  read -r -a tools <<<"${FLASHATTN_SANITIZE_TOOLS:-memcheck racecheck synccheck}"
+  for tool in "${tools[@]}"; do
+    sanitize_tool "$tool" >"$OUT/sanitizer_$tool.summary" &
+  done
+  wait
+  set -e
+  for tool in "${tools[@]}"; do
+    while IFS= read -r line; do record "$line"; done <"$OUT/sanitizer_$tool.summary"
+    rm -f "$OUT/sanitizer_$tool.summary"
   done
 fi
 
 if want demo; then
   "$DEMO" --seqlen 4096 --iters 5 | tee "$OUT/demo.log"
-  summary+=("demo (GPU, bf16, 1×16×4096×128): $(grep -E '^forward:' "$OUT/demo.log"), $(grep -E '^result:' "$OUT/demo.log")")
+  record "demo (GPU, bf16, 1×16×4096×128): $(grep -E '^forward:' "$OUT/demo.log"), $(grep -E '^result:' "$OUT/demo.log")"
   # What a GPU without machine code here (Blackwell) pays at first use: the driver compiles the
   # compute_80 PTX of each kernel it loads. CUDA_FORCE_PTX_JIT makes this GPU do the same, with
   # the cache off (from the PTX the build holds: compute_90a for a 90a-only build, the same
@@ -182,7 +203,7 @@ if want demo; then
   }
   : >"$OUT/demo_jit.log"
   native_s=$(jit_run) jit_s=$(jit_run CUDA_FORCE_PTX_JIT=1)
-  summary+=("first use, forward + backward bf16 d 128 (demo process, sm80 kernels): ${native_s} s with sm_90a code, ${jit_s} s compiling the build's PTX (CUDA_FORCE_PTX_JIT=1, no cache; compute_90a where built for 90a alone, as here by default, compute_80 in a release build)")
+  record "first use, forward + backward bf16 d 128 (demo process, sm80 kernels): ${native_s} s with sm_90a code, ${jit_s} s compiling the build's PTX (CUDA_FORCE_PTX_JIT=1, no cache; compute_90a where built for 90a alone, as here by default, compute_80 in a release build)"
 fi
 
 # ---- The Python package: installed once, for every Python step ------------------------------
@@ -212,7 +233,7 @@ install_python() {
     rc=$?
   fi
   set -e
-  summary+=("python: pip install ${wheel:-.} rc $rc in $(( $(date +%s) - start )) s")
+  record "python: pip install ${wheel:-.} rc $rc in $(( $(date +%s) - start )) s"
 }
 
 if want python; then
@@ -222,11 +243,11 @@ if want python; then
   (cd tests/python && python3 -m pytest -q -p no:cacheprovider -rs \
     --junitxml="$OUT/python_tests.xml" .) >"$OUT/python_tests.log" 2>&1
   rc=$?
-  summary+=("python tests: $(grep -E '^[0-9]+ (passed|failed)' "$OUT/python_tests.log" | tail -1) (rc $rc)")
+  record "python tests: $(grep -E '^[0-9]+ (passed|failed)' "$OUT/python_tests.log" | tail -1) (rc $rc)"
   grep -E "^(FAILED|ERROR) " "$OUT/python_tests.log" | head -20
   python3 examples/hf_llama.py --device cuda >"$OUT/hf_llama.log" 2>&1
   rc=$?
-  summary+=("transformers example (GPU, bf16): rc $rc; $(grep -E '^(prefill|decode)' "$OUT/hf_llama.log" | tr -s ' ' | paste -sd ';')")
+  record "transformers example (GPU, bf16): rc $rc; $(grep -E '^(prefill|decode)' "$OUT/hf_llama.log" | tr -s ' ' | paste -sd ';')"
   set -e
 fi
 
@@ -245,15 +266,15 @@ for group, rows in r.items():
         print(f"{group} {k} {v['throughput_us']:.1f} ({v['latency_us']:.1f} synced)", end="; ")
 PY
 )
-  summary+=("python call overhead, µs per call (1×16×1×64 bf16): rc $rc; $overhead")
+  record "python call overhead, µs per call (1×16×1×64 bf16): rc $rc; $overhead"
   set -e
 fi
 
 if want profile; then
   install_python
   python3 bench/host_profile.py --cprofile --json "$OUT/host_profile.json" \
-    >"$OUT/host_profile.log" 2>&1 || summary+=("host profile failed: see host_profile.log")
-  summary+=("host profile (bf16 s512 d128 causal fwd+bwd, µs): $(grep -E '^(flashattn|sdpa_flash) ' "$OUT/host_profile.log" | paste -sd ';')")
+    >"$OUT/host_profile.log" 2>&1 || record "host profile failed: see host_profile.log"
+  record "host profile (bf16 s512 d128 causal fwd+bwd, µs): $(grep -E '^(flashattn|sdpa_flash) ' "$OUT/host_profile.log" | paste -sd ';')"
 fi
 
 # The decode grid of issue 15 (not in "all": several minutes; 108 rows): query tokens 1 and 4, heads 32/8,
@@ -272,4 +293,7 @@ if want bench || want quick-bench; then
   python3 bench/bench.py --json "$OUT/bench.json" "${quick[@]}" 2>&1 | tee "$OUT/bench.log" | tail -90
 fi
 
+# The logs in one archive: a device call returns at most 8 files from $OUT.
+(cd "$OUT" && shopt -s nullglob && logs=(*.log *.xml) && ((${#logs[@]})) &&
+  tar -czf logs.tgz "${logs[@]}" && rm -f "${logs[@]}") || true
 printf '%s\n' "${summary[@]}"
