@@ -56,11 +56,12 @@ def test_combine_varlen_layout_and_rows_no_set_saw(device, dtype):
 
 
 @pytest.mark.parametrize("device, dtype", DEVICE_DTYPES)
-@pytest.mark.parametrize("splits, d", [(37, 30), (130, 260), (3, 4)])
+@pytest.mark.parametrize("splits, d", [(37, 30), (70, 128), (130, 260), (3, 4)])
 def test_combine_many_splits_and_columns(device, dtype, splits, d):
-    """Split counts past one pass of the CUDA combine's loads (4 warps × 8 splits) and past a
-    decode step's 128, head dims that take its 4-column and its 1-column path and several
-    passes over the columns, some splits that saw no key: against the sum in float64."""
+    """Split counts past one pass of the CUDA combine's loads (8 warps × 8 splits) and past a
+    decode step's 128 (the LSE's one round of loads), head dims that take its 4-column and its
+    1-column path and several passes over the columns, some splits that saw no key: against the
+    sum in float64."""
     batch, seqlen, heads = 2, 3, 5
     op = _rand(splits, batch, seqlen, heads, d, seed=11, device=device)
     lp = 4 * _rand(splits, batch, heads, seqlen, seed=12, device=device)
