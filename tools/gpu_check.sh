@@ -18,9 +18,9 @@
 # a line per result as it comes; the JSON; the logs, packed into logs.tgz at the end. The short
 # table is printed last. FLASHATTN_SANITIZE_TOOLS: the sanitize step's tools (default all three).
 #
-# FLASHATTN_GPU_BINS=dir: use what tools/gpu_prebuild.sh built elsewhere (the C++ GPU tests, the
-# demo, the wheel) instead of building here (saves the device's time; the CPU tests are then
-# left to CI).
+# FLASHATTN_GPU_BINS=dir or .tgz: use what tools/gpu_prebuild.sh built elsewhere (the C++ GPU
+# tests, the demo, the wheel; the archive is unpacked into build/) instead of building here
+# (saves the device's time; the CPU tests are then left to CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-out}
@@ -29,6 +29,10 @@ OUT=$(cd "$OUT" && pwd)
 BUILD=build/gpu
 JOBS=$(nproc)
 BINS=${FLASHATTN_GPU_BINS:-}
+if [[ $BINS == *.tgz ]]; then
+  mkdir -p build && tar -C build -xzf "$BINS"
+  BINS=build/$(tar -tzf "$BINS" | awk -F/ 'NR == 1 { print $1 }')
+fi
 if [[ -n $BINS ]]; then
   TEST_FWD=$BINS/test_forward_gpu TEST_BWD=$BINS/test_backward_gpu DEMO=$BINS/attention_demo
 else

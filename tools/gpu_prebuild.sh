@@ -3,11 +3,13 @@
 # them rather than compiling: the GPU tests, the demo and the Python wheel, for sm_90a, into
 # build/gpu-bins/, and the commit into .commit (with "+dirty" for uncommitted changes). Binaries
 # built here run on the device image (same CUDA major version, glibc 2.39); the wheel is built by
-# $FLASHATTN_PYTHON (default python3), which must be the device's minor version (3.12).
+# $FLASHATTN_PYTHON (default python3), which must be the device's minor version (3.12). The same
+# files also go into build/carry/gpu-bins.tgz: about 36 MB, where the folder's 68 MB is more than
+# a device call carries (64 MiB).
 #
 #   bash tools/gpu_prebuild.sh
-#   then, on the device, carrying build/gpu-bins and .commit:
-#   FLASHATTN_GPU_BINS=build/gpu-bins bash tools/gpu_check.sh test sanitize quick-bench
+#   then, on the device, carrying build/carry and .commit:
+#   FLASHATTN_GPU_BINS=build/carry/gpu-bins.tgz bash tools/gpu_check.sh test sanitize quick-bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=tools/common.sh
@@ -27,7 +29,9 @@ cp "$BUILD/tests/gpu/test_forward_gpu" "$BUILD/tests/gpu/test_backward_gpu" \
 rm -f "$DEST"/flashattn-*.whl
 FLASHATTN_CUDA=ON FLASHATTN_CUDA_ARCHS=90a CMAKE_BUILD_PARALLEL_LEVEL=$FLASHATTN_JOBS \
   "${FLASHATTN_PYTHON:-python3}" -m pip wheel --no-build-isolation --no-deps -w "$DEST" . >/dev/null
+mkdir -p build/carry
+tar -C "$(dirname "$DEST")" -czf build/carry/gpu-bins.tgz "$(basename "$DEST")"
 dirty=""
 git diff --quiet HEAD -- . ':!.commit' 2>/dev/null || dirty="+dirty"
 echo "$(git rev-parse HEAD)$dirty" >.commit
-echo "gpu_prebuild: $(du -sh "$DEST" | cut -f1) in $DEST, commit $(cat .commit)"
+echo "gpu_prebuild: $(du -sh "$DEST" | cut -f1) in $DEST ($(du -sh build/carry/gpu-bins.tgz | cut -f1) in build/carry/gpu-bins.tgz), commit $(cat .commit)"
