@@ -29,17 +29,16 @@ struct TailParams {
   TailOperand op[3];  // forward: out (with its LSE); backward: dq, dk, dv
 };
 
-// Block (x, y) zeroes rows x, x + gridDim.x, … of the tail of operand y, a row's heads × dim
+// Block (x, y) zeroes rows x, x + gridDim.x, … of the tail of operand y, each head's dim
 // elements spread over the threads.
 __global__ void __launch_bounds__(kThreads) varlen_tail_kernel(const __grid_constant__ TailParams p) {
   const TailOperand& t = p.op[blockIdx.y];
   if (t.data == nullptr) return;
-  const int64_t per_row = t.heads * t.dim;
   const int64_t end = *t.end;  // a negative one (trusted bounds, bad values) writes no row twice
   for (int64_t r = (end > 0 ? end : 0) + blockIdx.x; r < t.rows; r += gridDim.x) {
-    for (int64_t e = threadIdx.x; e < per_row; e += kThreads) {
-      const int64_t h = e / t.dim, c = e % t.dim;
-      t.data[r * t.stride.row + h * t.stride.head + c] = 0;
+    for (int64_t h = 0; h < t.heads; ++h) {
+      uint16_t* row = t.data + r * t.stride.row + h * t.stride.head;
+      for (int64_t c = threadIdx.x; c < t.dim; c += kThreads) row[c] = 0;
     }
     if (t.lse != nullptr) {
       for (int64_t h = threadIdx.x; h < t.heads; h += kThreads) {

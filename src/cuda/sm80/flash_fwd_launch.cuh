@@ -3,6 +3,7 @@
 #pragma once
 
 #include "cuda/common/check.h"
+#include "cuda/common/fwd_grid.cuh"
 #include "cuda/dispatch.h"
 #include "cuda/sm80/flash_fwd_kernel.cuh"
 
@@ -23,14 +24,8 @@ void run_fwd_sm80(const AttentionParams& p, cudaStream_t stream) {
       },
       [&](auto tile) {
         using Tile = decltype(tile);
-        constexpr size_t kSmemBytes = fwd_smem_bytes<T, Tile, /*kDecode=*/false>();
-        auto kernel = kernel_of(tile);
-        allow_dynamic_smem(reinterpret_cast<const void*>(kernel), kSmemBytes, p.device.index,
-                           "the sm80 forward kernel", kHeadDim);
-        const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM),
-                        static_cast<unsigned>(p.heads_q), static_cast<unsigned>(p.batch));
-        kernel<<<grid, Tile::kThreads, kSmemBytes, stream>>>(p);
-        FLASHATTN_CUDA_CHECK(cudaGetLastError());
+        launch_forward_grid<Tile>(kernel_of(tile), fwd_smem_bytes<T, Tile, /*kDecode=*/false>(), p,
+                                  stream, "the sm80 forward kernel", kHeadDim);
       });
 }
 

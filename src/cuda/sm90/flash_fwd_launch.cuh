@@ -2,7 +2,7 @@
 // cuda/fwd_launch.cuh, which picks the kernel for the device.
 #pragma once
 
-#include "cuda/common/check.h"
+#include "cuda/common/fwd_grid.cuh"
 #include "cuda/dispatch.h"
 #include "cuda/sm90/flash_fwd_kernel.cuh"
 
@@ -11,14 +11,8 @@ namespace flashattn::detail::cuda {
 template <class T, int kHeadDim, bool kScoreMods>
 void run_fwd_sm90(const AttentionParams& p, cudaStream_t stream) {
   using Tile = sm90::FwdTileFor<kHeadDim, kScoreMods>;
-  constexpr size_t kSmemBytes = Tile::kSmemBytes;
-  auto kernel = sm90::flash_fwd_kernel<T, Tile, kScoreMods>;
-  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), kSmemBytes, p.device.index,
-                     "the sm90 forward kernel", kHeadDim);
-  const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM),
-                  static_cast<unsigned>(p.heads_q), static_cast<unsigned>(p.batch));
-  kernel<<<grid, Tile::kThreads, kSmemBytes, stream>>>(p);
-  FLASHATTN_CUDA_CHECK(cudaGetLastError());
+  launch_forward_grid<Tile>(sm90::flash_fwd_kernel<T, Tile, kScoreMods>, Tile::kSmemBytes, p,
+                            stream, "the sm90 forward kernel", kHeadDim);
 }
 
 }  // namespace flashattn::detail::cuda
