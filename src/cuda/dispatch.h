@@ -70,6 +70,7 @@ int blocks_per_multiprocessor(const void* kernel, int threads, size_t smem_bytes
 struct FwdPlan {
   bool decode = false;
   bool pack_gqa = false;
+  bool decode_rows32 = false;  // more than 16 tile rows: the 32-row decode tile, where there is one
   int num_splits = 1;
   size_t workspace_bytes = 0;
 };

@@ -22,18 +22,23 @@ FwdPlan plan_fwd(const AttentionParams& p) {
                  (!p.is_varlen && p.seqlen_q <= kDecodeMaxSeqlenQ));
   if (!plan.decode) return plan;
   plan.pack_gqa = p.group > 1;
-  if (p.is_varlen || p.num_splits == 1) return plan;
-  using Decode = FwdDecode<T, kHeadDim, kScoreMods>;
+  // Tile rows of a (sequence, head): more than one m16 tile's take the 32-row tile, which reads
+  // each K/V byte once for them (varlen: seqlen_q is the longest sequence's).
   const int64_t rows = p.seqlen_q * (plan.pack_gqa ? p.group : 1);
-  const int64_t blocks = p.batch * (plan.pack_gqa ? p.heads_kv : p.heads_q) *
-                         ((rows + Decode::Tile::kBlockM - 1) / Decode::Tile::kBlockM);
-  const int64_t key_blocks = (p.seqlen_k + Decode::Tile::kBlockN - 1) / Decode::Tile::kBlockN;
-  plan.num_splits =
-      p.num_splits > 1
-          ? split_count(p.num_splits, key_blocks)
-          : choose_num_splits(blocks, key_blocks,
-                              multiprocessors(p.device.index) *
-                                  Decode::resident_blocks(p.device.index));
+  plan.decode_rows32 = rows > 16;
+  if (p.is_varlen || p.num_splits == 1) return plan;
+  with_decode_tile<T, kHeadDim, kScoreMods>(plan, [&](auto decode) {
+    using Decode = decltype(decode);
+    const int64_t blocks = p.batch * (plan.pack_gqa ? p.heads_kv : p.heads_q) *
+                           ((rows + Decode::Tile::kBlockM - 1) / Decode::Tile::kBlockM);
+    const int64_t key_blocks = (p.seqlen_k + Decode::Tile::kBlockN - 1) / Decode::Tile::kBlockN;
+    plan.num_splits =
+        p.num_splits > 1
+            ? split_count(p.num_splits, key_blocks)
+            : choose_num_splits(blocks, key_blocks,
+                                multiprocessors(p.device.index) *
+                                    Decode::resident_blocks(p.device.index));
+  });
   if (plan.num_splits > 1) {
     plan.workspace_bytes = static_cast<size_t>(plan.num_splits) * p.heads_q * p.batch *
                            p.seqlen_q * (p.head_dim_v + 1) * sizeof(float);

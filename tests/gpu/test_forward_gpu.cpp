@@ -75,11 +75,14 @@ INSTANTIATE_TEST_SUITE_P(HopperHeadDims, GpuForward, ::testing::ValuesIn(hopper_
 
 // The decode kernel (cuda/dispatch.h, FwdPlan): decode steps (seqlen_q ≤ 16, where the library
 // picks the split) with packed GQA/MQA heads, and every score option with the keys split a
-// given number of ways (2, 3, and more splits than key blocks).
+// given number of ways (2, 3, and more splits than key blocks). Packed tile rows (seqlen_q ·
+// group) of 1 to 16 take the 16-row tile; 24, 32 and 64 the 32-row tile up to d 128 (a partial
+// tile, one full tile, two).
 std::vector<Case> decode_cases() {
   std::vector<Case> out;
   for (int64_t sq : {1, 4, 16}) {
-    for (auto [hq, hk] : std::vector<std::pair<int64_t, int64_t>>{{8, 8}, {8, 2}, {6, 1}}) {
+    for (auto [hq, hk] :
+         std::vector<std::pair<int64_t, int64_t>>{{8, 8}, {8, 2}, {6, 1}, {16, 2}}) {
       for (int64_t d : {64, 72, 128, 256}) {
         Case c;
         c.label = "decode";

@@ -11,9 +11,10 @@
 // and dropout. The plain variant folds the scale into the exp2 argument.
 //
 // kDecode: the variant for few query rows against many keys (a decode step; cuda/dispatch.h,
-// FwdPlan), without dropout. Its tile (DecodeTileFor, Tile::kSplitKeys) is one m16 row tile
-// shared by the warps, which split each step's keys: each keeps its own online softmax over its
-// keys, and the warps merge (max, sum, O) once, after the last step. It issues V(n−1) as soon as
+// FwdPlan), without dropout. Its tiles (DecodeTileFor, DecodeTile32For) give each group of
+// Tile::kKeyWarps warps one m16 row tile, and the warps of a group split each step's keys: each
+// keeps its own online softmax over its keys, and they merge (max, sum, O) once, after the last
+// step. It issues V(n−1) as soon as
 // O += P V(n) is done, beside K(n−1), so a step's K and V are in flight together (one more
 // barrier a step; the kernel waits on DRAM, not on math). Three runtime choices: the
 // query heads of one KV group share a tile's rows (p.pack_gqa: row r of the tile is query row
@@ -87,10 +88,12 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   if (m0 >= rows) return;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane / 4, t = lane % 4;
-  // This warp's rows of the tile and keys of each step (Tile::kSplitKeys: all rows, a quarter of
-  // the keys; otherwise its own rows, all keys).
-  const int warp_row0 = Tile::kSplitKeys ? 0 : warp * Tile::kWarpRows;
-  const int warp_key0 = Tile::kSplitKeys ? warp * Tile::kWarpKeys : 0;
+  // This warp's rows of the tile and keys of each step: its group's rows, and its share of the
+  // keys within the group (Tile::kKeyWarps warps a group; 1: its own rows, all keys).
+  constexpr bool kOneGroup = Tile::kKeyWarps == Tile::kWarps;  // (warp < kWarps: no division)
+  const int key_warp = kOneGroup ? warp : warp % Tile::kKeyWarps;
+  const int warp_row0 = kOneGroup ? 0 : warp / Tile::kKeyWarps * Tile::kWarpRows;
+  const int warp_key0 = key_warp * Tile::kWarpKeys;
   const int64_t h = blockIdx.y;                   // the query head (the KV head when packed)
   const int64_t hk = pack ? h : h / p.group;
   const int64_t diag = seq.seqlen_k - seq.seqlen_q;  // key j is on row i's diagonal at i + diag
@@ -417,30 +420,31 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     row_l[mt][1] = quad_sum(row_sum[mt][1]);
   }
   // Warps that split the keys merge their (max, sum, O) of each row through shared memory (sK and
-  // sV are free: no load is in flight after the last step); warp w then owns the output columns
-  // of the n8 tiles dt ≡ w (mod kWarps), and warp 0 writes the LSE (writes_lse).
-  auto owns = [&](int dt) { return !Tile::kSplitKeys || dt % Tile::kWarps == warp; };
+  // sV are free: no load is in flight after the last step); key warp w of a group then owns the
+  // output columns of the n8 tiles dt ≡ w (mod kKeyWarps) of the group's rows, and key warp 0
+  // writes their LSE (writes_lse).
+  auto owns = [&](int dt) { return !Tile::kSplitKeys || dt % Tile::kKeyWarps == key_warp; };
   if constexpr (Tile::kSplitKeys) {
-    constexpr int kWarps = Tile::kWarps, kOPitch = Tile::kHeadDim + 8;
-    static_assert((2 + kOPitch) * kWarps * kBlockM * sizeof(float) <=
+    constexpr int kKeyWarps = Tile::kKeyWarps, kOPitch = Tile::kHeadDim + 8;
+    static_assert((2 + kOPitch) * kKeyWarps * kBlockM * sizeof(float) <=
                       fwd_smem_bytes<T, Tile, kDecode>() - kBlockM * kPitch * sizeof(T),
                   "the warps' partial rows fit where K and V were");
-    float* sMax = reinterpret_cast<float*>(sK);  // (kWarps, kBlockM)
-    float* sSum = sMax + kWarps * kBlockM;        // (kWarps, kBlockM)
-    float* sO = sSum + kWarps * kBlockM;          // (kWarps, kBlockM, kOPitch)
+    float* sMax = reinterpret_cast<float*>(sK);  // (kKeyWarps, kBlockM)
+    float* sSum = sMax + kKeyWarps * kBlockM;     // (kKeyWarps, kBlockM)
+    float* sO = sSum + kKeyWarps * kBlockM;       // (kKeyWarps, kBlockM, kOPitch)
     __syncthreads();
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
       for (int rh = 0; rh < 2; ++rh) {
-        const int r = tile_row(mt, rh);  // warp_row0 = 0: all warps hold the same rows
+        const int r = tile_row(mt, rh);  // the warps of a group hold the same rows
         if (t == 0) {
-          sMax[warp * kBlockM + r] = row_max[mt][rh];
-          sSum[warp * kBlockM + r] = row_l[mt][rh];
+          sMax[key_warp * kBlockM + r] = row_max[mt][rh];
+          sSum[key_warp * kBlockM + r] = row_l[mt][rh];
         }
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
-          *reinterpret_cast<float2*>(sO + (warp * kBlockM + r) * kOPitch + dt * 8 + 2 * t) =
+          *reinterpret_cast<float2*>(sO + (key_warp * kBlockM + r) * kOPitch + dt * 8 + 2 * t) =
               make_float2(acc_o[mt][dt][2 * rh], acc_o[mt][dt][2 * rh + 1]);
         }
       }
@@ -453,11 +457,11 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
         const int r = tile_row(mt, rh);
         float m = kNegInf;
 #pragma unroll
-        for (int w = 0; w < kWarps; ++w) m = fmaxf(m, sMax[w * kBlockM + r]);
+        for (int w = 0; w < kKeyWarps; ++w) m = fmaxf(m, sMax[w * kBlockM + r]);
         const float m_scaled = m == kNegInf ? 0.0f : m * mul;
-        float weight[kWarps], l = 0.0f;
+        float weight[kKeyWarps], l = 0.0f;
 #pragma unroll
-        for (int w = 0; w < kWarps; ++w) {
+        for (int w = 0; w < kKeyWarps; ++w) {
           weight[w] = exp2_approx(sMax[w * kBlockM + r] * mul - m_scaled);
           l += weight[w] * sSum[w * kBlockM + r];
         }
@@ -468,7 +472,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
           if (!owns(dt)) continue;
           float2 o = make_float2(0.0f, 0.0f);
 #pragma unroll
-          for (int w = 0; w < kWarps; ++w) {
+          for (int w = 0; w < kKeyWarps; ++w) {
             const float2 x =
                 *reinterpret_cast<const float2*>(sO + (w * kBlockM + r) * kOPitch + dt * 8 + 2 * t);
             o.x += weight[w] * x.x;
@@ -482,7 +486,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   }
 
   // ---- Epilogue: the one rescale by 1/l, O and LSE out (a split: fp32 partials) ----
-  const bool writes_lse = t == 0 && (!Tile::kSplitKeys || warp == 0);
+  const bool writes_lse = t == 0 && key_warp == 0;
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll

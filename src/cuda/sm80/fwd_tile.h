@@ -5,18 +5,21 @@
 
 namespace flashattn::detail::cuda {
 
-// kSplitKeys: the warps share the block's rows and split each step's keys (the decode tile);
-// otherwise each warp owns kBlockM / kWarps rows and sees every key.
-template <int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, bool kSplitKeys_ = false>
+// kKeyWarps: the warps that split each step's keys (the decode tiles). The warps form
+// kWarps / kKeyWarps groups of kKeyWarps; each group owns kBlockM / (kWarps / kKeyWarps) rows, and
+// warp w of a group takes the w-th kBlockN / kKeyWarps keys of each step. With 1 (the training
+// tiles) each warp owns its rows and sees every key.
+template <int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, int kKeyWarps_ = 1>
 struct FwdTile {
   static constexpr int kHeadDim = kHeadDim_;  // compiled (padded) head dim, a multiple of 32
   static constexpr int kBlockM = kBlockM_;    // query rows of one thread block
   static constexpr int kBlockN = kBlockN_;    // keys of one main-loop step
   static constexpr int kWarps = kWarps_;
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr bool kSplitKeys = kSplitKeys_;
-  static constexpr int kWarpRows = kSplitKeys ? kBlockM : kBlockM / kWarps;  // rows of one warp
-  static constexpr int kWarpKeys = kSplitKeys ? kBlockN / kWarps : kBlockN;  // keys of one warp
+  static constexpr int kKeyWarps = kKeyWarps_;
+  static constexpr bool kSplitKeys = kKeyWarps > 1;  // warps merge their softmax at the end
+  static constexpr int kWarpRows = kBlockM * kKeyWarps / kWarps;  // rows of one warp
+  static constexpr int kWarpKeys = kBlockN / kKeyWarps;           // keys of one warp a step
   static constexpr int kMTiles = kWarpRows / 16;  // m16 tiles per warp
   static constexpr int kNTiles = kWarpKeys / 8;   // n8 tiles of S per row of tiles
   static constexpr int kDTiles = kHeadDim / 8;        // n8 tiles of O
@@ -25,6 +28,7 @@ struct FwdTile {
   static constexpr int kPitch = kHeadDim + 8;
   static constexpr int kSmemElems = (kBlockM + 2 * kBlockN) * kPitch;  // sQ, sK, sV
 
+  static_assert(kWarps % kKeyWarps == 0, "whole groups of key-splitting warps");
   static_assert(kWarpRows % 16 == 0, "each warp owns whole m16 tiles");
   static_assert(kWarpKeys % 16 == 0 && kHeadDim % 32 == 0, "k16 steps and x4 ldmatrix");
   static_assert(kBlockM % 16 == 0, "dropout draws 16×16 blocks");
@@ -76,11 +80,21 @@ struct FwdTiles<224, kScoreMods> {
   using type = TileChain<FwdTileFor<224, kScoreMods>, FwdTile<224, 128, 32, 8>>;
 };
 
-// The decode kernel's tile: 16 rows (one m16 tile: a decode step has few query rows) shared by
+// The decode kernel's tiles. 16 rows (one m16 tile: a decode step has few query rows) shared by
 // 4 warps that split each step's keys, so the tensor cores do 16 rows of work, not 64, and the
-// registers (O: kHeadDim / 2 floats a thread) leave room for three blocks an SM. A memory-bound
-// kernel wants many K/V bytes in flight per SM: 128-key steps up to d 128, 64 above.
+// registers (O: kHeadDim / 2 floats a thread) leave room for two blocks an SM. A memory-bound
+// kernel wants many K/V bytes in flight per SM: 128-key steps up to d 128, 64 above. For more
+// than 16 tile rows (4 query tokens of a group of 8 heads, packed) up to d 128, 32 rows: two
+// groups of 2 warps, each group 16 rows and each warp half a step's keys, so each K/V byte is
+// read once for 32 rows (two 16-row blocks read it twice) and O stays kHeadDim / 2 floats a
+// thread. (Above d 128 its S fragments double the 16-row tile's spills: 164–196 bytes at d 256.)
 template <int kHeadDim>
-struct DecodeTileFor : FwdTile<kHeadDim, 16, kHeadDim <= 128 ? 128 : 64, 4, /*kSplitKeys=*/true> {};
+struct DecodeTileFor : FwdTile<kHeadDim, 16, kHeadDim <= 128 ? 128 : 64, 4, /*kKeyWarps=*/4> {};
+template <int kHeadDim>
+inline constexpr bool kHasDecodeTile32 = kHeadDim <= 128;
+template <int kHeadDim>
+struct DecodeTile32For : FwdTile<kHeadDim, 32, 128, 4, /*kKeyWarps=*/2> {
+  static_assert(kHasDecodeTile32<kHeadDim>);
+};
 
 }  // namespace flashattn::detail::cuda
