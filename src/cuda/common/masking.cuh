@@ -1,6 +1,7 @@
-// The causal/local window in block terms, shared by the sm80 and sm90 kernels: which key blocks a
-// query block sees, and what a warp needs to mask its S fragments of one (query block, key block)
-// pair.
+// The causal/local window and the score modifications, the one home of both for the sm80 and sm90
+// kernels, forward and backward: which key blocks a query block sees, what a warp needs to mask
+// its S fragments of one (query block, key block) pair, which keys one row sees, and what
+// softmax_scale, softcap and ALiBi make of one score.
 // Windows are bottom-right aligned: key j is on row i's diagonal at j = i + seqlen_k − seqlen_q.
 #pragma once
 
@@ -39,6 +40,18 @@ struct ScoreGeometry {
   bool need_mask;
 };
 
+// Whether some key of the block [n0, n0 + block_n) is hidden from some row of [m0, m0 + block_m)
+// (past the keys, or outside the window): most blocks need no mask.
+__device__ __forceinline__ bool block_needs_mask(const AttentionParams& p, const SequenceInfo& seq,
+                                                 int64_t m0, int64_t n0, int block_m,
+                                                 int block_n) {
+  const int64_t diag = seq.seqlen_k - seq.seqlen_q;
+  const int64_t m_last = min(m0 + block_m, seq.seqlen_q) - 1;
+  return n0 + block_n > seq.seqlen_k ||
+         (p.window_right >= 0 && n0 + block_n - 1 > m0 + diag + p.window_right) ||
+         (p.window_left >= 0 && n0 < m_last + diag - p.window_left);
+}
+
 __device__ __forceinline__ ScoreGeometry score_geometry(const AttentionParams& p,
                                                         const SequenceInfo& seq, int64_t m0,
                                                         int64_t n0, int block_m, int block_n,
@@ -46,7 +59,6 @@ __device__ __forceinline__ ScoreGeometry score_geometry(const AttentionParams& p
   constexpr int64_t kFar = int64_t{1} << 30;
   auto clamp32 = [](int64_t x) { return static_cast<int>(max(-kFar, min(kFar, x))); };
   const int64_t diag = seq.seqlen_k - seq.seqlen_q;
-  const int64_t m_last = min(m0 + block_m, seq.seqlen_q) - 1;
   ScoreGeometry g;
   g.row0 = row0;
   g.col0 = col0;
@@ -54,10 +66,35 @@ __device__ __forceinline__ ScoreGeometry score_geometry(const AttentionParams& p
   g.keys_local = clamp32(seq.seqlen_k - n0);
   g.right = p.window_right >= 0 ? clamp32(p.window_right) : static_cast<int>(kFar);
   g.left = p.window_left >= 0 ? clamp32(p.window_left) : static_cast<int>(kFar);
-  g.need_mask = n0 + block_n > seq.seqlen_k ||
-                (p.window_right >= 0 && n0 + block_n - 1 > m0 + diag + p.window_right) ||
-                (p.window_left >= 0 && n0 < m_last + diag - p.window_left);
+  g.need_mask = block_needs_mask(p, seq, m0, n0, block_m, block_n);
   return g;
+}
+
+// The keys one row of a step sees: columns [first, last] relative to n0, and the column of the
+// row's diagonal (ALiBi's distances are measured from it). row: relative to the geometry's m0.
+struct RowWindow {
+  int diag, first, last;
+  __device__ __forceinline__ bool hides(int j) const { return j < first || j > last; }
+};
+
+__device__ __forceinline__ RowWindow row_window(const ScoreGeometry& g, int row) {
+  const int diag = g.diag_local + row;
+  return {diag, diag - g.left, min(diag + g.right, g.keys_local - 1)};
+}
+
+// One score of the score-mods variants, from Q Kᵀ: times softmax_scale, through the softcap
+// (softcap · tanh(x / softcap)), minus ALiBi's slope · |diagonal − key|. dcap: the softcap's
+// derivative (1 without one), which the backward multiplies into dS.
+__device__ __forceinline__ float modify_score(const AttentionParams& p, float x, float alibi_slope,
+                                              int row_diag, int j, float& dcap) {
+  x *= p.scale;
+  dcap = 1.0f;
+  if (p.softcap > 0.0f) {
+    const float tc = tanhf(x / p.softcap);
+    x = p.softcap * tc;
+    dcap = 1.0f - tc * tc;
+  }
+  return x - alibi_slope * static_cast<float>(abs(row_diag - j));
 }
 
 }  // namespace flashattn::detail::cuda

@@ -85,23 +85,15 @@ __device__ __forceinline__ void scores_to_grads(const AttentionParams& p, const 
 #pragma unroll
       for (int slot = 0; slot < 8; ++slot) {
         const int nt = 2 * np + slot / 4, e = slot % 4, rh = e / 2;
-        const int row_diag = geo.diag_local + row_base + 8 * rh;  // column of this row's diagonal
+        const int row = row_base + 8 * rh;
         const int j = geo.col0 + nt * 8 + 2 * t + e % 2;
         float x = s[mt][nt][e];
         float dcap = 1.0f;
         if constexpr (kScoreMods) {
-          x *= p.scale;
-          if (p.softcap > 0.0f) {
-            const float tc = tanhf(x / p.softcap);
-            x = p.softcap * tc;
-            dcap = 1.0f - tc * tc;
-          }
-          x -= alibi_slope * static_cast<float>(abs(row_diag - j));
+          x = modify_score(p, x, alibi_slope, row_window(geo, row).diag, j, dcap);
         }
-        if (geo.need_mask &&
-            (j < row_diag - geo.left || j > min(row_diag + geo.right, geo.keys_local - 1))) {
-          x = kNegInf;
-        }
+        // (The window's bounds only where the step needs a mask: computed per element there.)
+        if (geo.need_mask && row_window(geo, row).hides(j)) x = kNegInf;
         const float prob = exp2_approx(fmaf(x, mul, -lse2[mt][rh]));
         float dpv = dp[mt][nt][e];
         if (dropout) {

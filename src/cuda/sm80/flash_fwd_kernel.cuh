@@ -96,7 +96,6 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   const int warp_key0 = key_warp * Tile::kWarpKeys;
   const int64_t h = blockIdx.y;                   // the query head (the KV head when packed)
   const int64_t hk = pack ? h : h / p.group;
-  const int64_t diag = seq.seqlen_k - seq.seqlen_q;  // key j is on row i's diagonal at i + diag
   // The query rows [q_first, q_last] that this block's tile rows hold.
   const int64_t q_first = m0 / group, q_last = (min(m0 + kBlockM, rows) - 1) / group;
 
@@ -282,40 +281,29 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
       }
     }
 
-    // Score modifications and the mask (only boundary blocks pay for the mask). Row and column
-    // are taken relative to (m0, n0) so the per-element tests are 32-bit; the block-wide bounds
-    // are clamped so that "unbounded" stays out of reach.
-    const bool need_mask =
-        n0 + kBlockN > seq.seqlen_k ||
-        (p.window_right >= 0 && n0 + kBlockN - 1 > q_first + diag + p.window_right) ||
-        (p.window_left >= 0 && n0 < q_last + diag - p.window_left);
+    // Score modifications and the mask (only boundary blocks pay for the mask), in query rows:
+    // the geometry's m0 is q_first, each fragment row's query is row_q (packed rows repeat one).
+    const int q_rows = static_cast<int>(q_last - q_first + 1);
+    const bool need_mask = block_needs_mask(p, seq, q_first, n0, q_rows, kBlockN);
     if (kScoreMods || need_mask) {
-      constexpr int64_t kFar = int64_t{1} << 30;
-      auto clamp32 = [](int64_t x) { return static_cast<int>(max(-kFar, min(kFar, x))); };
-      const int diag_local = clamp32(q_first + diag - n0);  // column of query q_first's diagonal
-      const int keys_local = clamp32(seq.seqlen_k - n0);
-      const int right = p.window_right >= 0 ? clamp32(p.window_right) : static_cast<int>(kFar);
-      const int left = p.window_left >= 0 ? clamp32(p.window_left) : static_cast<int>(kFar);
+      const ScoreGeometry geo = score_geometry(p, seq, q_first, n0, q_rows, kBlockN, 0, 0);
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
         for (int rh = 0; rh < 2; ++rh) {
-          const int row_diag = diag_local + row_q(mt, rh);
-          const int last = min(row_diag + right, keys_local - 1);
-          const int first = row_diag - left;
+          const RowWindow row = row_window(geo, row_q(mt, rh));
 #pragma unroll
           for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const int j = warp_key0 + nt * 8 + 2 * t + e;
               float& x = s[mt][nt][2 * rh + e];
+              float dcap;
               if constexpr (kScoreMods) {
-                x *= p.scale;
-                if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
-                x -= alibi_slope[kDecode ? mt : 0][kDecode ? rh : 0] *
-                     static_cast<float>(abs(row_diag - j));
+                x = modify_score(p, x, alibi_slope[kDecode ? mt : 0][kDecode ? rh : 0], row.diag, j,
+                                 dcap);
               }
-              if (need_mask && (j < first || j > last)) x = kNegInf;
+              if (need_mask && row.hides(j)) x = kNegInf;
             }
           }
         }

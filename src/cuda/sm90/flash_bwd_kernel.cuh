@@ -503,14 +503,12 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
       for (int nt = 0; nt < kSCols / 8; ++nt) {
 #pragma unroll
         for (int cc = 0; cc < 2; ++cc) {
-          const int row_diag = geo.diag_local + qcol0 + nt * 8 + 2 * t + cc;
-          const int lo = row_diag - geo.left;
-          const int hi = min(row_diag + geo.right, geo.keys_local - 1);
+          const RowWindow query = row_window(geo, qcol0 + nt * 8 + 2 * t + cc);
 #pragma unroll
           for (int rh = 0; rh < 2; ++rh) {
             const int j = key0 + g + 8 * rh;  // key, relative to n0
             float& x = s[4 * nt + 2 * rh + cc];
-            x = (j < lo) | (j > hi) ? -kInf : x;
+            x = query.hides(j) ? -kInf : x;
           }
         }
       }

@@ -172,21 +172,16 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     if (kScoreMods || geo.need_mask) {
 #pragma unroll
       for (int rh = 0; rh < 2; ++rh) {
-        const int row_diag = geo.diag_local + row0 + g + 8 * rh;
-        const int last = min(row_diag + geo.right, geo.keys_local - 1);
-        const int first = row_diag - geo.left;
+        const RowWindow row = row_window(geo, row0 + g + 8 * rh);
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const int j = nt * 8 + 2 * t + e;
             float& x = s[4 * nt + 2 * rh + e];
-            if constexpr (kScoreMods) {
-              x *= p.scale;
-              if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
-              x -= alibi_slope * static_cast<float>(abs(row_diag - j));
-            }
-            if (geo.need_mask && (j < first || j > last)) x = kNegInf;
+            float dcap;
+            if constexpr (kScoreMods) x = modify_score(p, x, alibi_slope, row.diag, j, dcap);
+            if (geo.need_mask && row.hides(j)) x = kNegInf;
           }
         }
       }
