@@ -5,14 +5,27 @@
 #include <cstdint>
 
 #include "cuda/common/mma.cuh"
+#include "cuda/common/smem_layout.h"
 
 namespace flashattn::detail::cuda {
 
+// x, through a move the compiler cannot see through: a value derived from it each main-loop step
+// is computed there, not hoisted out of the loop. The swizzled column of each unrolled fragment
+// read (col ^ key) would otherwise be hoisted, one register each (the 32-row decode tile at d 128
+// spilled 176 bytes, not 40).
+__device__ __forceinline__ int opaque(int x) {
+  int y;
+  asm volatile("mov.b32 %0, %1;" : "=r"(y) : "r"(x));
+  return y;
+}
+
 // A (kRows × kCols) tile whose rows are not evenly strided (a paged cache, packed query heads)
-// → shared memory with row pitch kPitch, 16 bytes a thread per step: row r (< rows_valid) starts
-// at row_ptr(r). Rows ≥ rows_valid and columns ≥ cols_valid are zero-filled and row_ptr is not
-// called for them (their copies name `any`, a valid address, and read nothing).
-template <int kThreads, int kRows, int kCols, int kPitch, class T, class RowPtr>
+// → shared memory (smem_index<kPitch, kSwizzle>), 16 bytes a thread per step: row r
+// (< rows_valid) starts at row_ptr(r). Rows ≥ rows_valid and columns ≥ cols_valid are
+// zero-filled and row_ptr is not called for them (their copies name `any`, a valid address, and
+// read nothing).
+template <int kThreads, int kRows, int kCols, int kPitch, bool kSwizzle = false, class T,
+          class RowPtr>
 __device__ __forceinline__ void load_rows_async_indexed(T* smem, RowPtr row_ptr, const T* any,
                                                         int rows_valid, int cols_valid) {
   constexpr int kChunksPerRow = kCols / 8;
@@ -24,14 +37,14 @@ __device__ __forceinline__ void load_rows_async_indexed(T* smem, RowPtr row_ptr,
     const int row = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
     const bool valid = row < rows_valid && col < cols_valid;
     const T* src = valid ? row_ptr(row) + col : any;
-    cp_async_16(smem + row * kPitch + col, src, valid);
+    cp_async_16(smem + smem_index<kPitch, kSwizzle>(row, col), src, valid);
   }
 }
 
-// A (kRows × kCols) tile of a row-major operand (row stride in elements) → shared memory with
-// row pitch kPitch, 16 bytes a thread per step; rows ≥ rows_valid and columns ≥ cols_valid are
-// zero-filled. kCols is a multiple of 8.
-template <int kThreads, int kRows, int kCols, int kPitch, class T>
+// A (kRows × kCols) tile of a row-major operand (row stride in elements) → shared memory
+// (smem_index<kPitch, kSwizzle>), 16 bytes a thread per step; rows ≥ rows_valid and columns
+// ≥ cols_valid are zero-filled. kCols is a multiple of 8.
+template <int kThreads, int kRows, int kCols, int kPitch, bool kSwizzle = false, class T>
 __device__ __forceinline__ void load_rows_async(T* smem, const T* gmem, int64_t row_stride,
                                                 int64_t rows_valid, int cols_valid) {
   constexpr int kChunksPerRow = kCols / 8;
@@ -47,11 +60,11 @@ __device__ __forceinline__ void load_rows_async(T* smem, const T* gmem, int64_t 
       const int row = row0 + i * kRowStep;
       if (kRows % kRowStep != 0 && row >= kRows) break;
       const bool valid = row < rows_valid && col < cols_valid;
-      cp_async_16(smem + row * kPitch + col, valid ? src : gmem, valid);
+      cp_async_16(smem + smem_index<kPitch, kSwizzle>(row, col), valid ? src : gmem, valid);
       src += step;
     }
   } else {
-    load_rows_async_indexed<kThreads, kRows, kCols, kPitch>(
+    load_rows_async_indexed<kThreads, kRows, kCols, kPitch, kSwizzle>(
         smem, [=](int row) { return gmem + row * row_stride; }, gmem,
         static_cast<int>(rows_valid < kRows ? rows_valid : kRows), cols_valid);
   }

@@ -42,8 +42,8 @@ namespace flashattn::detail::cuda {
 template <class Tile, int kRows, class T>
 __device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t row_stride,
                                                 int64_t rows_valid, int head_dim) {
-  load_rows_async<Tile::kThreads, kRows, Tile::kHeadDim, Tile::kPitch>(smem, gmem, row_stride,
-                                                                     rows_valid, head_dim);
+  load_rows_async<Tile::kThreads, kRows, Tile::kHeadDim, Tile::kPitch, Tile::kSwizzle>(
+      smem, gmem, row_stride, rows_valid, head_dim);
 }
 
 // Shared memory of one block: sQ, sK, sV, and for the decode kernel two buffers of a K/V tile's
@@ -148,7 +148,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     const int64_t n0 = static_cast<int64_t>(nb) * kBlockN;
     if (paged) {
       const int64_t* rows = offsets + (nb & 1) * kBlockN;
-      load_rows_async_indexed<Tile::kThreads, kBlockN, Tile::kHeadDim, kPitch>(
+      load_rows_async_indexed<Tile::kThreads, kBlockN, Tile::kHeadDim, kPitch, Tile::kSwizzle>(
           dst, [=](int r) { return src + rows[r]; }, src,
           static_cast<int>(min(seq.seqlen_k - n0, int64_t{kBlockN})), head_dim);
     } else {
@@ -209,7 +209,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   // ---- Prologue: Q and the last K block in flight ----
   if (n_block_max > n_block_min) {
     if (pack) {
-      load_rows_async_indexed<Tile::kThreads, kBlockM, Tile::kHeadDim, kPitch>(
+      load_rows_async_indexed<Tile::kThreads, kBlockM, Tile::kHeadDim, kPitch, Tile::kSwizzle>(
           sQ,
           [=](int r) {
             const int64_t row = m0 + r;
@@ -235,6 +235,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   // ---- Main loop: key blocks from last to first ----
   for (int nb = n_block_max - 1; nb >= n_block_min; --nb) {
     const int64_t n0 = static_cast<int64_t>(nb) * kBlockN;
+    const int lane_row8 = opaque(lane % 8);  // every fragment read's rows, modulo 8
     if constexpr (kDecode) {
       cp_async_wait<1>();  // K(nb) (and Q) landed; V(nb), issued after it, may be in flight
       __syncthreads();     // … for every thread
@@ -266,13 +267,14 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
       uint32_t a[kMTiles][4];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
-        ldmatrix_x4(a[mt], sQ + (warp_row0 + mt * 16 + lane % 16) * kPitch + kk * 16 + (lane / 16) * 8);
+        ldmatrix_x4(a[mt], sQ + Tile::at(warp_row0 + mt * 16 + lane % 16, kk * 16 + (lane / 16) * 8,
+                                         lane_row8));
       }
 #pragma unroll
       for (int np = 0; np < kNTiles / 2; ++np) {
         uint32_t bk[4];
-        ldmatrix_x4(bk, sK + (warp_key0 + np * 16 + (lane / 16) * 8 + lane % 8) * kPitch + kk * 16 +
-                            ((lane / 8) % 2) * 8);
+        ldmatrix_x4(bk, sK + Tile::at(warp_key0 + np * 16 + (lane / 16) * 8 + lane % 8,
+                                      kk * 16 + ((lane / 8) % 2) * 8, lane_row8));
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
           mma_16816<T>(s[mt][2 * np], a[mt], bk[0], bk[1]);
@@ -383,9 +385,8 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
 #pragma unroll
       for (int dp = 0; dp < kDTiles / 2; ++dp) {
         uint32_t bv[4];
-        ldmatrix_x4_trans(bv, sV + (warp_key0 + kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kPitch +
-                                  dp * 16 +
-                                  (lane / 16) * 8);
+        ldmatrix_x4_trans(bv, sV + Tile::at(warp_key0 + kk * 16 + ((lane / 8) % 2) * 8 + lane % 8,
+                                            dp * 16 + (lane / 16) * 8, lane_row8));
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
           mma_16816<T>(acc_o[mt][2 * dp], a[mt], bv[0], bv[1]);
@@ -407,17 +408,17 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     row_l[mt][0] = quad_sum(row_sum[mt][0]);
     row_l[mt][1] = quad_sum(row_sum[mt][1]);
   }
-  // Warps that split the keys merge their (max, sum, O) of each row through shared memory (sK and
-  // sV are free: no load is in flight after the last step); key warp w of a group then owns the
-  // output columns of the n8 tiles dt ≡ w (mod kKeyWarps) of the group's rows, and key warp 0
-  // writes their LSE (writes_lse).
+  // Warps that split the keys merge their (max, sum, O) of each row through shared memory (all of
+  // it is free after the barrier: no load is in flight after the last step); key warp w of a group
+  // then owns the output columns of the n8 tiles dt ≡ w (mod kKeyWarps) of the group's rows, and
+  // key warp 0 writes their LSE (writes_lse).
   auto owns = [&](int dt) { return !Tile::kSplitKeys || dt % Tile::kKeyWarps == key_warp; };
   if constexpr (Tile::kSplitKeys) {
     constexpr int kKeyWarps = Tile::kKeyWarps, kOPitch = Tile::kHeadDim + 8;
     static_assert((2 + kOPitch) * kKeyWarps * kBlockM * sizeof(float) <=
-                      fwd_smem_bytes<T, Tile, kDecode>() - kBlockM * kPitch * sizeof(T),
-                  "the warps' partial rows fit where K and V were");
-    float* sMax = reinterpret_cast<float*>(sK);  // (kKeyWarps, kBlockM)
+                      fwd_smem_bytes<T, Tile, kDecode>(),
+                  "the warps' partial rows fit where Q, K and V were");
+    float* sMax = reinterpret_cast<float*>(sQ);  // (kKeyWarps, kBlockM)
     float* sSum = sMax + kKeyWarps * kBlockM;     // (kKeyWarps, kBlockM)
     float* sO = sSum + kKeyWarps * kBlockM;       // (kKeyWarps, kBlockM, kOPitch)
     __syncthreads();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "cuda/common/tile_chain.h"
+#include "cuda/common/smem_layout.h"
 
 namespace flashattn::detail::cuda {
 
@@ -9,7 +10,10 @@ namespace flashattn::detail::cuda {
 // kWarps / kKeyWarps groups of kKeyWarps; each group owns kBlockM / (kWarps / kKeyWarps) rows, and
 // warp w of a group takes the w-th kBlockN / kKeyWarps keys of each step. With 1 (the training
 // tiles) each warp owns its rows and sees every key.
-template <int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, int kKeyWarps_ = 1>
+// kSwizzle: the swizzled shared layout (cuda/common/smem_layout.h), for head dims that are
+// a multiple of 64; else rows padded by 16 bytes.
+template <int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, int kKeyWarps_ = 1,
+          bool kSwizzle_ = false>
 struct FwdTile {
   static constexpr int kHeadDim = kHeadDim_;  // compiled (padded) head dim, a multiple of 32
   static constexpr int kBlockM = kBlockM_;    // query rows of one thread block
@@ -23,15 +27,20 @@ struct FwdTile {
   static constexpr int kMTiles = kWarpRows / 16;  // m16 tiles per warp
   static constexpr int kNTiles = kWarpKeys / 8;   // n8 tiles of S per row of tiles
   static constexpr int kDTiles = kHeadDim / 8;        // n8 tiles of O
-  // Shared rows are padded by 16 bytes: 8 consecutive rows then start in 8 distinct 16-byte bank
-  // groups whenever kHeadDim is a multiple of 16, so ldmatrix and cp.async are conflict-free.
-  static constexpr int kPitch = kHeadDim + 8;
+  static constexpr bool kSwizzle = kSwizzle_;
+  static constexpr int kPitch = kSwizzle ? kHeadDim : kHeadDim + 8;  // elements a shared row
   static constexpr int kSmemElems = (kBlockM + 2 * kBlockN) * kPitch;  // sQ, sK, sV
 
   static_assert(kWarps % kKeyWarps == 0, "whole groups of key-splitting warps");
   static_assert(kWarpRows % 16 == 0, "each warp owns whole m16 tiles");
   static_assert(kWarpKeys % 16 == 0 && kHeadDim % 32 == 0, "k16 steps and x4 ldmatrix");
   static_assert(kBlockM % 16 == 0, "dropout draws 16×16 blocks");
+  static_assert(!kSwizzle || kHeadDim % 64 == 0, "swizzled rows are whole 128-byte lines");
+
+  // The element (row, col) of sQ, sK or sV; col a multiple of 8, row_mod8 = row % 8.
+  FLASHATTN_HOST_DEVICE static constexpr int at(int row, int col, int row_mod8) {
+    return smem_index<kPitch, kSwizzle>(row, col, row_mod8);
+  }
 };
 
 // Tiles per head dim (and score-mods variant), chosen with bench/tune_fwd.cu on an H100
@@ -88,12 +97,20 @@ struct FwdTiles<224, kScoreMods> {
 // groups of 2 warps, each group 16 rows and each warp half a step's keys, so each K/V byte is
 // read once for 32 rows (two 16-row blocks read it twice) and O stays kHeadDim / 2 floats a
 // thread. (Above d 128 its S fragments double the 16-row tile's spills: 164–196 bytes at d 256.)
+// d 64 and 128 take the swizzled layout, so that each K/V sector crosses from L2 once (1 × 128k
+// keys at d 128: 4.11 TB/s, not 3.86, docs/tuning.md). At d 256 it ran a contiguous cache
+// faster (16 × 16k: 4.32 against 4.03) but a paged one slower (3.54 against 3.95; its 4-row
+// loader steps spilled 192 bytes, not 108): not taken above d 128.
 template <int kHeadDim>
-struct DecodeTileFor : FwdTile<kHeadDim, 16, kHeadDim <= 128 ? 128 : 64, 4, /*kKeyWarps=*/4> {};
+inline constexpr bool kDecodeSwizzle = kHeadDim == 64 || kHeadDim == 128;
+template <int kHeadDim>
+struct DecodeTileFor : FwdTile<kHeadDim, 16, kHeadDim <= 128 ? 128 : 64, 4, /*kKeyWarps=*/4,
+                               kDecodeSwizzle<kHeadDim>> {};
 template <int kHeadDim>
 inline constexpr bool kHasDecodeTile32 = kHeadDim <= 128;
 template <int kHeadDim>
-struct DecodeTile32For : FwdTile<kHeadDim, 32, 128, 4, /*kKeyWarps=*/2> {
+struct DecodeTile32For
+    : FwdTile<kHeadDim, 32, 128, 4, /*kKeyWarps=*/2, kDecodeSwizzle<kHeadDim>> {
   static_assert(kHasDecodeTile32<kHeadDim>);
 };
 
