@@ -4,7 +4,8 @@
 #   test      the C++ GPU tests (and the CPU tests when built here), then again with the sm80
 #             kernels forced (FLASHATTN_DISABLE_SM90=1)
 #   sanitize  compute-sanitizer (memcheck, racecheck, synccheck) on a small case of each kernel
-#             variant and on the backward's workspace paths
+#             variant (the decode kernel and the combine too, a paged cache through Python) and
+#             on the backward's workspace paths
 #   demo      the demo on the GPU, and its first use with the PTX compiled by the driver
 #   python    the Python package's tests on CUDA tensors (tests/python) and the transformers
 #             example on the GPU
@@ -132,6 +133,36 @@ if want test; then
   grep -hE "^\[  FAILED  \] [A-Za-z]|^\s+[0-9]+ - .*(Failed|Exception)" "$OUT"/gpu_tests*.log | head -20 || true
 fi
 
+# ---- The Python package: installed once, for every Python step ------------------------------
+python_installed=0
+install_python() {
+  ((python_installed)) && return 0
+  python_installed=1
+  local start rc wheel
+  start=$(date +%s)
+  wheel=$(ls "${BINS:-/nonexistent}"/flashattn-*.whl 2>/dev/null | head -1 || true)
+  # The device image has torch, nanobind, scikit-build-core and transformers, and no network: no
+  # build isolation, no dependencies fetched, the system python3 (no venv).
+  local pip_args=(--no-build-isolation --no-deps --force-reinstall)
+  if [[ -n $wheel ]]; then
+    pip_args+=(--no-index "$wheel")
+  else
+    # --config-settings, not -C: pip before 23.1 knows only the long form.
+    pip_args+=(-v --config-settings=cmake.define.FLASHATTN_CUDA=ON
+               --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=90a .)
+  fi
+  set +e
+  CMAKE_BUILD_PARALLEL_LEVEL=$JOBS python3 -m pip install "${pip_args[@]}" >"$OUT/python_install.log" 2>&1
+  rc=$?
+  if ((rc != 0)) && grep -q externally-managed-environment "$OUT/python_install.log"; then
+    CMAKE_BUILD_PARALLEL_LEVEL=$JOBS python3 -m pip install --break-system-packages \
+      "${pip_args[@]}" >>"$OUT/python_install.log" 2>&1
+    rc=$?
+  fi
+  set -e
+  record "python: pip install ${wheel:-.} rc $rc in $(( $(date +%s) - start )) s"
+}
+
 if want sanitize; then
   # Forward: every compiled head dim (plain variant) and the score-mods variant (softcap, ALiBi,
   # dropout, window). Backward: every compiled head dim, the score-mods variant, fully masked
@@ -139,7 +170,7 @@ if want sanitize; then
   # varlen with a window, GQA causal; elsewhere the sm80 dQ kernel) and the workspace paths.
   # fp16 and bf16. The HopperHeadDims grids (bf16) put the sm90 kernel through every option,
   # varlen batch and layout on a Hopper GPU.
-  fwd_filter='AllHeadDims/*d*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Long/*:HopperHeadDims/*bf16*'
+  fwd_filter='AllHeadDims/*d*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Long/*:HopperHeadDims/*bf16*:Decode/*'
   bwd_filter='HeadDims/*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Masked/*:Det/*_d64_det:Det/*detwindow_bf16*:Det/*detvarlenwindow_bf16*:Det/*detgqacausal_bf16*:HopperHeadDims/*bf16*:GpuBackwardWorkspace.*'
   bwd_race_hopper='HopperHeadDims/*hopper_causal_bf16*:HopperHeadDims/*hopper_causalgqa_bf16*:HopperHeadDims/*hopper_layout_bf16*headmajor'
   # The three tools at once (each is CPU-bound; one after another they outlast a device call),
@@ -159,6 +190,18 @@ if want sanitize; then
       rc=$?
       echo "compute-sanitizer $tool ($kind): rc $rc, $(sanitizer_result "$log")"
     done
+    # The decode kernel over a paged cache (pages of 16 in a shuffled order) through the Python
+    # package (the C++ GPU tests have no paged case): the 16-row tile (1 query, 32/8 heads) and
+    # the 32-row tile (4 queries, 16/2 heads), then the combine.
+    log=$OUT/sanitizer_${tool}_paged.log
+    : >"$log"
+    rc=0
+    for shape in "--heads 32/8 --q 1" "--heads 16/2 --q 4"; do
+      # shellcheck disable=SC2086
+      compute-sanitizer --tool "$tool" --error-exitcode 9 python3 bench/decode_ncu.py \
+        --shape 2x4096 --page 16 $shape >>"$log" 2>&1 || rc=$?
+    done
+    echo "compute-sanitizer $tool (paged decode, python): rc $rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -1)"
     # The smaller tiles of the emulated A100 and sm_86/89/120 part: every compiled head dim
     # (bf16: the tiles are the same for fp16), forward and backward, the sm80 kernels forced.
     for limit in 166912 101376; do
@@ -176,6 +219,7 @@ if want sanitize; then
   sanitizer_result() {
     echo "$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$1" | tail -1), $(grep -E '^\[  (PASSED|FAILED)  \]' "$1" | head -1 || true)"
   }
+  install_python
   set +e
   read -r -a tools <<<"${FLASHATTN_SANITIZE_TOOLS:-memcheck racecheck synccheck}"
   for tool in "${tools[@]}"; do
@@ -209,36 +253,6 @@ if want demo; then
   native_s=$(jit_run) jit_s=$(jit_run CUDA_FORCE_PTX_JIT=1)
   record "first use, forward + backward bf16 d 128 (demo process, sm80 kernels): ${native_s} s with sm_90a code, ${jit_s} s compiling the build's PTX (CUDA_FORCE_PTX_JIT=1, no cache; compute_90a where built for 90a alone, as here by default, compute_80 in a release build)"
 fi
-
-# ---- The Python package: installed once, for every Python step ------------------------------
-python_installed=0
-install_python() {
-  ((python_installed)) && return 0
-  python_installed=1
-  local start rc wheel
-  start=$(date +%s)
-  wheel=$(ls "${BINS:-/nonexistent}"/flashattn-*.whl 2>/dev/null | head -1 || true)
-  # The device image has torch, nanobind, scikit-build-core and transformers, and no network: no
-  # build isolation, no dependencies fetched, the system python3 (no venv).
-  local pip_args=(--no-build-isolation --no-deps --force-reinstall)
-  if [[ -n $wheel ]]; then
-    pip_args+=(--no-index "$wheel")
-  else
-    # --config-settings, not -C: pip before 23.1 knows only the long form.
-    pip_args+=(-v --config-settings=cmake.define.FLASHATTN_CUDA=ON
-               --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=90a .)
-  fi
-  set +e
-  CMAKE_BUILD_PARALLEL_LEVEL=$JOBS python3 -m pip install "${pip_args[@]}" >"$OUT/python_install.log" 2>&1
-  rc=$?
-  if ((rc != 0)) && grep -q externally-managed-environment "$OUT/python_install.log"; then
-    CMAKE_BUILD_PARALLEL_LEVEL=$JOBS python3 -m pip install --break-system-packages \
-      "${pip_args[@]}" >>"$OUT/python_install.log" 2>&1
-    rc=$?
-  fi
-  set -e
-  record "python: pip install ${wheel:-.} rc $rc in $(( $(date +%s) - start )) s"
-}
 
 if want python; then
   install_python
