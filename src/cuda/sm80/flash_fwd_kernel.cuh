@@ -235,7 +235,8 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   // ---- Main loop: key blocks from last to first ----
   for (int nb = n_block_max - 1; nb >= n_block_min; --nb) {
     const int64_t n0 = static_cast<int64_t>(nb) * kBlockN;
-    const int lane_row8 = opaque(lane % 8);  // every fragment read's rows, modulo 8
+    // Every fragment read's rows, modulo 8 (the swizzle key; unused by padded tiles).
+    const int lane_row8 = Tile::kSwizzle ? opaque(lane % 8) : lane % 8;
     if constexpr (kDecode) {
       cp_async_wait<1>();  // K(nb) (and Q) landed; V(nb), issued after it, may be in flight
       __syncthreads();     // … for every thread
