@@ -40,7 +40,7 @@ __global__ void fill_random(__nv_bfloat16* x, size_t n, uint32_t seed) {
 
 template <class Tile>
 void launch(const AttentionParams& p) {
-  auto kernel = flash_fwd_kernel<__nv_bfloat16, Tile, false>;
+  auto kernel = flash_fwd_kernel<__nv_bfloat16, Tile, false, /*kDecode=*/false>;
   const size_t smem = Tile::kSmemElems * 2;
   CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   dim3 grid(unsigned((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM), unsigned(p.heads_q), unsigned(p.batch));
@@ -53,9 +53,10 @@ struct Variant {
   void (*run)(const AttentionParams&);
 };
 
-template <int D, int M, int N, int W>
+// kSwizzle: the swizzled shared rows (cuda/common/smem_layout.h) instead of padded ones.
+template <int D, int M, int N, int W, bool kSwizzle = false>
 Variant variant(const char* name) {
-  return Variant{name, &launch<FwdTile<D, M, N, W>>};
+  return Variant{name, &launch<FwdTile<D, M, N, W, /*kKeyWarps=*/1, kSwizzle>>};
 }
 
 double time_ms(const Variant& v, const AttentionParams& p) {
@@ -95,7 +96,7 @@ void sweep(const std::vector<Variant>& variants) {
       p.batch = b; p.seqlen_q = p.seqlen_k = s; p.heads_q = p.heads_kv = h; p.group = 1;
       p.head_dim = p.head_dim_v = D;
       p.scale = 1.0f / std::sqrt(float(D)); p.scale_log2 = p.scale * 1.4426950408889634f;
-      p.window_right = causal ? 0 : -1; p.is_causal = causal;
+      p.window_right = causal ? 0 : -1;  // causal: window_right 0
       const double flops = 4.0 * b * h * double(s) * s * D / (causal ? 2 : 1);
       std::vector<__nv_bfloat16> ref(n), got(n);
       for (size_t i = 0; i < variants.size(); ++i) {
@@ -116,10 +117,21 @@ void sweep(const std::vector<Variant>& variants) {
   }
 }
 
-// tune_fwd [all|prod]: every tile shape, or only the production tile of each head dim (for A/B
-// runs of two kernel versions built from two source trees).
+// tune_fwd [all|prod|swizzle]: every tile shape; only the production tile of each head dim (for
+// A/B runs of two kernel versions built from two source trees); or the production tile with
+// padded and with swizzled shared rows (the decode kernel's layout at d 64 and 128).
 int main(int argc, char** argv) {
-  const bool prod_only = argc > 1 && std::string(argv[1]) == "prod";
+  const std::string mode = argc > 1 ? argv[1] : "all";
+  if (mode == "swizzle") {
+    sweep<256>({variant<256, 64, 64, 4>("64x64 w4 (prod)"),
+                variant<256, 64, 64, 4, true>("64x64 w4 swizzled")});
+    sweep<128>({variant<128, 128, 64, 4>("128x64 w4 (prod)"),
+                variant<128, 128, 64, 4, true>("128x64 w4 swizzled")});
+    sweep<64>({variant<64, 128, 128, 4>("128x128 w4 (prod)"),
+               variant<64, 128, 128, 4, true>("128x128 w4 swizzled")});
+    return 0;
+  }
+  const bool prod_only = mode == "prod";
   auto pick = [&](std::vector<Variant> v) {
     if (prod_only) v.resize(1);
     return v;
