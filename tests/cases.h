@@ -280,4 +280,50 @@ inline std::vector<Case> long_cases(bool backward) {
   return for_dtypes(v);
 }
 
+// Forward over a paged KV cache (Case::page_size: pages shuffled, the rows no key fills NaN):
+// page sizes of 1, 5 (not a power of two), 16, 64 and 256 rows against 300 keys (no page size
+// divides it), a decode step of 1 and 4 query tokens (GQA packed; 16/2 heads at d 128 is the
+// 32-row decode tile) and a 97-row prefill, sequences of different used lengths (one of a
+// single key), and the score options.
+inline std::vector<Case> paged_cases() {
+  std::vector<Case> v;
+  auto base = [](int64_t page, int64_t sq, int64_t d = 64) {
+    Case c;
+    c.label = "paged";
+    c.batch = 2;
+    c.seqlen_q = sq;
+    c.seqlen_k = 300;
+    c.heads_q = 4;
+    c.heads_kv = 2;
+    c.head_dim = d;
+    c.page_size = page;
+    c.causal = sq > 1;
+    return c;
+  };
+  for (int64_t page : {1, 5, 16, 64, 256}) {
+    for (int64_t sq : {1, 4, 97}) v.push_back(base(page, sq));
+  }
+  Case c = base(16, 1);
+  c.seqused_k = {300, 1};
+  v.push_back(c);
+  c = base(5, 4, 128);
+  c.heads_q = 16;
+  c.seqused_k = {17, 300};
+  v.push_back(c);
+  c = base(16, 1, 256);
+  v.push_back(c);
+  c = base(16, 4);
+  c.window_left = 40;
+  v.push_back(c);
+  c = base(64, 1);
+  c.softcap = 5.0f;
+  c.qk_scale = 2.0;
+  c.alibi = Alibi::batch_heads;
+  v.push_back(c);
+  c = base(16, 1);
+  c.num_splits = 3;
+  v.push_back(c);
+  return for_dtypes(v);
+}
+
 }  // namespace fa_test

@@ -70,6 +70,7 @@ std::string Case::name() const {
   if (pad) s += "_pad" + std::to_string(pad);
   if (num_threads) s += "_thr" + std::to_string(num_threads);
   if (num_splits) s += "_split" + std::to_string(num_splits);
+  if (page_size) s += "_page" + std::to_string(page_size);
   if (deterministic) s += "_det";
   return s;
 }
@@ -168,6 +169,37 @@ Problem::Problem(const Case& cs) : c(cs) {
   v.fill_normal(rng, 1.0);
 
   used = c.seqused_k;
+  if (c.paged()) {
+    if (c.varlen() || c.layout != Layout::contiguous) {
+      throw std::invalid_argument("paged cases: padded batches, contiguous layout");
+    }
+    // Each sequence's pages, drawn without replacement from a shuffled pool with one page to
+    // spare; the forward's seqlen_k is then the table's capacity, so seqused_k (the case's, or
+    // seqlen_k) says how many rows each sequence uses.
+    const int64_t ps = c.page_size, per_seq = (c.seqlen_k + ps - 1) / ps;
+    const int64_t num_pages = B * per_seq + 1;
+    std::vector<int32_t> pool(static_cast<size_t>(num_pages));
+    for (int64_t i = 0; i < num_pages; ++i) pool[i] = static_cast<int32_t>(i);
+    std::shuffle(pool.begin(), pool.end(), rng);
+    table.assign(pool.begin(), pool.begin() + B * per_seq);
+    k_pages = Buf::contiguous(c.dtype, {num_pages, ps, HK, D});
+    v_pages = Buf::contiguous(c.dtype, {num_pages, ps, HK, DV});
+    for (Buf* pages : {&k_pages, &v_pages}) {
+      for (int64_t i = 0; i < pages->numel(); ++i) pages->set(i, std::nan(""));
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t j = 0; j < c.seqlen_k; ++j) {
+        const int64_t page = table[b * per_seq + j / ps], row = page * ps + j % ps;
+        const int64_t src = b * c.seqlen_k + j;
+        for (int64_t e = 0; e < HK * D; ++e) k_pages.set(row * HK * D + e, k.get(src * HK * D + e));
+        for (int64_t e = 0; e < HK * DV; ++e) {
+          v_pages.set(row * HK * DV + e, v.get(src * HK * DV + e));
+        }
+      }
+    }
+    if (used.empty()) used.assign(static_cast<size_t>(B), static_cast<int32_t>(c.seqlen_k));
+    opts.block_table = flashattn::contiguous_view(table.data(), DType::i32, {B, per_seq});
+  }
 
   if (c.alibi != Alibi::none) {
     // The standard ALiBi geometric slopes 2^(−8(h+1)/H), varied per sequence for (batch, heads).
@@ -332,12 +364,12 @@ ForwardRun run_forward(Problem& p) {
   ForwardRun f{p.make_out(), p.make_lse()};
   InputSnapshot snap;
   snap.add(p.q);
-  snap.add(p.k);
-  snap.add(p.v);
+  snap.add(p.k_in());
+  snap.add(p.v_in());
   const auto cu_q = p.cu_q, cu_k = p.cu_k, used = p.used;
   const auto alibi = p.alibi;
-  flashattn::forward(p.q.tensor(), p.k.tensor(), p.v.tensor(), f.out.tensor(), f.lse.tensor(),
-                     p.opts);
+  flashattn::forward(p.q.tensor(), p.k_in().tensor(), p.v_in().tensor(), f.out.tensor(),
+                     f.lse.tensor(), p.opts);
   snap.expect_unchanged("forward");
   EXPECT_TRUE(cu_q == p.cu_q && cu_k == p.cu_k && used == p.used && alibi == p.alibi)
       << "forward modified cu_seqlens/seqused_k/alibi_slopes";

@@ -58,10 +58,15 @@ struct Case {
   int64_t pad = 0;
   int num_threads = 0;
   int num_splits = 0;  // Options::num_splits (the CPU ignores it)
+  // > 0: the forward reads k and v as a paged cache of pages of this many rows, in a shuffled
+  // order, through Options::block_table (padded batches, forward only); the reference reads the
+  // contiguous k and v. Rows of the pages that no key fills are NaN.
+  int64_t page_size = 0;
   bool deterministic = false;
   uint64_t seed = 1;  // of the random inputs
 
   bool varlen() const { return !lens_q.empty(); }
+  bool paged() const { return page_size > 0; }
   int64_t dv() const { return head_dim_v ? head_dim_v : head_dim; }
   int64_t nbatch() const { return varlen() ? static_cast<int64_t>(lens_q.size()) : batch; }
   std::string name() const;  // a readable gtest name (alphanumerics and '_')
@@ -77,6 +82,8 @@ struct Problem {
   Buf q, k, v;
   Buf packed;  // packed_qkv: the buffer that q, k, v slice
   std::vector<int32_t> cu_q, cu_k, used;
+  Buf k_pages, v_pages;        // paged cases: the cache the forward reads (k, v: the reference's)
+  std::vector<int32_t> table;  // paged cases: (batch, pages a sequence)
   std::vector<float> alibi;
   int64_t total_q = 0, total_k = 0;
   flashattn::Options opts;
@@ -86,6 +93,10 @@ struct Problem {
   BackwardRun make_grads() const;
   Problem(const Problem&) = delete;
   Problem& operator=(const Problem&) = delete;
+
+  // The k and v that the forward reads: the pages of a paged case, else k and v.
+  const Buf& k_in() const { return c.paged() ? k_pages : k; }
+  const Buf& v_in() const { return c.paged() ? v_pages : v; }
 
   // Outputs, poisoned, in the case's layout.
   Buf make_out() const;

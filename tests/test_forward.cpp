@@ -18,6 +18,7 @@ INSTANTIATE_TEST_SUITE_P(Long, ForwardShapes, ::testing::ValuesIn(long_cases(fal
 class ForwardOptions : public ::testing::TestWithParam<Case> {};
 TEST_P(ForwardOptions, MatchesReference) { check_forward(GetParam()); }
 INSTANTIATE_TEST_SUITE_P(Options, ForwardOptions, ::testing::ValuesIn(option_cases()), CaseName());
+INSTANTIATE_TEST_SUITE_P(Paged, ForwardOptions, ::testing::ValuesIn(paged_cases()), CaseName());
 
 // lse is optional for inference: without it, out is the same, bit for bit.
 TEST(ForwardLse, OptionalLseGivesSameOutput) {

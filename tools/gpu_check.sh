@@ -4,8 +4,8 @@
 #   test      the C++ GPU tests (and the CPU tests when built here), then again with the sm80
 #             kernels forced (FLASHATTN_DISABLE_SM90=1)
 #   sanitize  compute-sanitizer (memcheck, racecheck, synccheck) on a small case of each kernel
-#             variant (the decode kernel and the combine too, a paged cache through Python) and
-#             on the backward's workspace paths
+#             variant (the decode kernel, paged caches and the combine too) and on the
+#             backward's workspace paths
 #   demo      the demo on the GPU, and its first use with the PTX compiled by the driver
 #   python    the Python package's tests on CUDA tensors (tests/python) and the transformers
 #             example on the GPU
@@ -170,9 +170,9 @@ if want sanitize; then
   # varlen with a window, GQA causal; elsewhere the sm80 dQ kernel) and the workspace paths.
   # fp16 and bf16. The HopperHeadDims grids (bf16) put the sm90 kernel through every option,
   # varlen batch and layout on a Hopper GPU. The decode kernel: 4 query tokens on every head
-  # grid and head dim (the 16-row and the 32-row tile), and every score option split 3 ways (bf16;
-  # all 246 decode cases took memcheck past 300 s).
-  fwd_filter='AllHeadDims/*d*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Long/*:HopperHeadDims/*bf16*:Decode/*decode_bf16_b3_q4*:Decode/*bf16*split3'
+  # grid and head dim (the 16-row and the 32-row tile), every score option split 3 ways, and the
+  # paged caches (bf16; all 246 decode cases took memcheck past 300 s).
+  fwd_filter='AllHeadDims/*d*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Long/*:HopperHeadDims/*bf16*:Decode/*decode_bf16_b3_q4*:Decode/*bf16*split3:Paged/*bf16*'
   bwd_filter='HeadDims/*:Options/*softcap*:Options/*alibi*:Options/*dropout*:Options/*window*:Masked/*:Det/*_d64_det:Det/*detwindow_bf16*:Det/*detvarlenwindow_bf16*:Det/*detgqacausal_bf16*:HopperHeadDims/*bf16*:GpuBackwardWorkspace.*'
   bwd_race_hopper='HopperHeadDims/*hopper_causal_bf16*:HopperHeadDims/*hopper_causalgqa_bf16*:HopperHeadDims/*hopper_layout_bf16*headmajor'
   # The three tools at once (each is CPU-bound; one after another they outlast a device call),
@@ -192,18 +192,6 @@ if want sanitize; then
       rc=$?
       echo "compute-sanitizer $tool ($kind): rc $rc, $(sanitizer_result "$log")"
     done
-    # The decode kernel over a paged cache (pages of 16 in a shuffled order) through the Python
-    # package (the C++ GPU tests have no paged case): the 16-row tile (1 query, 32/8 heads) and
-    # the 32-row tile (4 queries, 16/2 heads), then the combine.
-    log=$OUT/sanitizer_${tool}_paged.log
-    : >"$log"
-    rc=0
-    for shape in "--heads 32/8 --q 1" "--heads 16/2 --q 4"; do
-      # shellcheck disable=SC2086
-      compute-sanitizer --tool "$tool" --error-exitcode 9 python3 bench/decode_ncu.py \
-        --shape 2x4096 --page 16 $shape >>"$log" 2>&1 || rc=$?
-    done
-    echo "compute-sanitizer $tool (paged decode, python): rc $rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -1)"
     # The smaller tiles of the emulated A100 and sm_86/89/120 part: every compiled head dim
     # (bf16: the tiles are the same for fp16), forward and backward, the sm80 kernels forced.
     for limit in 166912 101376; do
@@ -221,7 +209,6 @@ if want sanitize; then
   sanitizer_result() {
     echo "$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$1" | tail -1), $(grep -E '^\[  (PASSED|FAILED)  \]' "$1" | head -1 || true)"
   }
-  install_python
   set +e
   read -r -a tools <<<"${FLASHATTN_SANITIZE_TOOLS:-memcheck racecheck synccheck}"
   for tool in "${tools[@]}"; do

@@ -112,7 +112,7 @@ class DeviceStorages {
   std::map<const void*, Entry> copies_;
 };
 
-// A rank-1 option tensor (cu_seqlens, seqused_k, alibi_slopes) on the device.
+// A contiguous option tensor (cu_seqlens, seqused_k, alibi_slopes, block_table) on the device.
 class DeviceVector {
  public:
   explicit DeviceVector(const std::optional<flashattn::Tensor>& host) {
@@ -143,16 +143,17 @@ class DeviceOptions {
  public:
   explicit DeviceOptions(const flashattn::Options& host)
       : cu_q_(host.cu_seqlens_q), cu_k_(host.cu_seqlens_k), used_(host.seqused_k),
-        alibi_(host.alibi_slopes), opts_(host) {
+        alibi_(host.alibi_slopes), table_(host.block_table), opts_(host) {
     opts_.cu_seqlens_q = cu_q_.tensor();
     opts_.cu_seqlens_k = cu_k_.tensor();
     opts_.seqused_k = used_.tensor();
     opts_.alibi_slopes = alibi_.tensor();
+    opts_.block_table = table_.tensor();
   }
   const flashattn::Options& get() const { return opts_; }
 
  private:
-  DeviceVector cu_q_, cu_k_, used_, alibi_;
+  DeviceVector cu_q_, cu_k_, used_, alibi_, table_;
   flashattn::Options opts_;
 };
 
@@ -161,7 +162,7 @@ inline ForwardRun run_forward_gpu(Problem& p) {
   ForwardRun f{p.make_out(), p.make_lse()};  // poisoned
   DeviceStorages dev;
   const DeviceOptions o(p.opts);
-  const flashattn::Tensor q = dev.tensor(p.q), k = dev.tensor(p.k), v = dev.tensor(p.v),
+  const flashattn::Tensor q = dev.tensor(p.q), k = dev.tensor(p.k_in()), v = dev.tensor(p.v_in()),
                           out = dev.tensor(f.out), lse = dev.tensor(f.lse);
   // The copies are on the legacy default stream; options.stream may be a non-blocking one.
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -169,7 +170,7 @@ inline ForwardRun run_forward_gpu(Problem& p) {
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   dev.copy_back(f.out);
   dev.copy_back(f.lse);
-  for (const Buf* b : {&p.q, &p.k, &p.v}) {
+  for (const Buf* b : std::initializer_list<const Buf*>{&p.q, &p.k_in(), &p.v_in()}) {
     EXPECT_TRUE(dev.unchanged(*b)) << "forward: an input buffer was modified on the device";
   }
   EXPECT_EQ(f.out.gaps_written(), 0) << "the kernel wrote outside the view of out";

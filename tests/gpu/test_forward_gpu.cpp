@@ -109,6 +109,7 @@ std::vector<Case> decode_cases() {
   return gpu_cases(out);
 }
 INSTANTIATE_TEST_SUITE_P(Decode, GpuForward, ::testing::ValuesIn(decode_cases()), CaseName());
+INSTANTIATE_TEST_SUITE_P(Paged, GpuForward, ::testing::ValuesIn(gpu_cases(paged_cases())), CaseName());
 
 // A split forward is the same bits run to run.
 TEST(GpuDecode, SplitIsDeterministic) {
