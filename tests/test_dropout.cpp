@@ -1,5 +1,6 @@
 // Dropout: the Philox4x32-10 generator (known-answer vectors), the mask mapping of
-// docs/dropout.md (re-implemented here from the document), the keep fraction and the uniformity of
+// docs/dropout.md (re-implemented here from the document; the library's element function and
+// its 8-a-call dropout_keep_bits are checked against it), the keep fraction and the uniformity of
 // the 16-bit numbers, seeds/offsets, and forward/backward against the reference given the mask.
 #include <gtest/gtest.h>
 
@@ -7,6 +8,7 @@
 #include <random>
 
 #include "cases.h"
+#include "common/philox.h"
 #include "harness.h"
 #include "shared_cases.h"
 
@@ -91,6 +93,30 @@ TEST(DropoutMapping, EveryElementOfABlock) {
     for (int64_t j = 0; j < 48; ++j) {
       ASSERT_EQ(flashattn::dropout_uint16(77, 5, 1, 2, 3, i, j), doc_uint16(77, 5, 1, 2, 3, i, j))
           << i << "," << j;
+    }
+  }
+}
+
+TEST(DropoutMapping, KeepBitsOfALaneAreItsElements) {
+  // dropout_keep_bits (the CPU's and the kernels' decisions, 8 a call) against the document's
+  // element-by-element mapping, for every lane and slot of random blocks.
+  std::mt19937_64 rng(7);
+  std::uniform_int_distribution<uint64_t> any64;
+  std::uniform_int_distribution<int64_t> block(0, 1 << 20);
+  for (int n = 0; n < 200; ++n) {
+    const uint64_t seed = any64(rng), offset = any64(rng) % 1000;
+    const int64_t heads_q = 3, b = n % 4, h = n % 3, bi = block(rng), bj = block(rng);
+    const uint32_t threshold = n % 5 == 0 ? 65536u : static_cast<uint32_t>(any64(rng) % 65536);
+    const uint64_t stream = flashattn::detail::dropout_stream(offset, b, h, heads_q);
+    for (uint32_t lane = 0; lane < 32; ++lane) {
+      const uint32_t bits = flashattn::detail::dropout_keep_bits(
+          seed, stream, static_cast<uint32_t>(bi), static_cast<uint32_t>(bj), lane, threshold);
+      for (int slot = 0; slot < 8; ++slot) {
+        const int64_t i = 16 * bi + lane / 4 + 8 * ((slot >> 1) & 1);
+        const int64_t j = 16 * bj + 2 * (lane % 4) + 8 * (slot >> 2) + (slot & 1);
+        ASSERT_EQ((bits >> slot) & 1u, doc_uint16(seed, offset, b, h, heads_q, i, j) < threshold)
+            << "lane " << lane << " slot " << slot << " block " << bi << "," << bj;
+      }
     }
   }
 }

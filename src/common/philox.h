@@ -74,4 +74,21 @@ FLASHATTN_HOST_DEVICE uint16_t philox_slot(const Philox4& r, int slot) {
   return static_cast<uint16_t>(r.x[slot >> 1] >> (16 * (slot & 1)));
 }
 
+// One lane's 8 keep decisions in the 16×16 block (row_block, col_block) of one (batch, query
+// head)'s score matrix: bit `slot` is set where element `slot` is kept (its uint16 below
+// `threshold`). The element of a slot, as dropout_coord says: row lane / 4 + 8 · ((slot >> 1)
+// & 1) and column 2 · (lane % 4) + 8 · (slot >> 2) + (slot & 1) of the block, which in an
+// m16n8k16 accumulator is the lane's register slot % 4 of the block's n8 tile slot / 4. The CPU
+// implementation and the CUDA kernels take their dropout decisions from here.
+FLASHATTN_HOST_DEVICE uint32_t dropout_keep_bits(uint64_t seed, uint64_t stream, uint32_t row_block,
+                                                 uint32_t col_block, uint32_t lane,
+                                                 uint32_t threshold) {
+  const Philox4 r = dropout_philox(seed, stream, col_block * 32u + lane, row_block);
+  uint32_t bits = 0;
+  for (int slot = 0; slot < 8; ++slot) {
+    bits |= static_cast<uint32_t>(philox_slot(r, slot) < threshold) << slot;
+  }
+  return bits;
+}
+
 }  // namespace flashattn::detail

@@ -253,15 +253,14 @@ void dropout_tile(const HeadContext& ctx, A* keep, int64_t ld, int64_t m0, int64
     for (int64_t bj = n0; bj < n0 + nc; bj += 16) {
       for (int lane = 0; lane < 32; ++lane) {
         const int64_t lane_row = bi + lane / 4, lane_col = bj + 2 * (lane % 4);
-        const DropoutCoord coord = dropout_coord(lane_row, lane_col);
-        const Philox4 rnd =
-            dropout_philox(p.dropout_seed, ctx.dropout_stream, coord.counter0, coord.counter1);
+        const uint32_t bits = dropout_keep_bits(
+            p.dropout_seed, ctx.dropout_stream, static_cast<uint32_t>(bi >> 4),
+            static_cast<uint32_t>(bj >> 4), static_cast<uint32_t>(lane), p.dropout_threshold);
         for (int slot = 0; slot < 8; ++slot) {
           const int64_t i = lane_row + 8 * ((slot >> 1) & 1);
           const int64_t j = lane_col + 8 * (slot >> 2) + (slot & 1);
           if (i >= m0 + mr || j >= n0 + nc) continue;
-          keep[(i - m0) * ld + (j - n0)] =
-              philox_slot(rnd, slot) < p.dropout_threshold ? A(1) : A(0);
+          keep[(i - m0) * ld + (j - n0)] = (bits >> slot) & 1u ? A(1) : A(0);
         }
       }
     }
