@@ -22,10 +22,10 @@ FwdPlan plan_fwd(const AttentionParams& p) {
                  (!p.is_varlen && p.seqlen_q <= kDecodeMaxSeqlenQ));
   if (!plan.decode) return plan;
   plan.pack_gqa = p.group > 1;
-  // Tile rows of a (sequence, head): more than one m16 tile's take the 32-row tile, which reads
-  // each K/V byte once for them (varlen: seqlen_q is the longest sequence's).
+  // Tile rows of a (sequence, head): more than the 16-row tile holds take the 32-row tile, which
+  // reads each K/V byte once for them (varlen: seqlen_q is the longest sequence's).
   const int64_t rows = p.seqlen_q * (plan.pack_gqa ? p.group : 1);
-  plan.decode_rows32 = rows > 16;
+  plan.decode_rows32 = rows > DecodeTileFor<kHeadDim>::kBlockM;
   if (p.is_varlen || p.num_splits == 1) return plan;
   with_decode_tile<T, kHeadDim, kScoreMods>(plan, [&](auto decode) {
     using Decode = decltype(decode);
