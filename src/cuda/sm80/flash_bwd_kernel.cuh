@@ -92,7 +92,8 @@ __device__ __forceinline__ void scores_to_grads(const AttentionParams& p, const 
         if constexpr (kScoreMods) {
           x = modify_score(p, x, alibi_slope, row_window(geo, row).diag, j, dcap);
         }
-        // (The window's bounds only where the step needs a mask: computed per element there.)
+        // (The window's bounds only where the step needs a mask: computed per element there. One
+        // RowWindow local for both uses made ptxas spill 96 bytes at d 128 with score mods, not 52.)
         if (geo.need_mask && row_window(geo, row).hides(j)) x = kNegInf;
         const float prob = exp2_approx(fmaf(x, mul, -lse2[mt][rh]));
         float dpv = dp[mt][nt][e];
