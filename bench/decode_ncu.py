@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from bench import paged_copy
 from flashattn import flash_attn_with_kvcache
 
 
@@ -34,13 +35,9 @@ def main():
     lens = torch.full((b,), s, dtype=torch.int32, device=dev)
     causal = args.q > 1
     table = None
-    if args.page:
-        perm = torch.randperm(b * s // args.page, device=dev)
-        kp = torch.empty_like(kc).view(-1, args.page, hk, args.dim)
-        vp = torch.empty_like(vc).view(-1, args.page, hk, args.dim)
-        kp[perm] = kc.view(-1, args.page, hk, args.dim)
-        vp[perm] = vc.view(-1, args.page, hk, args.dim)
-        kc, vc, table = kp, vp, perm.view(b, s // args.page).to(torch.int32)
+    if args.page:  # the same shuffled pages as bench.py's decode rows
+        kc, table = paged_copy(kc, args.page, torch.Generator().manual_seed(args.page))
+        vc, _ = paged_copy(vc, args.page, torch.Generator().manual_seed(args.page))
 
     def ours():
         return flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens, block_table=table,
