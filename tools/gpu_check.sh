@@ -133,36 +133,6 @@ if want test; then
   grep -hE "^\[  FAILED  \] [A-Za-z]|^\s+[0-9]+ - .*(Failed|Exception)" "$OUT"/gpu_tests*.log | head -20 || true
 fi
 
-# ---- The Python package: installed once, for every Python step ------------------------------
-python_installed=0
-install_python() {
-  ((python_installed)) && return 0
-  python_installed=1
-  local start rc wheel
-  start=$(date +%s)
-  wheel=$(ls "${BINS:-/nonexistent}"/flashattn-*.whl 2>/dev/null | head -1 || true)
-  # The device image has torch, nanobind, scikit-build-core and transformers, and no network: no
-  # build isolation, no dependencies fetched, the system python3 (no venv).
-  local pip_args=(--no-build-isolation --no-deps --force-reinstall)
-  if [[ -n $wheel ]]; then
-    pip_args+=(--no-index "$wheel")
-  else
-    # --config-settings, not -C: pip before 23.1 knows only the long form.
-    pip_args+=(-v --config-settings=cmake.define.FLASHATTN_CUDA=ON
-               --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=90a .)
-  fi
-  set +e
-  CMAKE_BUILD_PARALLEL_LEVEL=$JOBS python3 -m pip install "${pip_args[@]}" >"$OUT/python_install.log" 2>&1
-  rc=$?
-  if ((rc != 0)) && grep -q externally-managed-environment "$OUT/python_install.log"; then
-    CMAKE_BUILD_PARALLEL_LEVEL=$JOBS python3 -m pip install --break-system-packages \
-      "${pip_args[@]}" >>"$OUT/python_install.log" 2>&1
-    rc=$?
-  fi
-  set -e
-  record "python: pip install ${wheel:-.} rc $rc in $(( $(date +%s) - start )) s"
-}
-
 if want sanitize; then
   # Forward: every compiled head dim (plain variant) and the score-mods variant (softcap, ALiBi,
   # dropout, window). Backward: every compiled head dim, the score-mods variant, fully masked
@@ -242,6 +212,36 @@ if want demo; then
   native_s=$(jit_run) jit_s=$(jit_run CUDA_FORCE_PTX_JIT=1)
   record "first use, forward + backward bf16 d 128 (demo process, sm80 kernels): ${native_s} s with sm_90a code, ${jit_s} s compiling the build's PTX (CUDA_FORCE_PTX_JIT=1, no cache; compute_90a where built for 90a alone, as here by default, compute_80 in a release build)"
 fi
+
+# ---- The Python package: installed once, for every Python step ------------------------------
+python_installed=0
+install_python() {
+  ((python_installed)) && return 0
+  python_installed=1
+  local start rc wheel
+  start=$(date +%s)
+  wheel=$(ls "${BINS:-/nonexistent}"/flashattn-*.whl 2>/dev/null | head -1 || true)
+  # The device image has torch, nanobind, scikit-build-core and transformers, and no network: no
+  # build isolation, no dependencies fetched, the system python3 (no venv).
+  local pip_args=(--no-build-isolation --no-deps --force-reinstall)
+  if [[ -n $wheel ]]; then
+    pip_args+=(--no-index "$wheel")
+  else
+    # --config-settings, not -C: pip before 23.1 knows only the long form.
+    pip_args+=(-v --config-settings=cmake.define.FLASHATTN_CUDA=ON
+               --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=90a .)
+  fi
+  set +e
+  CMAKE_BUILD_PARALLEL_LEVEL=$JOBS python3 -m pip install "${pip_args[@]}" >"$OUT/python_install.log" 2>&1
+  rc=$?
+  if ((rc != 0)) && grep -q externally-managed-environment "$OUT/python_install.log"; then
+    CMAKE_BUILD_PARALLEL_LEVEL=$JOBS python3 -m pip install --break-system-packages \
+      "${pip_args[@]}" >>"$OUT/python_install.log" 2>&1
+    rc=$?
+  fi
+  set -e
+  record "python: pip install ${wheel:-.} rc $rc in $(( $(date +%s) - start )) s"
+}
 
 if want python; then
   install_python
