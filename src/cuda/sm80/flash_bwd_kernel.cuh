@@ -75,12 +75,12 @@ __device__ __forceinline__ void scores_to_grads(const AttentionParams& p, const 
     const int row_base = geo.row0 + mt * 16 + g;
 #pragma unroll
     for (int np = 0; np < kNTiles / 2; ++np) {
-      Philox4 rnd{};
+      uint32_t keep_bits = 0xffu;
       if (dropout) {
         const uint32_t row_block = static_cast<uint32_t>((m0 + geo.row0 + mt * 16) >> 4);
         const uint32_t col_block = static_cast<uint32_t>(((n0 + geo.col0) >> 4) + np);
-        rnd = dropout_philox(p.dropout_seed, dropout_stream_id,
-                             col_block * 32u + static_cast<uint32_t>(lane), row_block);
+        keep_bits = dropout_keep_bits(p.dropout_seed, dropout_stream_id, row_block, col_block,
+                                      static_cast<uint32_t>(lane), p.dropout_threshold);
       }
 #pragma unroll
       for (int slot = 0; slot < 8; ++slot) {
@@ -98,7 +98,7 @@ __device__ __forceinline__ void scores_to_grads(const AttentionParams& p, const 
         const float prob = exp2_approx(fmaf(x, mul, -lse2[mt][rh]));
         float dpv = dp[mt][nt][e];
         if (dropout) {
-          const bool keep = philox_slot(rnd, slot) < p.dropout_threshold;
+          const bool keep = (keep_bits >> slot) & 1u;
           dpv = keep ? dpv * p.dropout_scale : 0.0f;
           s[mt][nt][e] = keep ? prob : 0.0f;
         } else {

@@ -214,12 +214,12 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
 #pragma unroll
       for (int np = 0; np < kNTiles / 2; ++np) {
         const uint32_t col_block = static_cast<uint32_t>((n0 >> 4) + np);
-        const Philox4 rnd = dropout_philox(p.dropout_seed, dropout_stream_id,
-                                           col_block * 32u + static_cast<uint32_t>(lane), row_block);
+        const uint32_t keep =
+            dropout_keep_bits(p.dropout_seed, dropout_stream_id, row_block, col_block,
+                              static_cast<uint32_t>(lane), p.dropout_threshold);
 #pragma unroll
         for (int slot = 0; slot < 8; ++slot) {
-          float& x = s[4 * (2 * np + slot / 4) + slot % 4];
-          if (philox_slot(rnd, slot) >= p.dropout_threshold) x = 0.0f;
+          if (!((keep >> slot) & 1u)) s[4 * (2 * np + slot / 4) + slot % 4] = 0.0f;
         }
       }
     }
