@@ -6,7 +6,7 @@
 //
 // Versions and what they measured live in docs/tuning.md.
 // build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Iinclude -Isrc \
-//          bench/tune_fwd_sm90.cu -o tune_fwd_sm90
+//          bench/tune_fwd_sm90.cu src/cuda/sm90/tensor_map.cu -o tune_fwd_sm90
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -19,6 +19,7 @@
 
 #include "cuda/sm80/flash_fwd_kernel.cuh"
 #include "cuda/sm90/flash_fwd_kernel.cuh"
+#include "cuda/sm90/tensor_map.h"
 
 using namespace flashattn;
 using namespace flashattn::detail;
@@ -43,7 +44,7 @@ __global__ void fill_random(__nv_bfloat16* x, size_t n, uint32_t seed) {
 
 template <class Tile>
 void launch(const AttentionParams& p) {
-  auto kernel = flash_fwd_kernel<__nv_bfloat16, Tile, false>;
+  auto kernel = flash_fwd_kernel<__nv_bfloat16, Tile, false, /*kDecode=*/false>;
   const size_t smem = Tile::kSmemElems * 2;
   CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   dim3 grid(unsigned((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM), unsigned(p.heads_q), unsigned(p.batch));
@@ -57,12 +58,17 @@ struct Variant {
 };
 
 template <class Tile>
-void launch_sm90(const AttentionParams& p) {
+void launch_ws(const AttentionParams& p) {
   auto kernel = sm90::flash_fwd_kernel<__nv_bfloat16, Tile, false>;
   const size_t smem = Tile::kSmemBytes;
   CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  sm90::FwdTensorMaps maps;
+  if (!sm90::encode_fwd_tensor_maps(p, Tile::kBlockM, Tile::kBlockN, &maps)) {
+    std::printf("tensor maps refused\n");
+    std::exit(1);
+  }
   dim3 grid(unsigned((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM), unsigned(p.heads_q), unsigned(p.batch));
-  kernel<<<grid, Tile::kThreads, smem>>>(p);
+  kernel<<<grid, Tile::kThreads, smem>>>(p, maps);
   CHECK(cudaGetLastError());
 }
 
@@ -71,10 +77,16 @@ template <int D>
 Variant sm80(const char* name) {
   return Variant{name, &launch<FwdTileFor<D, false>>};
 }
-// sm90: N keys a step, W warpgroups (64·W rows), B blocks an SM.
-template <int D, int N, int W, int B, bool O = true>
-Variant sm90v(const char* name) {
-  return Variant{name, &launch_sm90<sm90::FwdTile<D, N, W, B, O>>};
+// Warp-specialised: N keys a step, S stages, O = S(i + 1) with P V(i), P = ping-pong.
+template <int D, int N, int S, bool O, bool P>
+Variant ws(const char* name) {
+  return Variant{name, &launch_ws<sm90::FwdTile<D, N, S, O, P>>};
+}
+
+// The production tile of head dim D (sm90::FwdTileFor).
+template <int D>
+Variant prod() {
+  return Variant{"prod", &launch_ws<sm90::FwdTileFor<D, false>>};
 }
 
 double time_ms(const Variant& v, const AttentionParams& p) {
@@ -114,7 +126,7 @@ void sweep(const std::vector<Variant>& variants) {
       p.batch = b; p.seqlen_q = p.seqlen_k = s; p.heads_q = p.heads_kv = h; p.group = 1;
       p.head_dim = p.head_dim_v = D;
       p.scale = 1.0f / std::sqrt(float(D)); p.scale_log2 = p.scale * 1.4426950408889634f;
-      p.window_right = causal ? 0 : -1; p.is_causal = causal;
+      p.window_right = causal ? 0 : -1;
       const double flops = 4.0 * b * h * double(s) * s * D / (causal ? 2 : 1);
       std::vector<__nv_bfloat16> ref(n), got(n);
       for (size_t i = 0; i < variants.size(); ++i) {
@@ -135,24 +147,26 @@ void sweep(const std::vector<Variant>& variants) {
   }
 }
 
-// tune_fwd_sm90 [all|prod]: every variant, or only the production tile of each head dim.
+// tune_fwd_sm90 [all|prod] [64|128|256]: every variant, or only the production tile, of every
+// head dim or of one.
 int main(int argc, char** argv) {
   const bool prod_only = argc > 1 && std::string(argv[1]) == "prod";
   auto pick = [&](std::vector<Variant> v) {
     if (prod_only) v.resize(1);
     return v;
   };
-  // The first variant of each head dim is the production tile (sm90::FwdTileFor); the rest are
-  // the shapes docs/tuning.md compares it with.
-  sweep<64>(pick({sm90v<64, 128, 2, 2, false>("n128 wg2 2/SM serial (prod)"), sm80<64>("sm80 prod"),
-                  sm90v<64, 64, 2, 2, true>("n64 wg2 2/SM"),
-                  sm90v<64, 64, 2, 2, false>("n64 wg2 2/SM serial"),
-                  sm90v<64, 128, 2, 1, true>("n128 wg2"), sm90v<64, 64, 1, 3, true>("n64 wg1 3/SM")}));
-  sweep<128>(pick({sm90v<128, 64, 2, 2, false>("n64 wg2 2/SM serial (prod)"), sm80<128>("sm80 prod"),
-                   sm90v<128, 128, 2, 1, true>("n128 wg2"), sm90v<128, 64, 2, 2, true>("n64 wg2 2/SM"),
-                   sm90v<128, 64, 1, 2, true>("n64 wg1 2/SM"),
-                   sm90v<128, 128, 2, 1, false>("n128 wg2 serial")}));
-  sweep<256>(pick({sm90v<256, 64, 2, 1, true>("n64 wg2 (prod)"), sm80<256>("sm80 prod"),
-                   sm90v<256, 64, 2, 1, false>("n64 wg2 serial")}));
+  // The first variant of each head dim is the production tile; the rest are the shapes
+  // docs/tuning.md compares it with (N keys a step, S stages, ovl: S(i + 1) with P V(i), ser:
+  // one after the other, pp: ping-pong between the consumers).
+  const std::string only = argc > 2 ? argv[2] : "";
+  if (only.empty() || only == "64")
+    sweep<64>(pick({prod<64>(), sm80<64>("sm80 prod"), ws<64, 128, 3, true, true>("n128 s3 ovl pp"),
+                    ws<64, 128, 2, true, false>("n128 s2 ovl"), ws<64, 128, 2, false, true>("n128 s2 ser pp")}));
+  if (only.empty() || only == "128")
+    sweep<128>(pick({prod<128>(), sm80<128>("sm80 prod"), ws<128, 128, 2, true, false>("n128 s2 ovl"),
+                     ws<128, 128, 2, false, true>("n128 s2 ser pp"), ws<128, 64, 3, true, true>("n64 s3 ovl pp")}));
+  if (only.empty() || only == "256")
+    sweep<256>(pick({prod<256>(), sm80<256>("sm80 prod"), ws<256, 64, 2, true, false>("n64 s2 ovl"),
+                     ws<256, 64, 2, false, true>("n64 s2 ser pp")}));
   return 0;
 }

@@ -62,7 +62,7 @@ if(FLASHATTN_WITH_CUDA)
   message(STATUS "flashattn: CUDA kernels for head dims ${FLASHATTN_HEAD_DIMS_CHOSEN}, dtypes "
                  "${FLASHATTN_DTYPES_CHOSEN}, architectures ${CMAKE_CUDA_ARCHITECTURES}")
   target_sources(flashattn PRIVATE src/cuda/combine.cu src/cuda/device_info.cu src/cuda/dispatch.cu
-                                   src/cuda/varlen_tail.cu ${kernels})
+                                   src/cuda/sm90/tensor_map.cu src/cuda/varlen_tail.cu ${kernels})
   target_compile_definitions(flashattn PRIVATE
     FLASHATTN_CUDA_HEAD_DIM_MASK=${FLASHATTN_HEAD_DIMS_MASK}
     FLASHATTN_CUDA_DTYPE_MASK=${FLASHATTN_DTYPES_MASK})

@@ -1,8 +1,8 @@
 // The forward of one (dtype, head dim, score mods): its plan, then the kernel. A decode step
 // (few query rows; a paged cache; a split asked for) takes the sm80 decode kernel on every GPU;
-// otherwise the Hopper kernel (wgmma) where the device is an sm_90 GPU and the head dim has a
-// Hopper tile, else the sm80 kernel (mma.sync), which runs on every GPU from sm_80 on. Included
-// only by the generated instantiation files.
+// otherwise the Hopper kernel (wgmma, TMA) where the device is an sm_90 GPU, the head dim has a
+// Hopper tile and q, k and v have tensor maps, else the sm80 kernel (mma.sync), which runs on
+// every GPU from sm_80 on. Included only by the generated instantiation files.
 #pragma once
 
 #include "cuda/dispatch.h"
@@ -50,7 +50,7 @@ template <class T, int kHeadDim, bool kScoreMods>
 void run_fwd(const AttentionParams& p, const FwdPlan& plan, void* workspace, cudaStream_t stream) {
   if (plan.decode) return run_fwd_decode<T, kHeadDim, kScoreMods>(p, plan, workspace, stream);
   if constexpr (sm90::kHasFwdTile<kHeadDim>) {
-    if (use_sm90(p.device.index)) return run_fwd_sm90<T, kHeadDim, kScoreMods>(p, stream);
+    if (use_sm90(p.device.index) && run_fwd_sm90<T, kHeadDim, kScoreMods>(p, stream)) return;
   }
   run_fwd_sm80<T, kHeadDim, kScoreMods>(p, stream);
 }

@@ -1,100 +1,117 @@
-// FlashAttention forward on Hopper tensor cores (wgmma; sm_90a).
+// FlashAttention forward on Hopper, warp-specialised (wgmma + TMA; sm_90a).
 //
-// One thread block per (query block of 128 rows, query head, batch): two warpgroups, each owning
-// 64 whole rows, so the online softmax never crosses warps. Q, K and V sit in shared memory in
-// the 128-byte-swizzled layout wgmma reads (wgmma.cuh); K and V stream through two stages with
-// cp.async. S = Q Kᵀ runs from shared memory (SS); O += P V takes P from registers (RS), straight
-// from the softmax, and V from shared memory read N-major (no transposed copy).
+// One thread block per (query block of 128 rows, query head, batch), three warpgroups:
+// - the producer (warpgroup 0; one thread issues, its warp helps at a ragged tail): Q once, then
+//   K and V of each key block by TMA into a ring of kStages shared-memory stages, each stage's
+//   arrival counted by an mbarrier ("full"), each stage refilled only once both consumers have
+//   released it ("empty"). It gives its registers up (setmaxnreg) to the consumers.
+// - two consumers (warpgroups 1 and 2), each owning 64 whole rows of the query block, so the
+//   online softmax never crosses warps. S = Q Kᵀ runs from shared memory (SS); O += P V takes P
+//   from registers (RS) and V from shared memory read N-major. They never meet at a block-wide
+//   barrier: only at the stages' mbarriers and (kPingPong) at two named barriers that take turns,
+//   so that one consumer's softmax runs while the other's matrix products hold the tensor cores.
+// - kOverlap: inside a consumer, S(next) = Q K(next)ᵀ and O += P V(current) are issued together
+//   and the softmax of S(next) runs while P V(current) is still on the tensor cores.
+// Key blocks are walked from the last to the first; the mask is applied on boundary blocks only.
 //
-// Per key block, each warpgroup issues S(next) = Q K(next)ᵀ and O += P V(current) back to back,
-// then computes the softmax of S(next) while O += P V still runs on the tensor cores: the
-// exp2 work of one block overlaps the matrix work of the other. Key blocks are walked from the
-// last to the first, as in the sm80 kernel, and the mask is applied on boundary blocks only.
+// TMA reads zeros past the tensor's rows, but keys past a sequence's end inside the tensor
+// (varlen, seqused_k, leftpad) are real memory, possibly never written: masked scores hide them
+// from S, but P V would still multiply their V rows by 0, and 0 · NaN is NaN. The producer
+// zeroes those V rows in shared memory before it releases the stage (one key block a sequence).
 //
 // kScoreMods: the variant that applies softmax_scale before the max (any sign), softcap, ALiBi
 // and dropout (the same Philox mapping as the sm80 kernel and the CPU: the accumulator fragments
 // of a warp have the mma.sync m16n8 layout). The plain variant folds the scale into exp2.
 #pragma once
 
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "common/params.h"
 #include "common/philox.h"
 #include "cuda/common/masking.cuh"
 #include "cuda/common/mma.cuh"
+#include "cuda/sm90/tensor_map.h"
+#include "cuda/sm90/tma.cuh"
 #include "cuda/sm90/wgmma.cuh"
 
 namespace flashattn::detail::cuda::sm90 {
 
-template <int kHeadDim_, int kBlockN_, int kWarpgroups_ = 2, int kMinBlocks_ = 1,
-          bool kOverlap_ = true>
+template <int kHeadDim_, int kBlockN_, int kStages_, bool kOverlap_, bool kPingPong_>
 struct FwdTile {
   static constexpr int kHeadDim = kHeadDim_;  // compiled (padded) head dim, a multiple of 64
-  static constexpr int kWarpgroups = kWarpgroups_;
-  static constexpr int kBlockM = 64 * kWarpgroups;  // query rows of one thread block
-  static constexpr int kBlockN = kBlockN_;          // keys of one main-loop step
-  static constexpr int kMinBlocks = kMinBlocks_;    // thread blocks an SM (bounds the registers)
-  static constexpr int kThreads = kWarpgroups * kWarpgroupThreads;
-  // S(i + 1) = Q K(i + 1)ᵀ issued with P V(i), the softmax between: two S accumulators live.
+  static constexpr int kBlockN = kBlockN_;    // keys of one main-loop step
+  static constexpr int kStages = kStages_;    // K and V stages in flight
   static constexpr bool kOverlap = kOverlap_;
+  static constexpr bool kPingPong = kPingPong_;
+  static constexpr int kConsumers = 2;
+  static constexpr int kBlockM = 64 * kConsumers;
+  static constexpr int kThreads = kWarpgroupThreads * (kConsumers + 1);
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
   static constexpr int kSRegs = kBlockN / 2;   // S accumulator registers a thread (m64 × kBlockN)
   static constexpr int kORegs = kHeadDim / 2;  // O accumulator registers a thread (m64 × kHeadDim)
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKvBytes = kBlockN * kHeadDim * 2;
-  // sQ, then two stages of sK and of sV, each 1024-byte aligned; 1 KB of slack to align the base.
-  static constexpr int kSmemBytes = kQBytes + 4 * kKvBytes + 1024;
+  static constexpr int kTileBytes = kQBytes + 2 * kStages * kKvBytes;
+  // mbarriers after the tiles: Q, then K full, V full, K empty, V empty a stage, then the tail.
+  static constexpr int kBarriers = 2 + 4 * kStages;
+  // 1 KB of slack to align the base to a swizzle atom.
+  static constexpr int kSmemBytes = kTileBytes + kBarriers * 8 + 1024;
 
-  static_assert(kHeadDim % 64 == 0 && kBlockN % 64 == 0, "whole 128-byte swizzle blocks");
-  static_assert(kKvBytes % 1024 == 0, "stages start on swizzle atoms");
+  static_assert(kHeadDim % 64 == 0 && kBlockN % 16 == 0, "whole 128-byte swizzle blocks");
+  static_assert(kKvBytes % 1024 == 0 && kQBytes % 1024 == 0, "stages start on swizzle atoms");
+  static_assert(kProducerRegs * kWarpgroupThreads + kConsumerRegs * kConsumers * kWarpgroupThreads <=
+                    65536,
+                "the register file of one SM");
 };
 
-// Tiles per head dim, chosen with bench/tune_fwd_sm90.cu on an H100 (docs/tuning.md, bf16, 16k
-// tokens). Always two warpgroups (128 rows) a thread block.
-// - d ≤ 128: two thread blocks an SM (≤ 128 registers a thread), each running S, softmax and P V
-//   one after the other; the two blocks fill each other's gaps. At d = 64 this beat one block an
-//   SM with S and P V overlapped inside it by 7–25% (403 vs 300 TFLOP/s at seqlen 4k, 128 keys a
-//   step); at d = 128 by 2–14% with 64 keys a step (444 vs 413 at 4k), except causal 16k (−4%).
-// - d = 256: the O accumulator alone takes 128 registers: one block an SM, S(i + 1) and P V(i)
-//   overlapped inside it, 64 keys a step (436 vs 288 TFLOP/s for the sm80 kernel at 4k).
-// - The score-mods variant keeps one block an SM with S and P V overlapped at every head dim:
-//   under the 128-register cap of two blocks it spills 170–290 bytes.
+// Tiles per head dim, chosen with bench/tune_fwd_sm90.cu on an H200 (docs/tuning.md, bf16):
+// 128 keys a step at d ≤ 128, 64 at d = 256 (its O accumulator is 128 registers a thread); two
+// stages; S(next) overlapped with P V(current); ping-pong between the consumers. The score-mods
+// variant takes the same tile.
 template <int kHeadDim, bool kScoreMods>
 struct FwdTileFor;
 template <bool kScoreMods>
-struct FwdTileFor<64, kScoreMods>
-    : std::conditional_t<kScoreMods, FwdTile<64, 128, 2, 1, true>, FwdTile<64, 128, 2, 2, false>> {};
+struct FwdTileFor<64, kScoreMods> : FwdTile<64, 128, 2, true, true> {};
 template <bool kScoreMods>
-struct FwdTileFor<128, kScoreMods>
-    : std::conditional_t<kScoreMods, FwdTile<128, 128, 2, 1, true>, FwdTile<128, 64, 2, 2, false>> {};
+struct FwdTileFor<128, kScoreMods> : FwdTile<128, 128, 2, true, true> {};
 template <bool kScoreMods>
-struct FwdTileFor<256, kScoreMods> : FwdTile<256, 64, 2, 1, true> {};
+struct FwdTileFor<256, kScoreMods> : FwdTile<256, 64, 2, true, true> {};
 
 template <int kHeadDim>
 inline constexpr bool kHasFwdTile = kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256;
 
 template <class T, class Tile, bool kScoreMods>
-__global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
-    flash_fwd_kernel(const __grid_constant__ AttentionParams p) {
+__global__ void __launch_bounds__(Tile::kThreads, 1)
+    flash_fwd_kernel(const __grid_constant__ AttentionParams p,
+                        const __grid_constant__ FwdTensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kHeadDim = Tile::kHeadDim;
+  constexpr int kStages = Tile::kStages;
   constexpr int kSRegs = Tile::kSRegs, kORegs = Tile::kORegs;
   constexpr int kNTiles = kBlockN / 8;  // n8 column tiles of S
   constexpr int kDTiles = kHeadDim / 8;
+  constexpr int kColBlocks = kHeadDim / 64;  // 64-column TMA boxes of a row
   constexpr float kNegInf = -__builtin_huge_valf();
+  constexpr int kConsumerThreads = Tile::kConsumers * kWarpgroupThreads;
   using Mma = Wgmma<T, kBlockN>;
   using MmaO = Wgmma<T, kHeadDim>;
 
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_address(smem_raw) & 1023)) & 1023);
-  T* sQ = reinterpret_cast<T*>(smem);
-  // Stage i % 2 of K and V (step i of the main loop).
-  auto sK = [&](int i) { return reinterpret_cast<T*>(smem + Tile::kQBytes + (i % 2) * Tile::kKvBytes); };
-  auto sV = [&](int i) {
-    return reinterpret_cast<T*>(smem + Tile::kQBytes + (2 + i % 2) * Tile::kKvBytes);
-  };
+  unsigned char* sQ = smem;
+  auto sK = [&](int stage) { return smem + Tile::kQBytes + stage * Tile::kKvBytes; };
+  auto sV = [&](int stage) { return smem + Tile::kQBytes + (kStages + stage) * Tile::kKvBytes; };
+  uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Tile::kTileBytes);
+  uint64_t* q_full = bars;
+  uint64_t* tail_landed = bars + 1;
+  uint64_t* k_full = bars + 2;
+  uint64_t* v_full = k_full + kStages;
+  uint64_t* k_empty = v_full + kStages;
+  uint64_t* v_empty = k_empty + kStages;
 
   // ---- Block geometry ----
   const int64_t b = blockIdx.z, h = blockIdx.y;
@@ -102,21 +119,118 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   const int64_t m0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kBlockM;
   if (m0 >= seq.seqlen_q) return;
   const int wg = static_cast<int>(threadIdx.x) / kWarpgroupThreads;
+  const int warp = static_cast<int>(threadIdx.x) / 32 % 4;  // within the warpgroup
   const int lane = static_cast<int>(threadIdx.x) % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int row0 = wg * 64 + (static_cast<int>(threadIdx.x) / 32 % 4) * 16;  // warp's first row
   const int64_t hk = h / p.group;
   const BlockRange key_blocks = visible_key_blocks(p, seq, m0, kBlockM, kBlockN);
   const int n_blocks = key_blocks.end - key_blocks.first;
+  // Key block of step i (blocks are walked last to first) and its first key.
+  auto key_start = [&](int i) { return static_cast<int64_t>(key_blocks.end - 1 - i) * kBlockN; };
 
-  const T* q = static_cast<const T*>(p.q) + b * p.q_stride.batch +
-               (seq.q_start + m0) * p.q_stride.row + h * p.q_stride.head;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_stride.batch + seq.k_start * p.k_stride.row +
-               hk * p.k_stride.head;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_stride.batch + seq.k_start * p.v_stride.row +
-               hk * p.v_stride.head;
+  if (threadIdx.x == 0) {
+    mbar_init(q_full, 1);
+    mbar_init(tail_landed, 1);
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&k_full[s], 1);
+      mbar_init(&v_full[s], 1);
+      mbar_init(&k_empty[s], Tile::kConsumers * 4);  // one arrival a consumer warp
+      mbar_init(&v_empty[s], Tile::kConsumers * 4);
+    }
+    mbar_fence_init();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // ---------------- Producer ----------------
+    setmaxnreg_dec<Tile::kProducerRegs>();
+    if (warp != 0 || n_blocks == 0) return;
+    // TMA coordinates: (column, row, head, batch); varlen maps have one batch of packed rows.
+    const int bq = p.is_varlen ? 0 : static_cast<int>(b);
+    const int q_row = static_cast<int>(seq.q_start + m0);
+    const int k_row = static_cast<int>(seq.k_start);
+    // Keys past the sequence's end that the tensor holds (not zero-filled by TMA).
+    const bool ragged_tail = p.is_varlen || p.seqused_k != nullptr || p.leftpad_k != nullptr;
+    if (lane == 0) {
+      tma_prefetch_map(&maps.q);
+      tma_prefetch_map(&maps.k);
+      tma_prefetch_map(&maps.v);
+      mbar_arrive_expect_tx(q_full, Tile::kQBytes);
+#pragma unroll
+      for (int c = 0; c < kColBlocks; ++c) {
+        tma_load_4d(sQ + c * kBlockM * 128, &maps.q, q_full, c * 64, q_row, static_cast<int>(h), bq);
+      }
+    }
+    for (int i = 0; i < n_blocks; ++i) {
+      const int stage = i % kStages;
+      const uint32_t parity = ((i / kStages) & 1) ^ 1;
+      const int64_t n0 = key_start(i);
+      const int row = k_row + static_cast<int>(n0);
+      if (lane == 0) {
+        mbar_wait(&k_empty[stage], parity);
+        mbar_arrive_expect_tx(&k_full[stage], Tile::kKvBytes);
+#pragma unroll
+        for (int c = 0; c < kColBlocks; ++c) {
+          tma_load_4d(sK(stage) + c * kBlockN * 128, &maps.k, &k_full[stage], c * 64, row,
+                      static_cast<int>(hk), bq);
+        }
+        mbar_wait(&v_empty[stage], parity);
+      }
+      const int keys = static_cast<int>(min(seq.seqlen_k - n0, static_cast<int64_t>(kBlockN)));
+      if (!(ragged_tail && keys < kBlockN)) {
+        if (lane == 0) {
+          mbar_arrive_expect_tx(&v_full[stage], Tile::kKvBytes);
+#pragma unroll
+          for (int c = 0; c < kColBlocks; ++c) {
+            tma_load_4d(sV(stage) + c * kBlockN * 128, &maps.v, &v_full[stage], c * 64, row,
+                        static_cast<int>(hk), bq);
+          }
+        }
+      } else {
+        // The one block with keys past the sequence's end (the first step): land it, zero the
+        // rows past the end (whole 128-byte lines: the swizzle stays inside a line), publish it.
+        if (lane == 0) {
+          mbar_arrive_expect_tx(tail_landed, Tile::kKvBytes);
+#pragma unroll
+          for (int c = 0; c < kColBlocks; ++c) {
+            tma_load_4d(sV(stage) + c * kBlockN * 128, &maps.v, tail_landed, c * 64, row,
+                        static_cast<int>(hk), bq);
+          }
+        }
+        __syncwarp();
+        mbar_wait(tail_landed, 0);
+        const int chunks = (kBlockN - keys) * 8;  // 16-byte chunks of the tail, a column block
+        for (int x = lane; x < chunks * kColBlocks; x += 32) {
+          const int c = x / chunks, r = keys + (x % chunks) / 8, chunk = x % 8;
+          *reinterpret_cast<uint4*>(sV(stage) + c * kBlockN * 128 + r * 128 + chunk * 16) =
+              make_uint4(0, 0, 0, 0);
+        }
+        fence_async_shared();
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&v_full[stage]);
+      }
+    }
+    return;
+  }
+
+  // ---------------- Consumers ----------------
+  setmaxnreg_inc<Tile::kConsumerRegs>();
+  const int cw = wg - 1;  // consumer index: rows [64 · cw, 64 · cw + 64) of the block
+  const int g = lane / 4, t = lane % 4;
+  const int row0 = cw * 64 + warp * 16;  // warp's first row
+  // Ping-pong: consumer cw issues its matrix products after barrier 1 + cw, then hands the turn
+  // to the other one. Consumer 0 goes first.
+  auto turn_wait = [&] {
+    if constexpr (Tile::kPingPong) named_barrier_sync(1 + cw, kConsumerThreads);
+  };
+  auto turn_pass = [&] {
+    if constexpr (Tile::kPingPong) named_barrier_arrive(2 - cw, kConsumerThreads);
+  };
+  if (Tile::kPingPong && cw == 1) named_barrier_arrive(1, kConsumerThreads);
+  auto release = [&](uint64_t* bar) {
+    if (lane == 0) mbar_arrive(bar);
+  };
+
   const int head_dim = static_cast<int>(p.head_dim);
-
   float acc_o[kORegs];
 #pragma unroll
   for (int i = 0; i < kORegs; ++i) acc_o[i] = 0.0f;
@@ -127,38 +241,22 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   if (kScoreMods && p.alibi_slopes != nullptr) alibi_slope = p.alibi_slopes[b * p.alibi_batch_stride + h];
   const uint64_t dropout_stream_id = detail::dropout_stream(p.dropout_offset, b, h, p.heads_q);
 
-  // Key block of step i (blocks are walked last to first) and its first key.
-  auto key_start = [&](int i) { return static_cast<int64_t>(key_blocks.end - 1 - i) * kBlockN; };
-  auto load_k = [&](int i) {
-    const int64_t n0 = key_start(i);
-    load_swizzled_async<Tile::kThreads, kBlockN, kHeadDim>(
-        sK(i), k + n0 * p.k_stride.row, p.k_stride.row, seq.seqlen_k - n0, head_dim);
-  };
-  auto load_v = [&](int i) {
-    const int64_t n0 = key_start(i);
-    load_swizzled_async<Tile::kThreads, kBlockN, kHeadDim>(
-        sV(i), v + n0 * p.v_stride.row, p.v_stride.row, seq.seqlen_k - n0, head_dim);
-  };
-
-  // S = Q K(step i)ᵀ for this warpgroup's 64 rows, issued (not waited for).
-  auto issue_s = [&](float (&s)[kSRegs], int i) {
+  // S = Q K(stage)ᵀ for this warpgroup's 64 rows, issued (not waited for).
+  auto issue_s = [&](float (&s)[kSRegs], int stage) {
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
       const int block = kk / 4, within = (kk % 4) * 32;
-      const uint64_t da = make_desc(reinterpret_cast<const unsigned char*>(sQ) +
-                                        block * kBlockM * 128 + wg * 64 * 128 + within, 16);
-      const uint64_t db = make_desc(reinterpret_cast<const unsigned char*>(sK(i)) +
-                                        block * kBlockN * 128 + within, 16);
+      const uint64_t da = make_desc(sQ + block * kBlockM * 128 + cw * 64 * 128 + within, 16);
+      const uint64_t db = make_desc(sK(stage) + block * kBlockN * 128 + within, 16);
       Mma::template ss<0, 0>(s, da, db, kk > 0);
     }
     wgmma_commit();
   };
-  // O += P V(step i), issued.
-  auto issue_pv = [&](int i) {
+  // O += P V(stage), issued.
+  auto issue_pv = [&](int stage) {
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      const uint64_t db = make_desc(reinterpret_cast<const unsigned char*>(sV(i)) +
-                                        kk * 16 * 128, kBlockN * 128);
+      const uint64_t db = make_desc(sV(stage) + kk * 16 * 128, kBlockN * 128);
       MmaO::template rs<1>(acc_o, pf[kk], db, true);
     }
     wgmma_commit();
@@ -242,92 +340,84 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
       pf[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
     }
   };
+  auto stage_of = [](int i) { return i % kStages; };
+  auto parity_of = [](int i) { return static_cast<uint32_t>((i / kStages) & 1); };
 
   if (n_blocks > 0) {
-    // ---- Prologue: groups [Q, K0] [V0] [K1] [V1] in flight (empty groups keep the count) ----
-    load_swizzled_async<Tile::kThreads, kBlockM, kHeadDim>(sQ, q, p.q_stride.row,
-                                                           seq.seqlen_q - m0, head_dim);
-    load_k(0);
-    cp_async_commit();
-    load_v(0);
-    cp_async_commit();
-    if (n_blocks > 1) load_k(1);
-    cp_async_commit();
-    if (n_blocks > 1) load_v(1);
-    cp_async_commit();
-
+    mbar_wait(q_full, 0);
     if constexpr (Tile::kOverlap) {
-      cp_async_wait<3>();
-      fence_async_shared();
-      __syncthreads();
       {
+        mbar_wait(&k_full[0], 0);
         float s[kSRegs];
+        turn_wait();
         wgmma_fence();
         issue_s(s, 0);
+        turn_pass();
         wgmma_wait<0>();
         fence_registers(s);
+        release(&k_empty[0]);
         float correction[2];
         softmax(s, 0, correction);
         make_p_fragments(s);  // O is still zero: no rescale
       }
-
       // ---- Main loop: S(i + 1) and P V(i) in flight together; the last P V(i) after it ----
       // (No wgmma is issued under a condition: ptxas then keeps the pipeline asynchronous.)
       for (int i = 0; i + 1 < n_blocks; ++i) {
-        cp_async_wait<1>();  // V(i) and K(i + 1) landed
-        fence_async_shared();
-        __syncthreads();
+        const int next = stage_of(i + 1), cur = stage_of(i);
+        mbar_wait(&k_full[next], parity_of(i + 1));
+        mbar_wait(&v_full[cur], parity_of(i));
         float s[kSRegs];
+        turn_wait();
         wgmma_fence();
-        issue_s(s, i + 1);
-        issue_pv(i);
+        issue_s(s, next);
+        issue_pv(cur);
+        turn_pass();
         wgmma_wait<1>();  // S(i + 1) done; P V(i) may still run
         fence_registers(s);
+        release(&k_empty[next]);
         float correction[2];
         softmax(s, i + 1, correction);
         wgmma_wait<0>();
         fence_registers(acc_o);
         fence_registers(pf);
+        release(&v_empty[cur]);
         rescale_o(correction);
         make_p_fragments(s);
-        __syncthreads();  // every warpgroup is done with K(i) and V(i): refill their stage
-        if (i + 2 < n_blocks) load_k(i + 2);
-        cp_async_commit();
-        if (i + 2 < n_blocks) load_v(i + 2);
-        cp_async_commit();
       }
-      cp_async_wait<1>();  // V(last) landed
-      fence_async_shared();
-      __syncthreads();
+      const int last = stage_of(n_blocks - 1);
+      mbar_wait(&v_full[last], parity_of(n_blocks - 1));
+      turn_wait();
       wgmma_fence();
-      issue_pv(n_blocks - 1);
+      issue_pv(last);
+      turn_pass();
       wgmma_wait<0>();
       fence_registers(acc_o);
+      release(&v_empty[last]);
     } else {
-      // ---- Main loop, one block at a time: S(i), softmax, P V(i). Registers for one S only;
-      // a second thread block on the SM fills the tensor cores meanwhile. ----
+      // ---- Main loop, one block at a time: S(i), softmax, P V(i) ----
       for (int i = 0; i < n_blocks; ++i) {
-        cp_async_wait<2>();  // K(i) and V(i) landed
-        fence_async_shared();
-        __syncthreads();
+        const int cur = stage_of(i);
+        mbar_wait(&k_full[cur], parity_of(i));
         float s[kSRegs];
+        turn_wait();
         wgmma_fence();
-        issue_s(s, i);
+        issue_s(s, cur);
+        turn_pass();
         wgmma_wait<0>();
         fence_registers(s);
+        release(&k_empty[cur]);
         float correction[2];
         softmax(s, i, correction);
         rescale_o(correction);
         make_p_fragments(s);
+        mbar_wait(&v_full[cur], parity_of(i));
+        turn_wait();
         wgmma_fence();
-        issue_pv(i);
+        issue_pv(cur);
+        turn_pass();
         wgmma_wait<0>();
         fence_registers(acc_o);
-        __syncthreads();  // every warpgroup is done with K(i) and V(i): refill their stage
-        if (i + 2 < n_blocks) load_k(i + 2);
-        cp_async_commit();
-        if (i + 2 < n_blocks) load_v(i + 2);
-        cp_async_commit();
+        release(&v_empty[cur]);
       }
     }
   }

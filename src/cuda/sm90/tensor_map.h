@@ -1,0 +1,22 @@
+// The TMA tensor maps of the sm90 forward: their kernel-parameter type, and their encoding on
+// the host for one call.
+#pragma once
+
+#include <cuda.h>
+
+#include "common/params.h"
+
+namespace flashattn::detail::cuda::sm90 {
+
+// q, k and v as (head_dim, rows, heads, batch) tensors (varlen: the packed rows, batch 1), read
+// in boxes of 64 columns with the 128-byte swizzle wgmma reads (wgmma.cuh), zeros outside.
+struct FwdTensorMaps {
+  CUtensorMap q, k, v;
+};
+
+// Boxes of box_rows_q rows of q and box_rows_kv rows of k and v. False when the driver has no
+// tensor maps or refuses a layout (a broadcast stride): the caller takes the sm80 kernel.
+bool encode_fwd_tensor_maps(const AttentionParams& p, int box_rows_q, int box_rows_kv,
+                            FwdTensorMaps* maps);
+
+}  // namespace flashattn::detail::cuda::sm90
