@@ -37,16 +37,19 @@ bool encode(EncodeTiled fn, CUtensorMapDataType type, const void* data, const Op
             CUtensorMap* map) {
   const cuuint64_t dims[4] = {static_cast<cuuint64_t>(head_dim), static_cast<cuuint64_t>(rows),
                               static_cast<cuuint64_t>(heads), static_cast<cuuint64_t>(batch)};
-  // A dimension of one element takes any legal stride (varlen's batch, a single head); a
-  // broadcast one (stride 0) has no tensor map.
-  auto stride = [](int64_t elements, int64_t count) {
-    return static_cast<cuuint64_t>(count == 1 ? 16 : elements * 2);
-  };
+  // A broadcast dimension (stride 0) has no tensor map. A dimension of one element may carry any
+  // stride; the driver wants each stride at least the span of the dimensions inside it, so such
+  // a dimension gets exactly that span.
   if ((s.row == 0 && rows > 1) || (s.head == 0 && heads > 1) || (s.batch == 0 && batch > 1)) {
     return false;
   }
-  const cuuint64_t strides[3] = {stride(s.row, rows), stride(s.head, heads),
-                                 stride(s.batch, batch)};
+  const cuuint64_t row_bytes = (static_cast<cuuint64_t>(head_dim) * 2 + 15) / 16 * 16;
+  const cuuint64_t row_stride = rows == 1 ? row_bytes : static_cast<cuuint64_t>(s.row) * 2;
+  const cuuint64_t head_stride = heads == 1 ? row_stride * rows : static_cast<cuuint64_t>(s.head) * 2;
+  const cuuint64_t batch_stride =
+      batch == 1 ? (heads == 1 ? head_stride : static_cast<cuuint64_t>(s.head) * 2) * heads
+                 : static_cast<cuuint64_t>(s.batch) * 2;
+  const cuuint64_t strides[3] = {row_stride, head_stride, batch_stride};
   const cuuint32_t box[4] = {64, static_cast<cuuint32_t>(box_rows), 1, 1};
   const cuuint32_t unit[4] = {1, 1, 1, 1};
   return fn(map, type, 4, const_cast<void*>(data), dims, strides, box, unit,
