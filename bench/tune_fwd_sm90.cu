@@ -78,9 +78,9 @@ Variant sm80(const char* name) {
   return Variant{name, &launch<FwdTileFor<D, false>>};
 }
 // Warp-specialised: N keys a step, S stages, O = S(i + 1) with P V(i), P = ping-pong.
-template <int D, int N, int S, bool O, bool P>
+template <int D, int N, int S, bool O, bool P, int C = 2>
 Variant ws(const char* name) {
-  return Variant{name, &launch_ws<sm90::FwdTile<D, N, S, O, P>>};
+  return Variant{name, &launch_ws<sm90::FwdTile<D, N, S, O, P, C>>};
 }
 
 // The production tile of head dim D (sm90::FwdTileFor).
@@ -160,11 +160,13 @@ int main(int argc, char** argv) {
   // one after the other, pp: ping-pong between the consumers).
   const std::string only = argc > 2 ? argv[2] : "";
   if (only.empty() || only == "64")
-    sweep<64>(pick({prod<64>(), sm80<64>("sm80 prod"), ws<64, 128, 3, true, true>("n128 s3 ovl pp"),
-                    ws<64, 128, 2, true, false>("n128 s2 ovl"), ws<64, 128, 2, false, true>("n128 s2 ser pp")}));
+    sweep<64>(pick({prod<64>(), ws<64, 128, 2, true, false, 1>("wg1 2/SM n128 s2 ovl"),
+                    ws<64, 128, 3, true, false, 1>("wg1 2/SM n128 s3 ovl"),
+                    ws<64, 64, 3, true, false, 1>("wg1 2/SM n64 s3 ovl"),
+                    ws<64, 128, 2, false, false, 1>("wg1 2/SM n128 s2 ser")}));
   if (only.empty() || only == "128")
-    sweep<128>(pick({prod<128>(), sm80<128>("sm80 prod"), ws<128, 128, 2, true, false>("n128 s2 ovl"),
-                     ws<128, 128, 2, false, true>("n128 s2 ser pp"), ws<128, 64, 3, true, true>("n64 s3 ovl pp")}));
+    sweep<128>(pick({prod<128>(), ws<128, 64, 2, true, false, 1>("wg1 2/SM n64 s2 ovl"),
+                     ws<128, 128, 2, true, false>("n128 s2 ovl")}));
   if (only.empty() || only == "256")
     sweep<256>(pick({prod<256>(), sm80<256>("sm80 prod"), ws<256, 64, 2, true, false>("n64 s2 ovl"),
                      ws<256, 64, 2, false, true>("n64 s2 ser pp")}));

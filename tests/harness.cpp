@@ -169,6 +169,17 @@ Problem::Problem(const Case& cs) : c(cs) {
   v.fill_normal(rng, 1.0);
 
   used = c.seqused_k;
+  if (!c.paged() && !c.varlen() && !used.empty()) {
+    // The keys past seqused_k are memory the call must not use (a KV cache's unwritten rows):
+    // NaN there fails any kernel that lets them into a score or into P V.
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t j = used[static_cast<size_t>(b)]; j < c.seqlen_k; ++j) {
+        const int64_t row = b * c.seqlen_k + j;
+        for (int64_t e = 0; e < HK * D; ++e) k.set(row * HK * D + e, std::nan(""));
+        for (int64_t e = 0; e < HK * DV; ++e) v.set(row * HK * DV + e, std::nan(""));
+      }
+    }
+  }
   if (c.paged()) {
     if (c.varlen() || c.layout != Layout::contiguous) {
       throw std::invalid_argument("paged cases: padded batches, contiguous layout");

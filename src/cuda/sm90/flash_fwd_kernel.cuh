@@ -39,18 +39,25 @@
 
 namespace flashattn::detail::cuda::sm90 {
 
-template <int kHeadDim_, int kBlockN_, int kStages_, bool kOverlap_, bool kPingPong_>
+template <int kHeadDim_, int kBlockN_, int kStages_, bool kOverlap_, bool kPingPong_,
+          int kConsumers_ = 2>
 struct FwdTile {
   static constexpr int kHeadDim = kHeadDim_;  // compiled (padded) head dim, a multiple of 64
   static constexpr int kBlockN = kBlockN_;    // keys of one main-loop step
   static constexpr int kStages = kStages_;    // K and V stages in flight
   static constexpr bool kOverlap = kOverlap_;
   static constexpr bool kPingPong = kPingPong_;
-  static constexpr int kConsumers = 2;
+  // Consumer warpgroups: two (one thread block an SM) or one (two blocks an SM, each with its
+  // own producer: one block's pipeline fill and drain run under the other's work).
+  static constexpr int kConsumers = kConsumers_;
+  static constexpr int kMinBlocks = kConsumers == 1 ? 2 : 1;
   static constexpr int kBlockM = 64 * kConsumers;
   static constexpr int kThreads = kWarpgroupThreads * (kConsumers + 1);
+  // setmaxnreg moves registers inside a block: what the producer gives up from the cap at entry
+  // (65536 / (kThreads · kMinBlocks), a multiple of 8) is what the consumers take.
+  static constexpr int kEntryRegs = 65536 / (kThreads * kMinBlocks) / 8 * 8;
   static constexpr int kProducerRegs = 24;
-  static constexpr int kConsumerRegs = 240;
+  static constexpr int kConsumerRegs = kEntryRegs + (kEntryRegs - kProducerRegs) / kConsumers / 8 * 8;
   static constexpr int kSRegs = kBlockN / 2;   // S accumulator registers a thread (m64 × kBlockN)
   static constexpr int kORegs = kHeadDim / 2;  // O accumulator registers a thread (m64 × kHeadDim)
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
@@ -63,9 +70,10 @@ struct FwdTile {
 
   static_assert(kHeadDim % 64 == 0 && kBlockN % 16 == 0, "whole 128-byte swizzle blocks");
   static_assert(kKvBytes % 1024 == 0 && kQBytes % 1024 == 0, "stages start on swizzle atoms");
-  static_assert(kProducerRegs * kWarpgroupThreads + kConsumerRegs * kConsumers * kWarpgroupThreads <=
-                    65536,
-                "the register file of one SM");
+  static_assert(kConsumerRegs <= 256 && (kConsumerRegs - kEntryRegs) * kConsumers <=
+                                            kEntryRegs - kProducerRegs,
+                "the consumers take no more registers than the producer gives up");
+  static_assert(kConsumers == 2 || !kPingPong, "ping-pong takes two consumers");
 };
 
 // Tiles per head dim, chosen with bench/tune_fwd_sm90.cu on an H200 (docs/tuning.md, bf16):
@@ -85,7 +93,7 @@ template <int kHeadDim>
 inline constexpr bool kHasFwdTile = kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256;
 
 template <class T, class Tile, bool kScoreMods>
-__global__ void __launch_bounds__(Tile::kThreads, 1)
+__global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     flash_fwd_kernel(const __grid_constant__ AttentionParams p,
                         const __grid_constant__ FwdTensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
