@@ -68,6 +68,8 @@ bool encode_fwd_tensor_maps(const AttentionParams& p, int box_rows_q, int box_ro
   const int64_t batch = p.is_varlen ? 1 : p.batch;
   const int64_t rows_q = p.is_varlen ? p.total_q : p.seqlen_q;
   const int64_t rows_k = p.is_varlen ? p.total_k : p.seqlen_k;
+  // The driver takes no empty dimension (a call without keys; the sm80 kernel writes its zeros).
+  if (rows_q == 0 || rows_k == 0) return false;
   return encode(fn, type, p.q, p.q_stride, p.head_dim, rows_q, p.heads_q, batch, box_rows_q,
                 &maps->q) &&
          encode(fn, type, p.k, p.k_stride, p.head_dim, rows_k, p.heads_kv, batch, box_rows_kv,

@@ -14,8 +14,9 @@ struct FwdTensorMaps {
   CUtensorMap q, k, v;
 };
 
-// Boxes of box_rows_q rows of q and box_rows_kv rows of k and v. False when the driver has no
-// tensor maps or refuses a layout (a broadcast stride): the caller takes the sm80 kernel.
+// Boxes of box_rows_q rows of q and box_rows_kv rows of k and v. False, encoding nothing, when
+// q or k has no rows or a broadcast (stride-0) dimension, or the driver has no tensor maps: the
+// caller then takes the sm80 kernel.
 bool encode_fwd_tensor_maps(const AttentionParams& p, int box_rows_q, int box_rows_kv,
                             FwdTensorMaps* maps);
 
