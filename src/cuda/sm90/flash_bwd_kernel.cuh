@@ -62,6 +62,7 @@
 #include "cuda/common/bwd_common.cuh"
 #include "cuda/common/masking.cuh"
 #include "cuda/common/mma.cuh"
+#include "cuda/sm90/tma.cuh"
 #include "cuda/sm90/wgmma.cuh"
 
 namespace flashattn::detail::cuda::sm90 {
@@ -145,55 +146,6 @@ __device__ __forceinline__ void fence_acq_rel_gpu() {
 __device__ __forceinline__ void store_release(int* ptr, int v) {
 #if defined(__CUDA_ARCH__)
   asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(ptr), "r"(v) : "memory");
-#endif
-}
-
-// Named barriers (0 is __syncthreads): every thread of `count` arrives, the syncing ones wait.
-__device__ __forceinline__ void named_barrier_sync(int id, int count) {
-#if defined(__CUDA_ARCH__)
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-#endif
-}
-// mbarriers in shared memory (the dQ handoff): each arriving thread's earlier accesses are
-// released to the threads that wait for the phase to complete.
-__device__ __forceinline__ void mbarrier_init(uint64_t* bar, int count) {
-#if defined(__CUDA_ARCH__)
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_address(bar)), "r"(count)
-               : "memory");
-#endif
-}
-__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
-#if defined(__CUDA_ARCH__)
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_address(bar)) : "memory");
-#endif
-}
-// Waits until the phase of the given parity (0 for the first completion, 1 for the second, …)
-// has completed.
-__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, int parity) {
-#if defined(__CUDA_ARCH__)
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        " selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smem_address(bar)), "r"(parity)
-        : "memory");
-  } while (done == 0);
-#endif
-}
-
-// A warpgroup's register budget (sm_90a; every thread of the warpgroup executes it).
-template <int kRegs>
-__device__ __forceinline__ void warpgroup_reg_alloc() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
-#endif
-}
-template <int kRegs>
-__device__ __forceinline__ void warpgroup_reg_dealloc() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
 #endif
 }
 
@@ -283,8 +235,8 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
   if constexpr (kDqWg) {
     if (threadIdx.x == 0) {
       for (int i = 0; i < 2; ++i) {
-        mbarrier_init(sFull + i, Tile::kThreads);
-        mbarrier_init(sEmpty + i, kWarpgroupThreads);
+        mbar_init(sFull + i, Tile::kThreads);
+        mbar_init(sEmpty + i, kWarpgroupThreads);
       }
     }
     __syncthreads();
@@ -294,7 +246,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
       // reduction, rows of the sequence only), hand the buffer back, and (deterministic) pass
       // the turn on. The compute warpgroups neither issue the reductions nor wait for turns, and
       // the release's memory barrier waits for this warpgroup's additions only.
-      warpgroup_reg_dealloc<24>();
+      setmaxnreg_dec<24>();
       // A thread's float4 column of the tile, and its first row; rows kRowStep apart.
       const int wt = static_cast<int>(threadIdx.x) - Tile::kThreads;
       constexpr int kVecs = kHeadDim / 4;  // float4s a row
@@ -302,7 +254,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
       const int col = (wt % kVecs) * 4, row0 = wt / kVecs;
       for (int it = 0; it < steps; ++it) {
         const int buf = it & 1;
-        mbarrier_wait(sFull + buf, (it >> 1) & 1);
+        mbar_wait(sFull + buf, (it >> 1) & 1);
         const DqStage st = sStage[buf];
         if constexpr (kDeterministic) {
           if (wt == 0) wait_for_turn<true>(st.turn, st.my_turn, load_turn<true>(st.turn), 32);
@@ -317,7 +269,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
           }
         }
         // The values are in registers (the reductions read them at issue): the buffer is free.
-        if (it + 2 < steps) mbarrier_arrive(sEmpty + buf);
+        if (it + 2 < steps) mbar_arrive(sEmpty + buf);
         if constexpr (kDeterministic) {
           named_barrier_sync(kBarDq, kWarpgroupThreads);  // every thread's additions issued
           if (wt == 0) store_release(st.turn, st.my_turn + 1);
@@ -325,7 +277,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
       }
       return;
     }
-    warpgroup_reg_alloc<240>();
+    setmaxnreg_inc<240>();
   }
   // The compute warpgroups' barrier: the whole block, or without the dQ warpgroup.
   auto compute_sync = [] {
@@ -648,7 +600,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
     fence_registers(acc_dq);
     if constexpr (kDqWg) {
       // Stage the sums for the dQ warpgroup, in a buffer it has finished with (two steps ago).
-      if (it >= 2) mbarrier_wait(sEmpty + buf, ((it - 2) >> 1) & 1);
+      if (it >= 2) mbar_wait(sEmpty + buf, ((it - 2) >> 1) & 1);
       float* staged = sDq0 + buf * kBlockM * Tile::kDqStride;
       const int row0 = (static_cast<int>(threadIdx.x) / 32 % 4) * 16 + g;
 #pragma unroll
@@ -670,7 +622,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
         st.n_rows = static_cast<int>(seq.seqlen_q - m0 < kBlockM ? seq.seqlen_q - m0 : kBlockM);
         sStage[buf] = st;
       }
-      mbarrier_arrive(sFull + buf);
+      mbar_arrive(sFull + buf);
     } else {
       add_dq(h, m0, turn, my_turn, seen);
     }

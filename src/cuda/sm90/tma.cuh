@@ -1,6 +1,7 @@
-// The Hopper copy engine and its synchronisation, for warp-specialised kernels: mbarriers
-// (arrive, expected transaction bytes, parity wait), tensor loads (`cp.async.bulk.tensor`)
-// completing on an mbarrier, named barriers between warpgroups, and `setmaxnreg` (PTX ISA,
+// The Hopper copy engine and its synchronisation, for the warp-specialised sm90 kernels (forward
+// and backward): mbarriers (arrive, expected transaction bytes, parity wait), tensor loads
+// (`cp.async.bulk.tensor`) completing on an mbarrier, named barriers between warpgroups, and
+// `setmaxnreg` (PTX ISA,
 // "Parallel Synchronization and Communication Instructions: mbarrier", "Data Movement:
 // cp.async.bulk.tensor", "Miscellaneous: setmaxnreg"). The instructions exist only in the sm_90a
 // pass (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere these compile to nothing.
