@@ -160,15 +160,15 @@ int main(int argc, char** argv) {
   // one after the other, pp: ping-pong between the consumers).
   const std::string only = argc > 2 ? argv[2] : "";
   if (only.empty() || only == "64")
-    sweep<64>(pick({prod<64>(), ws<64, 128, 2, true, false, 1>("wg1 2/SM n128 s2 ovl"),
-                    ws<64, 128, 3, true, false, 1>("wg1 2/SM n128 s3 ovl"),
-                    ws<64, 64, 3, true, false, 1>("wg1 2/SM n64 s3 ovl"),
-                    ws<64, 128, 2, false, false, 1>("wg1 2/SM n128 s2 ser")}));
+    sweep<64>(pick({prod<64>(), ws<64, 192, 2, true, true>("n192 s2 ovl pp"),
+                    ws<64, 128, 2, true, false, 1>("wg1 2/SM n128 s2 ovl"),
+                    ws<64, 192, 2, true, false, 1>("wg1 2/SM n192 s2 ovl")}));
   if (only.empty() || only == "128")
-    sweep<128>(pick({prod<128>(), ws<128, 64, 2, true, false, 1>("wg1 2/SM n64 s2 ovl"),
-                     ws<128, 128, 2, true, false>("n128 s2 ovl")}));
+    sweep<128>(pick({prod<128>(), ws<128, 176, 2, true, true>("n176 s2 ovl pp"),
+                     ws<128, 192, 2, true, true>("n192 s2 ovl pp"),
+                     ws<128, 176, 2, true, false>("n176 s2 ovl")}));
   if (only.empty() || only == "256")
-    sweep<256>(pick({prod<256>(), sm80<256>("sm80 prod"), ws<256, 64, 2, true, false>("n64 s2 ovl"),
-                     ws<256, 64, 2, false, true>("n64 s2 ser pp")}));
+    sweep<256>(pick({prod<256>(), ws<256, 80, 2, true, true>("n80 s2 ovl pp"),
+                     ws<256, 96, 2, true, true>("n96 s2 ovl pp"), ws<256, 80, 2, true, false>("n80 s2 ovl")}));
   return 0;
 }
