@@ -7,6 +7,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "flashattn/flashattn.h"
 
 namespace flashattn::detail::cuda::sm90 {
 namespace {
@@ -37,12 +42,8 @@ bool encode(EncodeTiled fn, CUtensorMapDataType type, const void* data, const Op
             CUtensorMap* map) {
   const cuuint64_t dims[4] = {static_cast<cuuint64_t>(head_dim), static_cast<cuuint64_t>(rows),
                               static_cast<cuuint64_t>(heads), static_cast<cuuint64_t>(batch)};
-  // A broadcast dimension (stride 0) has no tensor map. A dimension of one element may carry any
-  // stride; the driver wants each stride at least the span of the dimensions inside it, so such
-  // a dimension gets exactly that span.
-  if ((s.row == 0 && rows > 1) || (s.head == 0 && heads > 1) || (s.batch == 0 && batch > 1)) {
-    return false;
-  }
+  // A dimension of one element may carry any stride; such a dimension gets the span of the
+  // dimensions inside it.
   const cuuint64_t row_bytes = (static_cast<cuuint64_t>(head_dim) * 2 + 15) / 16 * 16;
   const cuuint64_t row_stride = rows == 1 ? row_bytes : static_cast<cuuint64_t>(s.row) * 2;
   const cuuint64_t head_stride = heads == 1 ? row_stride * rows : static_cast<cuuint64_t>(s.head) * 2;
@@ -59,10 +60,25 @@ bool encode(EncodeTiled fn, CUtensorMapDataType type, const void* data, const Op
 
 }  // namespace
 
+// FLASHATTN_TEST_REQUIRE_TMA=1 (set by tools/gpu_check.sh for the native Hopper run): a layout
+// the driver refuses is an error instead of a quiet fall back to the sm80 kernel, so that the
+// tests show which calls the sm90 kernel did not serve.
+static bool refused(const char* what) {
+  static const bool strict = [] {
+    const char* env = std::getenv("FLASHATTN_TEST_REQUIRE_TMA");
+    return env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0;
+  }();
+  if (strict) {
+    throw ::flashattn::Error(std::string("flashattn: the driver refused the TMA tensor map of ") + what +
+                " (FLASHATTN_TEST_REQUIRE_TMA is set)");
+  }
+  return false;
+}
+
 bool encode_fwd_tensor_maps(const AttentionParams& p, int box_rows_q, int box_rows_kv,
                             FwdTensorMaps* maps) {
   const EncodeTiled fn = encode_function();
-  if (fn == nullptr) return false;
+  if (fn == nullptr) return refused("q, k and v (no cuTensorMapEncodeTiled in the driver)");
   const CUtensorMapDataType type =
       p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   const int64_t batch = p.is_varlen ? 1 : p.batch;
@@ -70,12 +86,28 @@ bool encode_fwd_tensor_maps(const AttentionParams& p, int box_rows_q, int box_ro
   const int64_t rows_k = p.is_varlen ? p.total_k : p.seqlen_k;
   // The driver takes no empty dimension (a call without keys; the sm80 kernel writes its zeros).
   if (rows_q == 0 || rows_k == 0) return false;
-  return encode(fn, type, p.q, p.q_stride, p.head_dim, rows_q, p.heads_q, batch, box_rows_q,
-                &maps->q) &&
-         encode(fn, type, p.k, p.k_stride, p.head_dim, rows_k, p.heads_kv, batch, box_rows_kv,
-                &maps->k) &&
-         encode(fn, type, p.v, p.v_stride, p.head_dim_v, rows_k, p.heads_kv, batch, box_rows_kv,
-                &maps->v);
+  // A broadcast (stride-0) dimension has no tensor map: not a refusal.
+  auto broadcast = [](const OperandStrides& s, int64_t rows, int64_t heads, int64_t batch) {
+    return (s.row == 0 && rows > 1) || (s.head == 0 && heads > 1) || (s.batch == 0 && batch > 1);
+  };
+  if (broadcast(p.q_stride, rows_q, p.heads_q, batch) ||
+      broadcast(p.k_stride, rows_k, p.heads_kv, batch) ||
+      broadcast(p.v_stride, rows_k, p.heads_kv, batch)) {
+    return false;
+  }
+  if (!encode(fn, type, p.q, p.q_stride, p.head_dim, rows_q, p.heads_q, batch, box_rows_q,
+              &maps->q)) {
+    return refused("q");
+  }
+  if (!encode(fn, type, p.k, p.k_stride, p.head_dim, rows_k, p.heads_kv, batch, box_rows_kv,
+              &maps->k)) {
+    return refused("k");
+  }
+  if (!encode(fn, type, p.v, p.v_stride, p.head_dim_v, rows_k, p.heads_kv, batch, box_rows_kv,
+              &maps->v)) {
+    return refused("v");
+  }
+  return true;
 }
 
 }  // namespace flashattn::detail::cuda::sm90

@@ -14,9 +14,10 @@ struct FwdTensorMaps {
   CUtensorMap q, k, v;
 };
 
-// Boxes of box_rows_q rows of q and box_rows_kv rows of k and v. False, encoding nothing, when
-// q or k has no rows or a broadcast (stride-0) dimension, or the driver has no tensor maps: the
-// caller then takes the sm80 kernel.
+// Boxes of box_rows_q rows of q and box_rows_kv rows of k and v. False when q or k has no rows,
+// an operand has a broadcast (stride-0) dimension, or the driver refuses a map: the caller then
+// takes the sm80 kernel. A refusal throws instead when FLASHATTN_TEST_REQUIRE_TMA=1 (the GPU
+// tests), so that no call leaves the sm90 kernel unnoticed.
 bool encode_fwd_tensor_maps(const AttentionParams& p, int box_rows_q, int box_rows_kv,
                             FwdTensorMaps* maps);
 
