@@ -164,12 +164,6 @@ void dispatch_kernel(const char* fn, const AttentionParams& p, int head_dim, Run
   fail(fn, "q", std::string("unexpected dtype ") + dtype_name(p.dtype));
 }
 
-// A switch from the environment: set, and neither empty nor "0".
-bool env_flag(const char* name) {
-  const char* env = std::getenv(name);
-  return env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0;
-}
-
 constexpr int kMaxDevices = 64;
 
 // A value per device, computed once (devices 0 … kMaxDevices − 1; others get `fallback`). Each
@@ -347,6 +341,11 @@ void allow_dynamic_smem(const void* kernel, size_t bytes, int device, const char
                                               static_cast<int>(bytes)));
     return true;
   });
+}
+
+bool env_flag(const char* name) {
+  const char* env = std::getenv(name);
+  return env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0;
 }
 
 bool use_sm90(int device) {

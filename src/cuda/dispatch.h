@@ -39,6 +39,9 @@ constexpr bool dtype_compiled(DType dtype) {
   }
 }
 
+// A switch from the environment: set, and neither empty nor "0".
+bool env_flag(const char* name);
+
 // Whether the Hopper (sm_90a) kernels serve this device: a compute capability 9.0 GPU, unless the
 // environment sets FLASHATTN_DISABLE_SM90=1 (then every call takes the sm80 kernels).
 bool use_sm90(int device);

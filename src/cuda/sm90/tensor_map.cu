@@ -7,10 +7,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
+#include "cuda/dispatch.h"
 #include "flashattn/flashattn.h"
 
 namespace flashattn::detail::cuda::sm90 {
@@ -64,10 +63,7 @@ bool encode(EncodeTiled fn, CUtensorMapDataType type, const void* data, const Op
 // the driver refuses is an error instead of a quiet fall back to the sm80 kernel, so that the
 // tests show which calls the sm90 kernel did not serve.
 static bool refused(const char* what) {
-  static const bool strict = [] {
-    const char* env = std::getenv("FLASHATTN_TEST_REQUIRE_TMA");
-    return env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0;
-  }();
+  static const bool strict = env_flag("FLASHATTN_TEST_REQUIRE_TMA");
   if (strict) {
     throw ::flashattn::Error(std::string("flashattn: the driver refused the TMA tensor map of ") + what +
                 " (FLASHATTN_TEST_REQUIRE_TMA is set)");
