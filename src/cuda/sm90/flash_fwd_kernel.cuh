@@ -63,7 +63,7 @@ struct FwdTile {
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKvBytes = kBlockN * kHeadDim * 2;
   static constexpr int kTileBytes = kQBytes + 2 * kStages * kKvBytes;
-  // mbarriers after the tiles: Q, then K full, V full, K empty, V empty a stage, then the tail.
+  // mbarriers after the tiles: Q full, the tail, then K full, V full, K empty, V empty a stage.
   static constexpr int kBarriers = 2 + 4 * kStages;
   // 1 KB of slack to align the base to a swizzle atom.
   static constexpr int kSmemBytes = kTileBytes + kBarriers * 8 + 1024;
@@ -132,8 +132,11 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   const int64_t hk = h / p.group;
   const BlockRange key_blocks = visible_key_blocks(p, seq, m0, kBlockM, kBlockN);
   const int n_blocks = key_blocks.end - key_blocks.first;
-  // Key block of step i (blocks are walked last to first) and its first key.
+  // Key block of step i (blocks are walked last to first) and its first key; the K/V stage of
+  // step i and the parity of its use of that stage.
   auto key_start = [&](int i) { return static_cast<int64_t>(key_blocks.end - 1 - i) * kBlockN; };
+  auto stage_of = [](int i) { return i % kStages; };
+  auto parity_of = [](int i) { return static_cast<uint32_t>((i / kStages) & 1); };
 
   if (threadIdx.x == 0) {
     mbar_init(q_full, 1);
@@ -169,8 +172,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
       }
     }
     for (int i = 0; i < n_blocks; ++i) {
-      const int stage = i % kStages;
-      const uint32_t parity = ((i / kStages) & 1) ^ 1;
+      const int stage = stage_of(i);
+      const uint32_t parity = parity_of(i) ^ 1;  // a free stage: the consumers' previous use
       const int64_t n0 = key_start(i);
       const int row = k_row + static_cast<int>(n0);
       if (lane == 0) {
@@ -348,8 +351,6 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
       pf[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
     }
   };
-  auto stage_of = [](int i) { return i % kStages; };
-  auto parity_of = [](int i) { return static_cast<uint32_t>((i / kStages) & 1); };
 
   if (n_blocks > 0) {
     mbar_wait(q_full, 0);

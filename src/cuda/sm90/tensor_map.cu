@@ -46,9 +46,7 @@ bool encode(EncodeTiled fn, CUtensorMapDataType type, const void* data, const Op
   const cuuint64_t row_bytes = (static_cast<cuuint64_t>(head_dim) * 2 + 15) / 16 * 16;
   const cuuint64_t row_stride = rows == 1 ? row_bytes : static_cast<cuuint64_t>(s.row) * 2;
   const cuuint64_t head_stride = heads == 1 ? row_stride * rows : static_cast<cuuint64_t>(s.head) * 2;
-  const cuuint64_t batch_stride =
-      batch == 1 ? (heads == 1 ? head_stride : static_cast<cuuint64_t>(s.head) * 2) * heads
-                 : static_cast<cuuint64_t>(s.batch) * 2;
+  const cuuint64_t batch_stride = batch == 1 ? head_stride * heads : static_cast<cuuint64_t>(s.batch) * 2;
   const cuuint64_t strides[3] = {row_stride, head_stride, batch_stride};
   const cuuint32_t box[4] = {64, static_cast<cuuint32_t>(box_rows), 1, 1};
   const cuuint32_t unit[4] = {1, 1, 1, 1};

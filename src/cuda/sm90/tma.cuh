@@ -65,19 +65,9 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
 #endif
 }
 
-// Box (c0, c1, c2[, c3]) of a tensor map into shared memory (the map's swizzle applied),
+// Box (c0, c1, c2, c3) of a tensor map into shared memory (the map's swizzle applied),
 // completing `bar`'s expected bytes. Coordinates are elements, innermost first; boxes partly
 // outside the tensor read zeros there.
-__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, uint64_t* bar,
-                                            int c0, int c1, int c2) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%3, %4, %5}], [%2];\n" ::"r"(smem_address(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_address(bar)), "r"(c0), "r"(c1), "r"(c2)
-      : "memory");
-#endif
-}
 __device__ __forceinline__ void tma_load_4d(void* dst, const CUtensorMap* map, uint64_t* bar,
                                             int c0, int c1, int c2, int c3) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
