@@ -343,11 +343,6 @@ void allow_dynamic_smem(const void* kernel, size_t bytes, int device, const char
   });
 }
 
-bool env_flag(const char* name) {
-  const char* env = std::getenv(name);
-  return env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0;
-}
-
 bool use_sm90(int device) {
   static const bool disabled = env_flag("FLASHATTN_DISABLE_SM90");
   if (disabled) return false;

@@ -5,6 +5,9 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "common/params.h"
 #include "cuda/api.h"
 #include "cuda/instantiations/table.h"
@@ -40,7 +43,10 @@ constexpr bool dtype_compiled(DType dtype) {
 }
 
 // A switch from the environment: set, and neither empty nor "0".
-bool env_flag(const char* name);
+inline bool env_flag(const char* name) {
+  const char* env = std::getenv(name);
+  return env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0;
+}
 
 // Whether the Hopper (sm_90a) kernels serve this device: a compute capability 9.0 GPU, unless the
 // environment sets FLASHATTN_DISABLE_SM90=1 (then every call takes the sm80 kernels).
