@@ -1,8 +1,8 @@
 // Tile tuning harness for the sm90 forward kernel, as bench/tune_fwd.cu is for the sm80 one:
-// instantiates the production kernels (src/cuda/sm90/flash_fwd_kernel.cuh and, as the yardstick,
-// the sm80 production tile) with several tile shapes, checks each against the first variant's
-// output on the same random inputs, and times them with CUDA events (median of 9 trials of 5
-// calls; inputs ≥ 64 MiB, larger than L2). Needs an sm_90 GPU.
+// instantiates the production kernel (src/cuda/sm90/flash_fwd_kernel.cuh) with several tile
+// shapes, checks each against the first variant's output on the same random inputs, and times
+// them with CUDA events (median of 9 trials of 5 calls; inputs ≥ 64 MiB, larger than L2). Needs
+// an sm_90 GPU.
 //
 // Versions and what they measured live in docs/tuning.md.
 // build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Iinclude -Isrc \
@@ -17,7 +17,6 @@
 #include <string>
 #include <vector>
 
-#include "cuda/sm80/flash_fwd_kernel.cuh"
 #include "cuda/sm90/flash_fwd_kernel.cuh"
 #include "cuda/sm90/tensor_map.h"
 
@@ -42,16 +41,6 @@ __global__ void fill_random(__nv_bfloat16* x, size_t n, uint32_t seed) {
   }
 }
 
-template <class Tile>
-void launch(const AttentionParams& p) {
-  auto kernel = flash_fwd_kernel<__nv_bfloat16, Tile, false, /*kDecode=*/false>;
-  const size_t smem = Tile::kSmemElems * 2;
-  CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  dim3 grid(unsigned((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM), unsigned(p.heads_q), unsigned(p.batch));
-  kernel<<<grid, Tile::kThreads, smem>>>(p);
-  CHECK(cudaGetLastError());
-}
-
 struct Variant {
   const char* name;
   void (*run)(const AttentionParams&);
@@ -72,11 +61,6 @@ void launch_ws(const AttentionParams& p) {
   CHECK(cudaGetLastError());
 }
 
-// The sm80 production tile of head dim D.
-template <int D>
-Variant sm80(const char* name) {
-  return Variant{name, &launch<FwdTileFor<D, false>>};
-}
 // Warp-specialised: N keys a step, S stages, O = S(i + 1) with P V(i), P = ping-pong.
 template <int D, int N, int S, bool O, bool P, int C = 2>
 Variant ws(const char* name) {
