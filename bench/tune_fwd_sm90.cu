@@ -145,8 +145,9 @@ int main(int argc, char** argv) {
   const std::string only = argc > 2 ? argv[2] : "";
   if (only.empty() || only == "64")
     sweep<64>(pick({prod<64>(), ws<64, 192, 2, true, true>("n192 s2 ovl pp"),
-                    ws<64, 128, 2, true, false, 1>("wg1 2/SM n128 s2 ovl"),
-                    ws<64, 192, 2, true, false, 1>("wg1 2/SM n192 s2 ovl")}));
+                    ws<64, 128, 2, true, true, 3>("wg3 n128 s2 ovl pp"),
+                    ws<64, 128, 2, true, false, 3>("wg3 n128 s2 ovl"),
+                    ws<64, 128, 2, true, false, 1>("wg1 2/SM n128 s2 ovl")}));
   if (only.empty() || only == "128")
     sweep<128>(pick({prod<128>(), ws<128, 176, 2, true, true>("n176 s2 ovl pp"),
                      ws<128, 192, 2, true, true>("n192 s2 ovl pp"),

@@ -1,15 +1,17 @@
 // FlashAttention forward on Hopper, warp-specialised (wgmma + TMA; sm_90a).
 //
-// One thread block per (query block of 128 rows, query head, batch), three warpgroups:
+// One thread block per (query block of 64 rows a consumer, query head, batch), a producer
+// warpgroup and (in the production tiles) two consumers:
 // - the producer (warpgroup 0; one thread issues, its warp helps at a ragged tail): Q once, then
 //   K and V of each key block by TMA into a ring of kStages shared-memory stages, each stage's
-//   arrival counted by an mbarrier ("full"), each stage refilled only once both consumers have
+//   arrival counted by an mbarrier ("full"), each stage refilled only once every consumer has
 //   released it ("empty"). It gives its registers up (setmaxnreg) to the consumers.
-// - two consumers (warpgroups 1 and 2), each owning 64 whole rows of the query block, so the
+// - consumers (warpgroups 1, 2, ...), each owning 64 whole rows of the query block, so the
 //   online softmax never crosses warps. S = Q Kᵀ runs from shared memory (SS); O += P V takes P
 //   from registers (RS) and V from shared memory read N-major. They never meet at a block-wide
-//   barrier: only at the stages' mbarriers and (kPingPong) at two named barriers that take turns,
-//   so that one consumer's softmax runs while the other's matrix products hold the tensor cores.
+//   barrier: only at the stages' mbarriers and (kPingPong) at named barriers that pass a turn
+//   round the consumers, so that one's softmax runs while another's matrix products hold the
+//   tensor cores.
 // - kOverlap: inside a consumer, S(next) = Q K(next)ᵀ and O += P V(current) are issued together
 //   and the softmax of S(next) runs while P V(current) is still on the tensor cores.
 // Key blocks are walked from the last to the first; the mask is applied on boundary blocks only.
@@ -47,8 +49,9 @@ struct FwdTile {
   static constexpr int kStages = kStages_;    // K and V stages in flight
   static constexpr bool kOverlap = kOverlap_;
   static constexpr bool kPingPong = kPingPong_;
-  // Consumer warpgroups: two (one thread block an SM) or one (two blocks an SM, each with its
-  // own producer: one block's pipeline fill and drain run under the other's work).
+  // Consumer warpgroups: two or three (one thread block an SM; three give 192 query rows and
+  // 160 registers a consumer thread, for d 64) or one (two blocks an SM, each with its own
+  // producer: one block's pipeline fill and drain run under the other's work).
   static constexpr int kConsumers = kConsumers_;
   static constexpr int kMinBlocks = kConsumers == 1 ? 2 : 1;
   static constexpr int kBlockM = 64 * kConsumers;
@@ -73,7 +76,7 @@ struct FwdTile {
   static_assert(kConsumerRegs <= 256 && (kConsumerRegs - kEntryRegs) * kConsumers <=
                                             kEntryRegs - kProducerRegs,
                 "the consumers take no more registers than the producer gives up");
-  static_assert(kConsumers == 2 || !kPingPong, "ping-pong takes two consumers");
+  static_assert(kConsumers >= 2 || !kPingPong, "ping-pong takes two consumers or more");
 };
 
 // Tiles per head dim, chosen with bench/tune_fwd_sm90.cu on an H200 (docs/tuning.md, bf16):
@@ -104,7 +107,6 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   constexpr int kDTiles = kHeadDim / 8;
   constexpr int kColBlocks = kHeadDim / 64;  // 64-column TMA boxes of a row
   constexpr float kNegInf = -__builtin_huge_valf();
-  constexpr int kConsumerThreads = Tile::kConsumers * kWarpgroupThreads;
   using Mma = Wgmma<T, kBlockN>;
   using MmaO = Wgmma<T, kHeadDim>;
 
@@ -229,14 +231,16 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   const int g = lane / 4, t = lane % 4;
   const int row0 = cw * 64 + warp * 16;  // warp's first row
   // Ping-pong: consumer cw issues its matrix products after barrier 1 + cw, then hands the turn
-  // to the other one. Consumer 0 goes first.
+  // to the next one (round robin); each barrier is met by two warpgroups, the one waiting and
+  // the one passing. Consumer 0 goes first.
+  constexpr int kTurnThreads = 2 * kWarpgroupThreads;
   auto turn_wait = [&] {
-    if constexpr (Tile::kPingPong) named_barrier_sync(1 + cw, kConsumerThreads);
+    if constexpr (Tile::kPingPong) named_barrier_sync(1 + cw, kTurnThreads);
   };
   auto turn_pass = [&] {
-    if constexpr (Tile::kPingPong) named_barrier_arrive(2 - cw, kConsumerThreads);
+    if constexpr (Tile::kPingPong) named_barrier_arrive(1 + (cw + 1) % Tile::kConsumers, kTurnThreads);
   };
-  if (Tile::kPingPong && cw == 1) named_barrier_arrive(1, kConsumerThreads);
+  if (Tile::kPingPong && cw == Tile::kConsumers - 1) named_barrier_arrive(1, kTurnThreads);
   auto release = [&](uint64_t* bar) {
     if (lane == 0) mbar_arrive(bar);
   };
