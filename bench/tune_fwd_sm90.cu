@@ -154,6 +154,6 @@ int main(int argc, char** argv) {
                      ws<128, 176, 2, true, false>("n176 s2 ovl")}));
   if (only.empty() || only == "256")
     sweep<256>(pick({prod<256>(), ws<256, 80, 2, true, true>("n80 s2 ovl pp"),
-                     ws<256, 96, 2, true, true>("n96 s2 ovl pp"), ws<256, 80, 2, true, false>("n80 s2 ovl")}));
+                     ws<256, 80, 2, true, false>("n80 s2 ovl")}));
   return 0;
 }
