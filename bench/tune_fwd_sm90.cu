@@ -46,7 +46,9 @@ struct Variant {
   void (*run)(const AttentionParams&);
 };
 
-template <class Tile>
+// One thread block a tile (production), or a persistent grid: one block an SM (two for tiles
+// of one consumer), each looping over the tiles.
+template <class Tile, bool kPersistent>
 void launch_ws(const AttentionParams& p) {
   auto kernel = sm90::flash_fwd_kernel<__nv_bfloat16, Tile, false>;
   const size_t smem = Tile::kSmemBytes;
@@ -56,21 +58,24 @@ void launch_ws(const AttentionParams& p) {
     std::printf("tensor maps refused\n");
     std::exit(1);
   }
-  dim3 grid(unsigned((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM), unsigned(p.heads_q), unsigned(p.batch));
-  kernel<<<grid, Tile::kThreads, smem>>>(p, maps);
+  const long long tiles = (p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM * p.heads_q * p.batch;
+  static int sms = 0;
+  if (sms == 0) CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const long long grid = kPersistent ? std::min<long long>(tiles, sms * Tile::kMinBlocks) : tiles;
+  kernel<<<unsigned(grid), Tile::kThreads, smem>>>(p, maps);
   CHECK(cudaGetLastError());
 }
 
 // Warp-specialised: N keys a step, S stages, O = S(i + 1) with P V(i), P = ping-pong.
-template <int D, int N, int S, bool O, bool P, int C = 2>
+template <int D, int N, int S, bool O, bool P, int C = 2, bool kPersistent = false>
 Variant ws(const char* name) {
-  return Variant{name, &launch_ws<sm90::FwdTile<D, N, S, O, P, C>>};
+  return Variant{name, &launch_ws<sm90::FwdTile<D, N, S, O, P, C>, kPersistent>};
 }
 
 // The production tile of head dim D (sm90::FwdTileFor).
 template <int D>
 Variant prod() {
-  return Variant{"prod", &launch_ws<sm90::FwdTileFor<D, false>>};
+  return Variant{"prod", &launch_ws<sm90::FwdTileFor<D, false>, false>};
 }
 
 double time_ms(const Variant& v, const AttentionParams& p) {
@@ -144,15 +149,15 @@ int main(int argc, char** argv) {
   // one after the other, pp: ping-pong between the consumers).
   const std::string only = argc > 2 ? argv[2] : "";
   if (only.empty() || only == "64")
-    sweep<64>(pick({prod<64>(), ws<64, 192, 2, true, true>("n192 s2 ovl pp"),
+    sweep<64>(pick({prod<64>(), ws<64, 128, 2, true, true, 2, true>("persistent"),
                     ws<64, 128, 2, true, false, 1>("wg1 2/SM n128 s2 ovl"),
-                    ws<64, 192, 2, true, false, 1>("wg1 2/SM n192 s2 ovl")}));
+                    ws<64, 128, 2, true, false, 1, true>("wg1 2/SM n128 s2 ovl persistent")}));
   if (only.empty() || only == "128")
-    sweep<128>(pick({prod<128>(), ws<128, 176, 2, true, true>("n176 s2 ovl pp"),
-                     ws<128, 192, 2, true, true>("n192 s2 ovl pp"),
-                     ws<128, 176, 2, true, false>("n176 s2 ovl")}));
+    sweep<128>(pick({prod<128>(), ws<128, 128, 2, true, true, 2, true>("persistent"),
+                     ws<128, 128, 2, true, false>("n128 s2 ovl")}));
   if (only.empty() || only == "256")
-    sweep<256>(pick({prod<256>(), ws<256, 80, 2, true, true>("n80 s2 ovl pp"),
-                     ws<256, 96, 2, true, true>("n96 s2 ovl pp"), ws<256, 80, 2, true, false>("n80 s2 ovl")}));
+    sweep<256>(pick({prod<256>(), ws<256, 64, 2, true, true, 2, true>("persistent"),
+                     sm80<256>("sm80 prod"), ws<256, 64, 2, true, false>("n64 s2 ovl"),
+                     ws<256, 64, 2, false, true>("n64 s2 ser pp")}));
   return 0;
 }
