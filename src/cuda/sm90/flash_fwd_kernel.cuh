@@ -190,42 +190,46 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
       const TileGeometry g = tile_at(tile);
       if (g.n_blocks == 0) continue;  // no rows, or no visible key: nothing to load
       // TMA coordinates: (column, row, head, batch); varlen maps have one batch of packed rows.
+      // 32-bit values only: the producer runs on few registers.
       const int bq = p.is_varlen ? 0 : static_cast<int>(g.b);
       const int q_row = static_cast<int>(g.seq.q_start + g.m0);
-      const int k_row = static_cast<int>(g.seq.k_start);
+      const int head = static_cast<int>(g.h), head_kv = static_cast<int>(g.hk);
+      // Row of the first step's key block, and the keys it holds (blocks go last to first).
+      const int first_n0 = (g.key_blocks.end - 1) * kBlockN;
+      const int first_row = static_cast<int>(g.seq.k_start) + first_n0;
+      const int first_keys = static_cast<int>(g.seq.seqlen_k) - first_n0;
+      const int n_blocks = g.n_blocks;
       if (lane == 0) {
         mbar_wait(q_empty, (q_loads & 1) ^ 1);  // the previous tile's S are done with sQ
         mbar_arrive_expect_tx(q_full, Tile::kQBytes);
 #pragma unroll
         for (int c = 0; c < kColBlocks; ++c) {
-          tma_load_4d(sQ + c * kBlockM * 128, &maps.q, q_full, c * 64, q_row,
-                      static_cast<int>(g.h), bq);
+          tma_load_4d(sQ + c * kBlockM * 128, &maps.q, q_full, c * 64, q_row, head, bq);
         }
       }
       ++q_loads;
-      for (int i = 0; i < g.n_blocks; ++i, ++it) {
+      for (int i = 0; i < n_blocks; ++i, ++it) {
         const int stage = stage_of(it);
         const uint32_t parity = parity_of(it) ^ 1;
-        const int64_t n0 = key_start(g, i);
-        const int row = k_row + static_cast<int>(n0);
+        const int row = first_row - i * kBlockN;
+        const int keys = min(first_keys + i * kBlockN, kBlockN);
         if (lane == 0) {
           mbar_wait(&k_empty[stage], parity);
           mbar_arrive_expect_tx(&k_full[stage], Tile::kKvBytes);
 #pragma unroll
           for (int c = 0; c < kColBlocks; ++c) {
             tma_load_4d(sK(stage) + c * kBlockN * 128, &maps.k, &k_full[stage], c * 64, row,
-                        static_cast<int>(g.hk), bq);
+                        head_kv, bq);
           }
           mbar_wait(&v_empty[stage], parity);
         }
-        const int keys = static_cast<int>(min(g.seq.seqlen_k - n0, static_cast<int64_t>(kBlockN)));
         if (!(ragged_tail && keys < kBlockN)) {
           if (lane == 0) {
             mbar_arrive_expect_tx(&v_full[stage], Tile::kKvBytes);
 #pragma unroll
             for (int c = 0; c < kColBlocks; ++c) {
               tma_load_4d(sV(stage) + c * kBlockN * 128, &maps.v, &v_full[stage], c * 64, row,
-                          static_cast<int>(g.hk), bq);
+                          head_kv, bq);
             }
           }
         } else {
@@ -237,7 +241,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
 #pragma unroll
             for (int c = 0; c < kColBlocks; ++c) {
               tma_load_4d(sV(stage) + c * kBlockN * 128, &maps.v, tail_landed, c * 64, row,
-                          static_cast<int>(g.hk), bq);
+                          head_kv, bq);
             }
           }
           __syncwarp();
