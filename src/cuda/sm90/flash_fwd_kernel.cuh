@@ -1,10 +1,13 @@
 // FlashAttention forward on Hopper, warp-specialised (wgmma + TMA; sm_90a).
 //
-// One thread block per (query block of 128 rows, query head, batch), three warpgroups:
-// - the producer (warpgroup 0; one thread issues, its warp helps at a ragged tail): Q once, then
-//   K and V of each key block by TMA into a ring of kStages shared-memory stages, each stage's
-//   arrival counted by an mbarrier ("full"), each stage refilled only once both consumers have
-//   released it ("empty"). It gives its registers up (setmaxnreg) to the consumers.
+// Tiles of (query block of 128 rows, query head, batch); a thread block takes one tile, or loops
+// over tiles (a persistent grid), with three warpgroups:
+// - the producer (warpgroup 0; one thread issues, its warp helps at a ragged tail): a tile's Q
+//   (once the consumers' last S of the previous tile is done with sQ), then K and V of each key
+//   block by TMA into a ring of kStages shared-memory stages that runs on across tiles, each
+//   stage's arrival counted by an mbarrier ("full"), each stage refilled only once both
+//   consumers have released it ("empty"). It gives its registers up (setmaxnreg) to the
+//   consumers.
 // - two consumers (warpgroups 1 and 2), each owning 64 whole rows of the query block, so the
 //   online softmax never crosses warps. S = Q Kᵀ runs from shared memory (SS); O += P V takes P
 //   from registers (RS) and V from shared memory read N-major. They never meet at a block-wide
@@ -207,7 +210,6 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
           tma_load_4d(sQ + c * kBlockM * 128, &maps.q, q_full, c * 64, q_row, head, bq);
         }
       }
-      ++q_loads;
       for (int i = 0; i < n_blocks; ++i, ++it) {
         const int stage = stage_of(it);
         const uint32_t parity = parity_of(it) ^ 1;
@@ -258,6 +260,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
           if (lane == 0) mbar_arrive(&v_full[stage]);
         }
       }
+      ++q_loads;
     }
     return;
   }
