@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
                      ws<128, 128, 2, true, false>("n128 s2 ovl")}));
   if (only.empty() || only == "256")
     sweep<256>(pick({prod<256>(), ws<256, 64, 2, true, true, 2, true>("persistent"),
-                     sm80<256>("sm80 prod"), ws<256, 64, 2, true, false>("n64 s2 ovl"),
+                     ws<256, 64, 2, true, false>("n64 s2 ovl"),
                      ws<256, 64, 2, false, true>("n64 s2 ser pp")}));
   return 0;
 }
