@@ -46,7 +46,9 @@ struct Variant {
   void (*run)(const AttentionParams&);
 };
 
-template <class Tile>
+// One thread block a tile (production), or a persistent grid: one block an SM (two for tiles
+// of one consumer), each looping over the tiles.
+template <class Tile, bool kPersistent>
 void launch_ws(const AttentionParams& p) {
   auto kernel = sm90::flash_fwd_kernel<__nv_bfloat16, Tile, false>;
   const size_t smem = Tile::kSmemBytes;
@@ -56,40 +58,55 @@ void launch_ws(const AttentionParams& p) {
     std::printf("tensor maps refused\n");
     std::exit(1);
   }
-  dim3 grid(unsigned((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM), unsigned(p.heads_q), unsigned(p.batch));
-  kernel<<<grid, Tile::kThreads, smem>>>(p, maps);
+  const long long tiles = (p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM * p.heads_q * p.batch;
+  static int sms = 0;
+  if (sms == 0) CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const long long grid = kPersistent ? std::min<long long>(tiles, sms * Tile::kMinBlocks) : tiles;
+  kernel<<<unsigned(grid), Tile::kThreads, smem>>>(p, maps);
   CHECK(cudaGetLastError());
 }
 
 // Warp-specialised: N keys a step, S stages, O = S(i + 1) with P V(i), P = ping-pong.
-template <int D, int N, int S, bool O, bool P, int C = 2>
+template <int D, int N, int S, bool O, bool P, int C = 2, bool kPersistent = false>
 Variant ws(const char* name) {
-  return Variant{name, &launch_ws<sm90::FwdTile<D, N, S, O, P, C>>};
+  return Variant{name, &launch_ws<sm90::FwdTile<D, N, S, O, P, C>, kPersistent>};
 }
 
 // The production tile of head dim D (sm90::FwdTileFor).
 template <int D>
 Variant prod() {
-  return Variant{"prod", &launch_ws<sm90::FwdTileFor<D, false>>};
+  return Variant{"prod", &launch_ws<sm90::FwdTileFor<D, false>, false>};
 }
 
-double time_ms(const Variant& v, const AttentionParams& p) {
+// Milliseconds a call of each variant: median of 11 trials of 5 calls, the variants taking turns
+// within a trial, so that a drift of the clocks falls on all of them alike.
+std::vector<double> time_ms(const std::vector<Variant>& variants, const AttentionParams& p) {
   cudaEvent_t a, b;
   CHECK(cudaEventCreate(&a));
   CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) v.run(p);
-  std::vector<float> t;
-  for (int trial = 0; trial < 9; ++trial) {
-    CHECK(cudaEventRecord(a));
-    for (int i = 0; i < 5; ++i) v.run(p);
-    CHECK(cudaEventRecord(b));
-    CHECK(cudaEventSynchronize(b));
-    float ms;
-    CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms / 5);
+  for (const Variant& v : variants) {
+    for (int i = 0; i < 3; ++i) v.run(p);
   }
-  std::sort(t.begin(), t.end());
-  return t[4];
+  std::vector<std::vector<float>> t(variants.size());
+  for (int trial = 0; trial < 11; ++trial) {
+    for (size_t x = 0; x < variants.size(); ++x) {
+      CHECK(cudaEventRecord(a));
+      for (int i = 0; i < 5; ++i) variants[x].run(p);
+      CHECK(cudaEventRecord(b));
+      CHECK(cudaEventSynchronize(b));
+      float ms;
+      CHECK(cudaEventElapsedTime(&ms, a, b));
+      t[x].push_back(ms / 5);
+    }
+  }
+  std::vector<double> med;
+  for (auto& v : t) {
+    std::sort(v.begin(), v.end());
+    med.push_back(v[v.size() / 2]);
+  }
+  CHECK(cudaEventDestroy(a));
+  CHECK(cudaEventDestroy(b));
+  return med;
 }
 
 template <int D>
@@ -98,13 +115,13 @@ void sweep(const std::vector<Variant>& variants) {
     for (int s : {1024, 4096, 16384}) {
       const int b = 16384 / s, h = 2048 / D;
       const size_t n = size_t(b) * s * h * D;
-      __nv_bfloat16 *q, *k, *v, *o, *o_ref;
+      __nv_bfloat16 *q, *k, *v, *o;
       CHECK(cudaMalloc(&q, n * 2)); CHECK(cudaMalloc(&k, n * 2)); CHECK(cudaMalloc(&v, n * 2));
-      CHECK(cudaMalloc(&o, n * 2)); CHECK(cudaMalloc(&o_ref, n * 2));
+      CHECK(cudaMalloc(&o, n * 2));
       fill_random<<<1024, 256>>>(q, n, 1); fill_random<<<1024, 256>>>(k, n, 2); fill_random<<<1024, 256>>>(v, n, 3);
       AttentionParams p;
       p.dtype = DType::bf16;
-      p.q = q; p.k = k; p.v = v;
+      p.q = q; p.k = k; p.v = v; p.out = o;
       OperandStrides st{int64_t(s) * h * D, int64_t(h) * D, D};
       p.q_stride = p.k_stride = p.v_stride = p.out_stride = st;
       p.batch = b; p.seqlen_q = p.seqlen_k = s; p.heads_q = p.heads_kv = h; p.group = 1;
@@ -112,21 +129,24 @@ void sweep(const std::vector<Variant>& variants) {
       p.scale = 1.0f / std::sqrt(float(D)); p.scale_log2 = p.scale * 1.4426950408889634f;
       p.window_right = causal ? 0 : -1;
       const double flops = 4.0 * b * h * double(s) * s * D / (causal ? 2 : 1);
+      // Each variant's output against the first's (one call each, poisoned first).
       std::vector<__nv_bfloat16> ref(n), got(n);
+      std::vector<double> diff(variants.size(), 0.0);
       for (size_t i = 0; i < variants.size(); ++i) {
-        p.out = i == 0 ? o_ref : o;
-        const double ms = time_ms(variants[i], p);
-        double diff = 0;
-        if (i > 0) {
-          CHECK(cudaMemcpy(got.data(), o, n * 2, cudaMemcpyDeviceToHost));
-          for (size_t x = 0; x < n; x += 97) diff = std::max(diff, double(std::fabs(__bfloat162float(got[x]) - __bfloat162float(ref[x]))));
-        } else {
-          CHECK(cudaMemcpy(ref.data(), o_ref, n * 2, cudaMemcpyDeviceToHost));
+        CHECK(cudaMemset(o, 0xff, n * 2));
+        variants[i].run(p);
+        CHECK(cudaMemcpy(i == 0 ? ref.data() : got.data(), o, n * 2, cudaMemcpyDeviceToHost));
+        for (size_t x = 0; i > 0 && x < n; x += 97) {
+          const float d = std::fabs(__bfloat162float(got[x]) - __bfloat162float(ref[x]));
+          diff[i] = std::max(diff[i], std::isnan(d) ? INFINITY : double(d));
         }
-        std::printf("d=%3d causal=%d s=%5d %-22s %7.1f TFLOP/s  maxdiff %.2e\n", D, causal, s, variants[i].name,
-                    flops / ms / 1e9, diff);
       }
-      CHECK(cudaFree(q)); CHECK(cudaFree(k)); CHECK(cudaFree(v)); CHECK(cudaFree(o)); CHECK(cudaFree(o_ref));
+      const std::vector<double> ms = time_ms(variants, p);
+      for (size_t i = 0; i < variants.size(); ++i) {
+        std::printf("d=%3d causal=%d s=%5d %-28s %7.1f TFLOP/s  %5.3fx  maxdiff %.2e\n", D, causal, s,
+                    variants[i].name, flops / ms[i] / 1e9, ms[0] / ms[i], diff[i]);
+      }
+      CHECK(cudaFree(q)); CHECK(cudaFree(k)); CHECK(cudaFree(v)); CHECK(cudaFree(o));
     }
   }
 }
@@ -144,16 +164,15 @@ int main(int argc, char** argv) {
   // one after the other, pp: ping-pong between the consumers).
   const std::string only = argc > 2 ? argv[2] : "";
   if (only.empty() || only == "64")
-    sweep<64>(pick({prod<64>(), ws<64, 192, 2, true, true>("n192 s2 ovl pp"),
+    sweep<64>(pick({prod<64>(), ws<64, 128, 2, true, true, 2, true>("persistent"),
                     ws<64, 128, 2, true, true, 3>("wg3 n128 s2 ovl pp"),
-                    ws<64, 128, 2, true, false, 3>("wg3 n128 s2 ovl"),
+                    ws<64, 128, 2, true, true, 3, true>("wg3 n128 s2 ovl pp persistent"),
                     ws<64, 128, 2, true, false, 1>("wg1 2/SM n128 s2 ovl")}));
   if (only.empty() || only == "128")
-    sweep<128>(pick({prod<128>(), ws<128, 176, 2, true, true>("n176 s2 ovl pp"),
-                     ws<128, 192, 2, true, true>("n192 s2 ovl pp"),
-                     ws<128, 176, 2, true, false>("n176 s2 ovl")}));
+    sweep<128>(pick({prod<128>(), ws<128, 128, 2, true, true, 2, true>("persistent")}));
   if (only.empty() || only == "256")
-    sweep<256>(pick({prod<256>(), ws<256, 80, 2, true, true>("n80 s2 ovl pp"),
-                     ws<256, 80, 2, true, false>("n80 s2 ovl")}));
+    sweep<256>(pick({prod<256>(), ws<256, 64, 2, true, true, 2, true>("persistent"),
+                     ws<256, 80, 2, true, true>("n80 s2 ovl pp"),
+                     ws<256, 80, 2, true, true, 2, true>("n80 s2 ovl pp persistent")}));
   return 0;
 }
