@@ -67,9 +67,9 @@ void launch_ws(const AttentionParams& p) {
 }
 
 // Warp-specialised: N keys a step, S stages, O = S(i + 1) with P V(i), P = ping-pong.
-template <int D, int N, int S, bool O, bool P, int C = 2, bool kPersistent = false>
+template <int D, int N, int S, bool O, bool P, int C = 2, bool kPersistent = false, int R = 24>
 Variant ws(const char* name) {
-  return Variant{name, &launch_ws<sm90::FwdTile<D, N, S, O, P, C>, kPersistent>};
+  return Variant{name, &launch_ws<sm90::FwdTile<D, N, S, O, P, C, R>, kPersistent>};
 }
 
 // The production tile of head dim D (sm90::FwdTileFor).
@@ -165,14 +165,15 @@ int main(int argc, char** argv) {
   const std::string only = argc > 2 ? argv[2] : "";
   if (only.empty() || only == "64")
     sweep<64>(pick({prod<64>(), ws<64, 128, 2, true, true, 2, true>("persistent"),
+                    ws<64, 128, 2, true, true, 2, false, 40>("producer 40"),
                     ws<64, 128, 2, true, true, 3>("wg3 n128 s2 ovl pp"),
-                    ws<64, 128, 2, true, true, 3, true>("wg3 n128 s2 ovl pp persistent"),
                     ws<64, 128, 2, true, false, 1>("wg1 2/SM n128 s2 ovl")}));
   if (only.empty() || only == "128")
-    sweep<128>(pick({prod<128>(), ws<128, 128, 2, true, true, 2, true>("persistent")}));
+    sweep<128>(pick({prod<128>(), ws<128, 128, 2, true, true, 2, true>("persistent"),
+                     ws<128, 128, 2, true, true, 2, false, 40>("producer 40")}));
   if (only.empty() || only == "256")
     sweep<256>(pick({prod<256>(), ws<256, 64, 2, true, true, 2, true>("persistent"),
-                     ws<256, 80, 2, true, true>("n80 s2 ovl pp"),
-                     ws<256, 80, 2, true, true, 2, true>("n80 s2 ovl pp persistent")}));
+                     ws<256, 64, 2, true, true, 2, false, 40>("producer 40"),
+                     ws<256, 80, 2, true, true>("n80 s2 ovl pp")}));
   return 0;
 }

@@ -45,7 +45,7 @@
 namespace flashattn::detail::cuda::sm90 {
 
 template <int kHeadDim_, int kBlockN_, int kStages_, bool kOverlap_, bool kPingPong_,
-          int kConsumers_ = 2>
+          int kConsumers_ = 2, int kProducerRegs_ = 24>
 struct FwdTile {
   static constexpr int kHeadDim = kHeadDim_;  // compiled (padded) head dim, a multiple of 64
   static constexpr int kBlockN = kBlockN_;    // keys of one main-loop step
@@ -62,7 +62,9 @@ struct FwdTile {
   // setmaxnreg moves registers inside a block: what the producer gives up from the cap at entry
   // (65536 / (kThreads · kMinBlocks), a multiple of 8) is what the consumers take.
   static constexpr int kEntryRegs = 65536 / (kThreads * kMinBlocks) / 8 * 8;
-  static constexpr int kProducerRegs = 40;
+  // The producer's registers: at 24 its tile loop spills (one thread's bookkeeping, under the
+  // waits), and each register more it keeps is 8 fewer for every consumer thread.
+  static constexpr int kProducerRegs = kProducerRegs_;
   static constexpr int kConsumerRegs = kEntryRegs + (kEntryRegs - kProducerRegs) / kConsumers / 8 * 8;
   static constexpr int kSRegs = kBlockN / 2;   // S accumulator registers a thread (m64 × kBlockN)
   static constexpr int kORegs = kHeadDim / 2;  // O accumulator registers a thread (m64 × kHeadDim)
