@@ -333,10 +333,13 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
 
     // Score mods and mask of S(step i), then the online softmax: new row max and sum, P in
     // place (unnormalised, dropout applied); returns through `correction` the factor O must take.
-    auto softmax = [&](float (&s)[kSRegs], int i, float (&correction)[2]) {
+    // kMask: whether the step's block needs the mask, a constant at each (inlined) call below,
+    // so that the steps without one (most) run no mask code: with one body, ptxas turned the
+    // run-time test into a compare and a select per score, every step.
+    auto softmax_step = [&](const bool kMask, float (&s)[kSRegs], int i, float (&correction)[2]) {
       const int64_t n0 = key_start(tg, i);
       const ScoreGeometry geo = score_geometry(p, seq, m0, n0, kBlockM, kBlockN, row0, 0);
-      if (kScoreMods || geo.need_mask) {
+      if (kScoreMods || kMask) {
 #pragma unroll
         for (int rh = 0; rh < 2; ++rh) {
           const RowWindow row = row_window(geo, row0 + g + 8 * rh);
@@ -348,7 +351,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
               float& x = s[4 * nt + 2 * rh + e];
               float dcap;
               if constexpr (kScoreMods) x = modify_score(p, x, alibi_slope, row.diag, j, dcap);
-              if (geo.need_mask && row.hides(j)) x = kNegInf;
+              if (kMask && row.hides(j)) x = kNegInf;
             }
           }
         }
@@ -389,6 +392,13 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
             if (!((keep >> slot) & 1u)) s[4 * (2 * np + slot / 4) + slot % 4] = 0.0f;
           }
         }
+      }
+    };
+    auto softmax = [&](float (&s)[kSRegs], int i, float (&correction)[2]) {
+      if (block_needs_mask(p, seq, m0, key_start(tg, i), kBlockM, kBlockN)) {
+        softmax_step(true, s, i, correction);
+      } else {
+        softmax_step(false, s, i, correction);
       }
     };
     auto rescale_o = [&](const float (&correction)[2]) {
