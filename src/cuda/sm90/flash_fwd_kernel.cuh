@@ -401,7 +401,10 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
         softmax_step(false, s, i, correction);
       }
     };
+    // O's rows times their correction: skipped by a warp whose rows' maxima all stayed (every
+    // factor exactly 1, most steps once a row has seen some keys), a multiplication by 1 saved.
     auto rescale_o = [&](const float (&correction)[2]) {
+      if (!__any_sync(0xffffffffu, correction[0] != 1.0f || correction[1] != 1.0f)) return;
 #pragma unroll
       for (int dt = 0; dt < kDTiles; ++dt) {
         acc_o[4 * dt + 0] *= correction[0];
