@@ -1,8 +1,9 @@
 // Tile tuning harness for the sm90 forward kernel, as bench/tune_fwd.cu is for the sm80 one:
 // instantiates the production kernel (src/cuda/sm90/flash_fwd_kernel.cuh) with several tile
-// shapes, checks each against the first variant's output on the same random inputs, and times
-// them with CUDA events (median of 9 trials of 5 calls; inputs ≥ 64 MiB, larger than L2). Needs
-// an sm_90 GPU.
+// shapes, checks each against the first variant's output on the same random inputs (one call
+// each into a poisoned output), and times them with CUDA events (median of 11 trials of 5 calls,
+// the variants taking turns within a trial; inputs ≥ 64 MiB, larger than L2). Needs an sm_90
+// GPU.
 //
 // Versions and what they measured live in docs/tuning.md.
 // build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Iinclude -Isrc \
@@ -46,9 +47,7 @@ struct Variant {
   void (*run)(const AttentionParams&);
 };
 
-// One thread block a tile (production), or a persistent grid: one block an SM (two for tiles
-// of one consumer), each looping over the tiles.
-template <class Tile, bool kPersistent>
+template <class Tile>
 void launch_ws(const AttentionParams& p) {
   auto kernel = sm90::flash_fwd_kernel<__nv_bfloat16, Tile, false>;
   const size_t smem = Tile::kSmemBytes;
@@ -58,24 +57,21 @@ void launch_ws(const AttentionParams& p) {
     std::printf("tensor maps refused\n");
     std::exit(1);
   }
-  const long long tiles = (p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM * p.heads_q * p.batch;
-  static int sms = 0;
-  if (sms == 0) CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  const long long grid = kPersistent ? std::min<long long>(tiles, sms * Tile::kMinBlocks) : tiles;
-  kernel<<<unsigned(grid), Tile::kThreads, smem>>>(p, maps);
+  dim3 grid(unsigned((p.seqlen_q + Tile::kBlockM - 1) / Tile::kBlockM), unsigned(p.heads_q), unsigned(p.batch));
+  kernel<<<grid, Tile::kThreads, smem>>>(p, maps);
   CHECK(cudaGetLastError());
 }
 
 // Warp-specialised: N keys a step, S stages, O = S(i + 1) with P V(i), P = ping-pong.
-template <int D, int N, int S, bool O, bool P, int C = 2, bool kPersistent = false, int R = 24>
+template <int D, int N, int S, bool O, bool P, int C = 2>
 Variant ws(const char* name) {
-  return Variant{name, &launch_ws<sm90::FwdTile<D, N, S, O, P, C, R>, kPersistent>};
+  return Variant{name, &launch_ws<sm90::FwdTile<D, N, S, O, P, C>>};
 }
 
 // The production tile of head dim D (sm90::FwdTileFor).
 template <int D>
 Variant prod() {
-  return Variant{"prod", &launch_ws<sm90::FwdTileFor<D, false>, false>};
+  return Variant{"prod", &launch_ws<sm90::FwdTileFor<D, false>>};
 }
 
 // Milliseconds a call of each variant: median of 11 trials of 5 calls, the variants taking turns
@@ -164,16 +160,11 @@ int main(int argc, char** argv) {
   // one after the other, pp: ping-pong between the consumers).
   const std::string only = argc > 2 ? argv[2] : "";
   if (only.empty() || only == "64")
-    sweep<64>(pick({prod<64>(), ws<64, 128, 2, true, true, 2, true>("persistent"),
-                    ws<64, 128, 2, true, true, 2, false, 40>("producer 40"),
-                    ws<64, 128, 2, true, true, 3>("wg3 n128 s2 ovl pp"),
-                    ws<64, 128, 2, true, false, 1>("wg1 2/SM n128 s2 ovl")}));
+    sweep<64>(pick({prod<64>(), ws<64, 128, 2, true, false, 1>("wg1 2/SM n128 s2 ovl")}));
   if (only.empty() || only == "128")
-    sweep<128>(pick({prod<128>(), ws<128, 128, 2, true, true, 2, true>("persistent"),
-                     ws<128, 128, 2, true, true, 2, false, 40>("producer 40")}));
+    sweep<128>(pick({prod<128>(), ws<128, 128, 2, true, false>("n128 s2 ovl")}));
   if (only.empty() || only == "256")
-    sweep<256>(pick({prod<256>(), ws<256, 64, 2, true, true, 2, true>("persistent"),
-                     ws<256, 64, 2, true, true, 2, false, 40>("producer 40"),
-                     ws<256, 80, 2, true, true>("n80 s2 ovl pp")}));
+    sweep<256>(pick({prod<256>(), ws<256, 80, 2, true, true>("n80 s2 ovl pp"),
+                     ws<256, 80, 2, true, false>("n80 s2 ovl")}));
   return 0;
 }

@@ -87,13 +87,10 @@ if want test; then
   # an sm_86/89/120 part (101,376), where the smaller tiles run and the calls the README says
   # those GPUs cannot make must be refused by name. All at once, their time mostly the CPU
   # references'. A summary line in ctest's words for the table below.
-  # And the forward with the sm90 kernel's grid cut to 3 thread blocks, each looping over many
-  # tiles (the persistent path, which production takes only for some calls).
-  variants=(native sm80 smem166912 smem101376 grid3)
+  variants=(native sm80 smem166912 smem101376)
   variant_env() {
     case $1 in
       native) echo "" ;;
-      grid3) echo "FLASHATTN_TEST_FWD_GRID=3" ;;
       sm80) echo "FLASHATTN_DISABLE_SM90=1" ;;
       smem*) echo "FLASHATTN_DISABLE_SM90=1 FLASHATTN_TEST_SMEM_LIMIT=${1#smem}" ;;
     esac
@@ -102,7 +99,6 @@ if want test; then
   pids=() names=()
   for variant in "${variants[@]}"; do
     for kind in forward backward; do
-      [[ $variant == grid3 && $kind == backward ]] && continue
       # shellcheck disable=SC2046
       env $(variant_env "$variant") "$(test_bin $kind)" --gtest_brief=1 \
         >"$(variant_log "$variant" "$kind")" 2>&1 &
@@ -110,7 +106,7 @@ if want test; then
       names+=("$variant")
     done
   done
-  declare -A rc_of=([native]=0 [sm80]=0 [smem166912]=0 [smem101376]=0 [grid3]=0)
+  declare -A rc_of=([native]=0 [sm80]=0 [smem166912]=0 [smem101376]=0)
   for i in "${!pids[@]}"; do
     wait "${pids[$i]}" || rc_of[${names[$i]}]=1
   done
@@ -136,7 +132,6 @@ if want test; then
     done
     record "$line(rc ${rc_of[$variant]})"
   done
-  record "gpu tests, sm90 forward on 3 thread blocks: forward $(grep -E '^\[  (PASSED|FAILED)  \]' "$(variant_log grid3 forward)" | tr '\n' ' ')(rc ${rc_of[grid3]})"
   record "cpu tests: $(grep -E 'tests passed|tests failed' "$OUT/cpu_tests.log" | tail -1) (rc $rc_cpu)"
   grep -hE "^\[  FAILED  \] [A-Za-z]|^\s+[0-9]+ - .*(Failed|Exception)" "$OUT"/gpu_tests*.log | head -20 || true
 fi

@@ -1,20 +1,15 @@
 // FlashAttention forward on Hopper, warp-specialised (wgmma + TMA; sm_90a).
 //
-// Tiles of (query block of 64 rows a consumer, query head, batch); a thread block takes one
-// tile, or loops over tiles (a persistent grid), with a producer warpgroup and (in the
-// production tiles) two consumers:
-// - the producer (warpgroup 0; one thread issues, its warp helps at a ragged tail): a tile's Q
-//   (once the consumers' last S of the previous tile is done with sQ), then K and V of each key
-//   block by TMA into a ring of kStages shared-memory stages that runs on across tiles, each
-//   stage's arrival counted by an mbarrier ("full"), each stage refilled only once every
-//   consumer has released it ("empty"). It gives its registers up (setmaxnreg) to the
-//   consumers.
-// - consumers (warpgroups 1, 2, ...), each owning 64 whole rows of the query block, so the
+// One thread block per (query block of 128 rows, query head, batch), three warpgroups:
+// - the producer (warpgroup 0; one thread issues, its warp helps at a ragged tail): Q once, then
+//   K and V of each key block by TMA into a ring of kStages shared-memory stages, each stage's
+//   arrival counted by an mbarrier ("full"), each stage refilled only once both consumers have
+//   released it ("empty"). It gives its registers up (setmaxnreg) to the consumers.
+// - two consumers (warpgroups 1 and 2), each owning 64 whole rows of the query block, so the
 //   online softmax never crosses warps. S = Q Kᵀ runs from shared memory (SS); O += P V takes P
 //   from registers (RS) and V from shared memory read N-major. They never meet at a block-wide
-//   barrier: only at the stages' mbarriers and (kPingPong) at named barriers that pass a turn
-//   round the consumers, so that one's softmax runs while another's matrix products hold the
-//   tensor cores.
+//   barrier: only at the stages' mbarriers and (kPingPong) at two named barriers that take turns,
+//   so that one consumer's softmax runs while the other's matrix products hold the tensor cores.
 // - kOverlap: inside a consumer, S(next) = Q K(next)ᵀ and O += P V(current) are issued together
 //   and the softmax of S(next) runs while P V(current) is still on the tensor cores.
 // Key blocks are walked from the last to the first; the mask is applied on boundary blocks only.
@@ -45,16 +40,15 @@
 namespace flashattn::detail::cuda::sm90 {
 
 template <int kHeadDim_, int kBlockN_, int kStages_, bool kOverlap_, bool kPingPong_,
-          int kConsumers_ = 2, int kProducerRegs_ = 24>
+          int kConsumers_ = 2>
 struct FwdTile {
   static constexpr int kHeadDim = kHeadDim_;  // compiled (padded) head dim, a multiple of 64
   static constexpr int kBlockN = kBlockN_;    // keys of one main-loop step
   static constexpr int kStages = kStages_;    // K and V stages in flight
   static constexpr bool kOverlap = kOverlap_;
   static constexpr bool kPingPong = kPingPong_;
-  // Consumer warpgroups: two or three (one thread block an SM; three give 192 query rows and
-  // 152 registers a consumer thread, for d 64) or one (two blocks an SM, each with its own
-  // producer: one block's pipeline fill and drain run under the other's work).
+  // Consumer warpgroups: two (one thread block an SM) or one (two blocks an SM, each with its
+  // own producer: one block's pipeline fill and drain run under the other's work).
   static constexpr int kConsumers = kConsumers_;
   static constexpr int kMinBlocks = kConsumers == 1 ? 2 : 1;
   static constexpr int kBlockM = 64 * kConsumers;
@@ -62,18 +56,15 @@ struct FwdTile {
   // setmaxnreg moves registers inside a block: what the producer gives up from the cap at entry
   // (65536 / (kThreads · kMinBlocks), a multiple of 8) is what the consumers take.
   static constexpr int kEntryRegs = 65536 / (kThreads * kMinBlocks) / 8 * 8;
-  // The producer's registers: at 24 its tile loop spills (one thread's bookkeeping, under the
-  // waits), and each register more it keeps is 8 fewer for every consumer thread.
-  static constexpr int kProducerRegs = kProducerRegs_;
+  static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = kEntryRegs + (kEntryRegs - kProducerRegs) / kConsumers / 8 * 8;
   static constexpr int kSRegs = kBlockN / 2;   // S accumulator registers a thread (m64 × kBlockN)
   static constexpr int kORegs = kHeadDim / 2;  // O accumulator registers a thread (m64 × kHeadDim)
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKvBytes = kBlockN * kHeadDim * 2;
   static constexpr int kTileBytes = kQBytes + 2 * kStages * kKvBytes;
-  // mbarriers after the tiles: Q full, the tail, Q empty, then K full, V full, K empty and V
-  // empty a stage.
-  static constexpr int kBarriers = 3 + 4 * kStages;
+  // mbarriers after the tiles: Q full, the tail, then K full, V full, K empty, V empty a stage.
+  static constexpr int kBarriers = 2 + 4 * kStages;
   // 1 KB of slack to align the base to a swizzle atom.
   static constexpr int kSmemBytes = kTileBytes + kBarriers * 8 + 1024;
 
@@ -82,7 +73,7 @@ struct FwdTile {
   static_assert(kConsumerRegs <= 256 && (kConsumerRegs - kEntryRegs) * kConsumers <=
                                             kEntryRegs - kProducerRegs,
                 "the consumers take no more registers than the producer gives up");
-  static_assert(kConsumers >= 2 || !kPingPong, "ping-pong takes two consumers or more");
+  static_assert(kConsumers == 2 || !kPingPong, "ping-pong takes two consumers");
 };
 
 // Tiles per head dim, chosen with bench/tune_fwd_sm90.cu on an H200 (docs/tuning.md, bf16):
@@ -113,6 +104,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   constexpr int kDTiles = kHeadDim / 8;
   constexpr int kColBlocks = kHeadDim / 64;  // 64-column TMA boxes of a row
   constexpr float kNegInf = -__builtin_huge_valf();
+  constexpr int kConsumerThreads = Tile::kConsumers * kWarpgroupThreads;
   using Mma = Wgmma<T, kBlockN>;
   using MmaO = Wgmma<T, kHeadDim>;
 
@@ -124,57 +116,35 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Tile::kTileBytes);
   uint64_t* q_full = bars;
   uint64_t* tail_landed = bars + 1;
-  uint64_t* q_empty = bars + 2;
-  uint64_t* k_full = bars + 3;
+  uint64_t* k_full = bars + 2;
   uint64_t* v_full = k_full + kStages;
   uint64_t* k_empty = v_full + kStages;
   uint64_t* v_empty = k_empty + kStages;
 
+  // ---- Block geometry ----
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const SequenceInfo seq = sequence_info(p, b);
+  const int64_t m0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kBlockM;
+  if (m0 >= seq.seqlen_q) return;
   const int wg = static_cast<int>(threadIdx.x) / kWarpgroupThreads;
   const int warp = static_cast<int>(threadIdx.x) / 32 % 4;  // within the warpgroup
   const int lane = static_cast<int>(threadIdx.x) % 32;
-
-  // ---- Tiles: (query block, head, batch), the query block fastest and from the last (the
-  // longest under a causal mask) down, so that the blocks in flight share a head's K and V in
-  // L2. Thread block i takes tiles i, i + gridDim.x, …: one tile each when the grid covers them
-  // all, or a persistent loop over them (its next tile's loads under this one's epilogue).
-  const int64_t m_blocks = (p.seqlen_q + kBlockM - 1) / kBlockM;
-  const int64_t num_tiles = m_blocks * p.heads_q * p.batch;
-  struct TileGeometry {
-    int64_t b, h, hk, m0;
-    SequenceInfo seq;
-    BlockRange key_blocks;
-    int n_blocks;  // key blocks to visit; the tile has rows only when m0 < seq.seqlen_q
-  };
-  auto tile_at = [&](int64_t tile) {
-    TileGeometry g;
-    const int64_t rest = tile / m_blocks;
-    g.m0 = (m_blocks - 1 - tile % m_blocks) * kBlockM;
-    g.h = rest % p.heads_q;
-    g.b = rest / p.heads_q;
-    g.hk = g.h / p.group;
-    g.seq = sequence_info(p, g.b);
-    g.key_blocks = g.m0 < g.seq.seqlen_q ? visible_key_blocks(p, g.seq, g.m0, kBlockM, kBlockN)
-                                         : BlockRange{0, 0};
-    g.n_blocks = g.key_blocks.end - g.key_blocks.first;
-    return g;
-  };
-  // Key block of step i of a tile (blocks are walked last to first) and its first key.
-  auto key_start = [](const TileGeometry& g, int i) {
-    return static_cast<int64_t>(g.key_blocks.end - 1 - i) * kBlockN;
-  };
-  // K/V ring position of a thread block's step `it` (counted over all its tiles).
-  auto stage_of = [](int it) { return it % kStages; };
-  auto parity_of = [](int it) { return static_cast<uint32_t>((it / kStages) & 1); };
+  const int64_t hk = h / p.group;
+  const BlockRange key_blocks = visible_key_blocks(p, seq, m0, kBlockM, kBlockN);
+  const int n_blocks = key_blocks.end - key_blocks.first;
+  // Key block of step i (blocks are walked last to first) and its first key; the K/V stage of
+  // step i and the parity of its use of that stage.
+  auto key_start = [&](int i) { return static_cast<int64_t>(key_blocks.end - 1 - i) * kBlockN; };
+  auto stage_of = [](int i) { return i % kStages; };
+  auto parity_of = [](int i) { return static_cast<uint32_t>((i / kStages) & 1); };
 
   if (threadIdx.x == 0) {
     mbar_init(q_full, 1);
     mbar_init(tail_landed, 1);
-    mbar_init(q_empty, Tile::kConsumers * 4);  // one arrival a consumer warp
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&k_full[s], 1);
       mbar_init(&v_full[s], 1);
-      mbar_init(&k_empty[s], Tile::kConsumers * 4);
+      mbar_init(&k_empty[s], Tile::kConsumers * 4);  // one arrival a consumer warp
       mbar_init(&v_empty[s], Tile::kConsumers * 4);
     }
     mbar_fence_init();
@@ -184,87 +154,71 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   if (wg == 0) {
     // ---------------- Producer ----------------
     setmaxnreg_dec<Tile::kProducerRegs>();
-    if (warp != 0) return;
+    if (warp != 0 || n_blocks == 0) return;
+    // TMA coordinates: (column, row, head, batch); varlen maps have one batch of packed rows.
+    const int bq = p.is_varlen ? 0 : static_cast<int>(b);
+    const int q_row = static_cast<int>(seq.q_start + m0);
+    const int k_row = static_cast<int>(seq.k_start);
     // Keys past the sequence's end that the tensor holds (not zero-filled by TMA).
     const bool ragged_tail = p.is_varlen || p.seqused_k != nullptr || p.leftpad_k != nullptr;
     if (lane == 0) {
       tma_prefetch_map(&maps.q);
       tma_prefetch_map(&maps.k);
       tma_prefetch_map(&maps.v);
+      mbar_arrive_expect_tx(q_full, Tile::kQBytes);
+#pragma unroll
+      for (int c = 0; c < kColBlocks; ++c) {
+        tma_load_4d(sQ + c * kBlockM * 128, &maps.q, q_full, c * 64, q_row, static_cast<int>(h), bq);
+      }
     }
-    int it = 0, q_loads = 0, tails = 0;
-    for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
-      const TileGeometry g = tile_at(tile);
-      if (g.n_blocks == 0) continue;  // no rows, or no visible key: nothing to load
-      // TMA coordinates: (column, row, head, batch); varlen maps have one batch of packed rows.
-      // 32-bit values only: the producer runs on few registers.
-      const int bq = p.is_varlen ? 0 : static_cast<int>(g.b);
-      const int q_row = static_cast<int>(g.seq.q_start + g.m0);
-      const int head = static_cast<int>(g.h), head_kv = static_cast<int>(g.hk);
-      // Row of the first step's key block, and the keys it holds (blocks go last to first).
-      const int first_n0 = (g.key_blocks.end - 1) * kBlockN;
-      const int first_row = static_cast<int>(g.seq.k_start) + first_n0;
-      const int first_keys = static_cast<int>(g.seq.seqlen_k) - first_n0;
-      const int n_blocks = g.n_blocks;
+    for (int i = 0; i < n_blocks; ++i) {
+      const int stage = stage_of(i);
+      const uint32_t parity = parity_of(i) ^ 1;  // a free stage: the consumers' previous use
+      const int64_t n0 = key_start(i);
+      const int row = k_row + static_cast<int>(n0);
       if (lane == 0) {
-        mbar_wait(q_empty, (q_loads & 1) ^ 1);  // the previous tile's S are done with sQ
-        mbar_arrive_expect_tx(q_full, Tile::kQBytes);
+        mbar_wait(&k_empty[stage], parity);
+        mbar_arrive_expect_tx(&k_full[stage], Tile::kKvBytes);
 #pragma unroll
         for (int c = 0; c < kColBlocks; ++c) {
-          tma_load_4d(sQ + c * kBlockM * 128, &maps.q, q_full, c * 64, q_row, head, bq);
+          tma_load_4d(sK(stage) + c * kBlockN * 128, &maps.k, &k_full[stage], c * 64, row,
+                      static_cast<int>(hk), bq);
         }
+        mbar_wait(&v_empty[stage], parity);
       }
-      for (int i = 0; i < n_blocks; ++i, ++it) {
-        const int stage = stage_of(it);
-        const uint32_t parity = parity_of(it) ^ 1;
-        const int row = first_row - i * kBlockN;
-        const int keys = min(first_keys + i * kBlockN, kBlockN);
+      const int keys = static_cast<int>(min(seq.seqlen_k - n0, static_cast<int64_t>(kBlockN)));
+      if (!(ragged_tail && keys < kBlockN)) {
         if (lane == 0) {
-          mbar_wait(&k_empty[stage], parity);
-          mbar_arrive_expect_tx(&k_full[stage], Tile::kKvBytes);
+          mbar_arrive_expect_tx(&v_full[stage], Tile::kKvBytes);
 #pragma unroll
           for (int c = 0; c < kColBlocks; ++c) {
-            tma_load_4d(sK(stage) + c * kBlockN * 128, &maps.k, &k_full[stage], c * 64, row,
-                        head_kv, bq);
+            tma_load_4d(sV(stage) + c * kBlockN * 128, &maps.v, &v_full[stage], c * 64, row,
+                        static_cast<int>(hk), bq);
           }
-          mbar_wait(&v_empty[stage], parity);
         }
-        if (!(ragged_tail && keys < kBlockN)) {
-          if (lane == 0) {
-            mbar_arrive_expect_tx(&v_full[stage], Tile::kKvBytes);
+      } else {
+        // The one block with keys past the sequence's end (the first step): land it, zero the
+        // rows past the end (whole 128-byte lines: the swizzle stays inside a line), publish it.
+        if (lane == 0) {
+          mbar_arrive_expect_tx(tail_landed, Tile::kKvBytes);
 #pragma unroll
-            for (int c = 0; c < kColBlocks; ++c) {
-              tma_load_4d(sV(stage) + c * kBlockN * 128, &maps.v, &v_full[stage], c * 64, row,
-                          head_kv, bq);
-            }
+          for (int c = 0; c < kColBlocks; ++c) {
+            tma_load_4d(sV(stage) + c * kBlockN * 128, &maps.v, tail_landed, c * 64, row,
+                        static_cast<int>(hk), bq);
           }
-        } else {
-          // The one block of a tile with keys past the sequence's end (its first step): land
-          // it, zero the rows past the end (whole 128-byte lines: the swizzle stays inside a
-          // line), publish it.
-          if (lane == 0) {
-            mbar_arrive_expect_tx(tail_landed, Tile::kKvBytes);
-#pragma unroll
-            for (int c = 0; c < kColBlocks; ++c) {
-              tma_load_4d(sV(stage) + c * kBlockN * 128, &maps.v, tail_landed, c * 64, row,
-                          head_kv, bq);
-            }
-          }
-          __syncwarp();
-          mbar_wait(tail_landed, tails & 1);
-          ++tails;
-          const int chunks = (kBlockN - keys) * 8;  // 16-byte chunks of the tail, a column block
-          for (int x = lane; x < chunks * kColBlocks; x += 32) {
-            const int c = x / chunks, r = keys + (x % chunks) / 8, chunk = x % 8;
-            *reinterpret_cast<uint4*>(sV(stage) + c * kBlockN * 128 + r * 128 + chunk * 16) =
-                make_uint4(0, 0, 0, 0);
-          }
-          fence_async_shared();
-          __syncwarp();
-          if (lane == 0) mbar_arrive(&v_full[stage]);
         }
+        __syncwarp();
+        mbar_wait(tail_landed, 0);
+        const int chunks = (kBlockN - keys) * 8;  // 16-byte chunks of the tail, a column block
+        for (int x = lane; x < chunks * kColBlocks; x += 32) {
+          const int c = x / chunks, r = keys + (x % chunks) / 8, chunk = x % 8;
+          *reinterpret_cast<uint4*>(sV(stage) + c * kBlockN * 128 + r * 128 + chunk * 16) =
+              make_uint4(0, 0, 0, 0);
+        }
+        fence_async_shared();
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&v_full[stage]);
       }
-      ++q_loads;
     }
     return;
   }
@@ -275,261 +229,229 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   const int g = lane / 4, t = lane % 4;
   const int row0 = cw * 64 + warp * 16;  // warp's first row
   // Ping-pong: consumer cw issues its matrix products after barrier 1 + cw, then hands the turn
-  // to the next one (round robin); each barrier is met by two warpgroups, the one waiting and
-  // the one passing. Consumer 0 goes first. All take the same turns each tile.
-  constexpr int kTurnThreads = 2 * kWarpgroupThreads;
+  // to the other one. Consumer 0 goes first.
   auto turn_wait = [&] {
-    if constexpr (Tile::kPingPong) named_barrier_sync(1 + cw, kTurnThreads);
+    if constexpr (Tile::kPingPong) named_barrier_sync(1 + cw, kConsumerThreads);
   };
   auto turn_pass = [&] {
-    if constexpr (Tile::kPingPong) named_barrier_arrive(1 + (cw + 1) % Tile::kConsumers, kTurnThreads);
+    if constexpr (Tile::kPingPong) named_barrier_arrive(2 - cw, kConsumerThreads);
   };
-  if (Tile::kPingPong && cw == Tile::kConsumers - 1) named_barrier_arrive(1, kTurnThreads);
+  if (Tile::kPingPong && cw == 1) named_barrier_arrive(1, kConsumerThreads);
   auto release = [&](uint64_t* bar) {
     if (lane == 0) mbar_arrive(bar);
   };
+
   const int head_dim = static_cast<int>(p.head_dim);
+  float acc_o[kORegs];
+#pragma unroll
+  for (int i = 0; i < kORegs; ++i) acc_o[i] = 0.0f;
+  float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.0f, 0.0f};
+  uint32_t pf[kBlockN / 16][4];  // P of the current block as wgmma A fragments
   const float mul = kScoreMods ? kLog2e : p.scale_log2;
-  int it = 0, q_loads = 0;
+  float alibi_slope = 0.0f;
+  if (kScoreMods && p.alibi_slopes != nullptr) alibi_slope = p.alibi_slopes[b * p.alibi_batch_stride + h];
+  const uint64_t dropout_stream_id = detail::dropout_stream(p.dropout_offset, b, h, p.heads_q);
 
-  for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
-    const TileGeometry tg = tile_at(tile);
-    if (tg.m0 >= tg.seq.seqlen_q) continue;  // no rows
-    const int64_t b = tg.b, h = tg.h, m0 = tg.m0;
-    const SequenceInfo& seq = tg.seq;
-    const int n_blocks = tg.n_blocks;
-
-    float acc_o[kORegs];
+  // S = Q K(stage)ᵀ for this warpgroup's 64 rows, issued (not waited for).
+  auto issue_s = [&](float (&s)[kSRegs], int stage) {
 #pragma unroll
-    for (int i = 0; i < kORegs; ++i) acc_o[i] = 0.0f;
-    float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.0f, 0.0f};
-    uint32_t pf[kBlockN / 16][4];  // P of the current block as wgmma A fragments
-    float alibi_slope = 0.0f;
-    if (kScoreMods && p.alibi_slopes != nullptr) {
-      alibi_slope = p.alibi_slopes[b * p.alibi_batch_stride + h];
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      const int block = kk / 4, within = (kk % 4) * 32;
+      const uint64_t da = make_desc(sQ + block * kBlockM * 128 + cw * 64 * 128 + within, 16);
+      const uint64_t db = make_desc(sK(stage) + block * kBlockN * 128 + within, 16);
+      Mma::template ss<0, 0>(s, da, db, kk > 0);
     }
-    const uint64_t dropout_stream_id = detail::dropout_stream(p.dropout_offset, b, h, p.heads_q);
+    wgmma_commit();
+  };
+  // O += P V(stage), issued.
+  auto issue_pv = [&](int stage) {
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      const uint64_t db = make_desc(sV(stage) + kk * 16 * 128, kBlockN * 128);
+      MmaO::template rs<1>(acc_o, pf[kk], db, true);
+    }
+    wgmma_commit();
+  };
 
-    // S = Q K(stage)ᵀ for this warpgroup's 64 rows, issued (not waited for).
-    auto issue_s = [&](float (&s)[kSRegs], int stage) {
-#pragma unroll
-      for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-        const int block = kk / 4, within = (kk % 4) * 32;
-        const uint64_t da = make_desc(sQ + block * kBlockM * 128 + cw * 64 * 128 + within, 16);
-        const uint64_t db = make_desc(sK(stage) + block * kBlockN * 128 + within, 16);
-        Mma::template ss<0, 0>(s, da, db, kk > 0);
-      }
-      wgmma_commit();
-    };
-    // O += P V(stage), issued.
-    auto issue_pv = [&](int stage) {
-#pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk) {
-        const uint64_t db = make_desc(sV(stage) + kk * 16 * 128, kBlockN * 128);
-        MmaO::template rs<1>(acc_o, pf[kk], db, true);
-      }
-      wgmma_commit();
-    };
-
-    // Score mods and mask of S(step i), then the online softmax: new row max and sum, P in
-    // place (unnormalised, dropout applied); returns through `correction` the factor O must take.
-    // kMask: whether the step's block needs the mask, a constant at each (inlined) call below,
-    // so that the steps without one (most) run no mask code: with one body, ptxas turned the
-    // run-time test into a compare and a select per score, every step.
-    auto softmax_step = [&](const bool kMask, float (&s)[kSRegs], int i, float (&correction)[2]) {
-      const int64_t n0 = key_start(tg, i);
-      const ScoreGeometry geo = score_geometry(p, seq, m0, n0, kBlockM, kBlockN, row0, 0);
-      if (kScoreMods || kMask) {
-#pragma unroll
-        for (int rh = 0; rh < 2; ++rh) {
-          const RowWindow row = row_window(geo, row0 + g + 8 * rh);
-#pragma unroll
-          for (int nt = 0; nt < kNTiles; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int j = nt * 8 + 2 * t + e;
-              float& x = s[4 * nt + 2 * rh + e];
-              float dcap;
-              if constexpr (kScoreMods) x = modify_score(p, x, alibi_slope, row.diag, j, dcap);
-              if (kMask && row.hides(j)) x = kNegInf;
-            }
-          }
-        }
-      }
+  // Score mods and mask of S(step i), then the online softmax: new row max and sum, P in place
+  // (unnormalised, dropout applied); returns through `correction` the factor O must take.
+  auto softmax = [&](float (&s)[kSRegs], int i, float (&correction)[2]) {
+    const int64_t n0 = key_start(i);
+    const ScoreGeometry geo = score_geometry(p, seq, m0, n0, kBlockM, kBlockN, row0, 0);
+    if (kScoreMods || geo.need_mask) {
 #pragma unroll
       for (int rh = 0; rh < 2; ++rh) {
-        float m_new = row_max[rh];
-#pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt) {
-          m_new = fmaxf(m_new, fmaxf(s[4 * nt + 2 * rh], s[4 * nt + 2 * rh + 1]));
-        }
-        m_new = quad_max(m_new);
-        const float m_scaled = m_new == kNegInf ? 0.0f : m_new * mul;
-        correction[rh] = exp2_approx(row_max[rh] * mul - m_scaled);
-        row_max[rh] = m_new;
-        float sum = 0.0f;
+        const RowWindow row = row_window(geo, row0 + g + 8 * rh);
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
+            const int j = nt * 8 + 2 * t + e;
             float& x = s[4 * nt + 2 * rh + e];
-            x = exp2_approx(fmaf(x, mul, -m_scaled));
-            sum += x;
-          }
-        }
-        row_sum[rh] = row_sum[rh] * correction[rh] + sum;
-      }
-      if (kScoreMods && p.dropout_p > 0.0f) {
-        const uint32_t row_block = static_cast<uint32_t>((m0 + row0) >> 4);
-#pragma unroll
-        for (int np = 0; np < kNTiles / 2; ++np) {
-          const uint32_t col_block = static_cast<uint32_t>((n0 >> 4) + np);
-          const uint32_t keep =
-              dropout_keep_bits(p.dropout_seed, dropout_stream_id, row_block, col_block,
-                                static_cast<uint32_t>(lane), p.dropout_threshold);
-#pragma unroll
-          for (int slot = 0; slot < 8; ++slot) {
-            if (!((keep >> slot) & 1u)) s[4 * (2 * np + slot / 4) + slot % 4] = 0.0f;
+            float dcap;
+            if constexpr (kScoreMods) x = modify_score(p, x, alibi_slope, row.diag, j, dcap);
+            if (geo.need_mask && row.hides(j)) x = kNegInf;
           }
         }
       }
-    };
-    auto softmax = [&](float (&s)[kSRegs], int i, float (&correction)[2]) {
-      if (block_needs_mask(p, seq, m0, key_start(tg, i), kBlockM, kBlockN)) {
-        softmax_step(true, s, i, correction);
-      } else {
-        softmax_step(false, s, i, correction);
-      }
-    };
-    // O's rows times their correction: skipped by a warp whose rows' maxima all stayed (every
-    // factor exactly 1, most steps once a row has seen some keys), a multiplication by 1 saved.
-    auto rescale_o = [&](const float (&correction)[2]) {
-      if (!__any_sync(0xffffffffu, correction[0] != 1.0f || correction[1] != 1.0f)) return;
+    }
 #pragma unroll
-      for (int dt = 0; dt < kDTiles; ++dt) {
-        acc_o[4 * dt + 0] *= correction[0];
-        acc_o[4 * dt + 1] *= correction[0];
-        acc_o[4 * dt + 2] *= correction[1];
-        acc_o[4 * dt + 3] *= correction[1];
-      }
-    };
-    auto make_p_fragments = [&](const float (&s)[kSRegs]) {
+    for (int rh = 0; rh < 2; ++rh) {
+      float m_new = row_max[rh];
 #pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk) {
-        pf[kk][0] = pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
-        pf[kk][1] = pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
-        pf[kk][2] = pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
-        pf[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
+      for (int nt = 0; nt < kNTiles; ++nt) {
+        m_new = fmaxf(m_new, fmaxf(s[4 * nt + 2 * rh], s[4 * nt + 2 * rh + 1]));
       }
-    };
+      m_new = quad_max(m_new);
+      const float m_scaled = m_new == kNegInf ? 0.0f : m_new * mul;
+      correction[rh] = exp2_approx(row_max[rh] * mul - m_scaled);
+      row_max[rh] = m_new;
+      float sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[4 * nt + 2 * rh + e];
+          x = exp2_approx(fmaf(x, mul, -m_scaled));
+          sum += x;
+        }
+      }
+      row_sum[rh] = row_sum[rh] * correction[rh] + sum;
+    }
+    if (kScoreMods && p.dropout_p > 0.0f) {
+      const uint32_t row_block = static_cast<uint32_t>((m0 + row0) >> 4);
+#pragma unroll
+      for (int np = 0; np < kNTiles / 2; ++np) {
+        const uint32_t col_block = static_cast<uint32_t>((n0 >> 4) + np);
+        const uint32_t keep =
+            dropout_keep_bits(p.dropout_seed, dropout_stream_id, row_block, col_block,
+                              static_cast<uint32_t>(lane), p.dropout_threshold);
+#pragma unroll
+        for (int slot = 0; slot < 8; ++slot) {
+          if (!((keep >> slot) & 1u)) s[4 * (2 * np + slot / 4) + slot % 4] = 0.0f;
+        }
+      }
+    }
+  };
+  auto rescale_o = [&](const float (&correction)[2]) {
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt) {
+      acc_o[4 * dt + 0] *= correction[0];
+      acc_o[4 * dt + 1] *= correction[0];
+      acc_o[4 * dt + 2] *= correction[1];
+      acc_o[4 * dt + 3] *= correction[1];
+    }
+  };
+  auto make_p_fragments = [&](const float (&s)[kSRegs]) {
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      pf[kk][0] = pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
+      pf[kk][1] = pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
+      pf[kk][2] = pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
+      pf[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+  };
 
-    if (n_blocks > 0) {
-      mbar_wait(q_full, q_loads & 1);
-      ++q_loads;
-      if constexpr (Tile::kOverlap) {
-        {
-          const int cur = stage_of(it);
-          mbar_wait(&k_full[cur], parity_of(it));
-          float s[kSRegs];
-          turn_wait();
-          wgmma_fence();
-          issue_s(s, cur);
-          turn_pass();
-          wgmma_wait<0>();
-          fence_registers(s);
-          release(&k_empty[cur]);
-          if (n_blocks == 1) release(q_empty);  // the tile's last S is done with sQ
-          float correction[2];
-          softmax(s, 0, correction);
-          make_p_fragments(s);  // O is still zero: no rescale
-        }
-        // ---- Main loop: S(i + 1) and P V(i) in flight together; the last P V(i) after it ----
-        // (No wgmma is issued under a condition: ptxas then keeps the pipeline asynchronous.)
-        for (int i = 0; i + 1 < n_blocks; ++i) {
-          const int next = stage_of(it + i + 1), cur = stage_of(it + i);
-          mbar_wait(&k_full[next], parity_of(it + i + 1));
-          mbar_wait(&v_full[cur], parity_of(it + i));
-          float s[kSRegs];
-          turn_wait();
-          wgmma_fence();
-          issue_s(s, next);
-          issue_pv(cur);
-          turn_pass();
-          wgmma_wait<1>();  // S(i + 1) done; P V(i) may still run
-          fence_registers(s);
-          release(&k_empty[next]);
-          if (i + 2 == n_blocks) release(q_empty);
-          float correction[2];
-          softmax(s, i + 1, correction);
-          wgmma_wait<0>();
-          fence_registers(acc_o);
-          fence_registers(pf);
-          release(&v_empty[cur]);
-          rescale_o(correction);
-          make_p_fragments(s);
-        }
-        const int last = stage_of(it + n_blocks - 1);
-        mbar_wait(&v_full[last], parity_of(it + n_blocks - 1));
+  if (n_blocks > 0) {
+    mbar_wait(q_full, 0);
+    if constexpr (Tile::kOverlap) {
+      {
+        mbar_wait(&k_full[0], 0);
+        float s[kSRegs];
         turn_wait();
         wgmma_fence();
-        issue_pv(last);
+        issue_s(s, 0);
+        turn_pass();
+        wgmma_wait<0>();
+        fence_registers(s);
+        release(&k_empty[0]);
+        float correction[2];
+        softmax(s, 0, correction);
+        make_p_fragments(s);  // O is still zero: no rescale
+      }
+      // ---- Main loop: S(i + 1) and P V(i) in flight together; the last P V(i) after it ----
+      // (No wgmma is issued under a condition: ptxas then keeps the pipeline asynchronous.)
+      for (int i = 0; i + 1 < n_blocks; ++i) {
+        const int next = stage_of(i + 1), cur = stage_of(i);
+        mbar_wait(&k_full[next], parity_of(i + 1));
+        mbar_wait(&v_full[cur], parity_of(i));
+        float s[kSRegs];
+        turn_wait();
+        wgmma_fence();
+        issue_s(s, next);
+        issue_pv(cur);
+        turn_pass();
+        wgmma_wait<1>();  // S(i + 1) done; P V(i) may still run
+        fence_registers(s);
+        release(&k_empty[next]);
+        float correction[2];
+        softmax(s, i + 1, correction);
+        wgmma_wait<0>();
+        fence_registers(acc_o);
+        fence_registers(pf);
+        release(&v_empty[cur]);
+        rescale_o(correction);
+        make_p_fragments(s);
+      }
+      const int last = stage_of(n_blocks - 1);
+      mbar_wait(&v_full[last], parity_of(n_blocks - 1));
+      turn_wait();
+      wgmma_fence();
+      issue_pv(last);
+      turn_pass();
+      wgmma_wait<0>();
+      fence_registers(acc_o);
+      release(&v_empty[last]);
+    } else {
+      // ---- Main loop, one block at a time: S(i), softmax, P V(i) ----
+      for (int i = 0; i < n_blocks; ++i) {
+        const int cur = stage_of(i);
+        mbar_wait(&k_full[cur], parity_of(i));
+        float s[kSRegs];
+        turn_wait();
+        wgmma_fence();
+        issue_s(s, cur);
+        turn_pass();
+        wgmma_wait<0>();
+        fence_registers(s);
+        release(&k_empty[cur]);
+        float correction[2];
+        softmax(s, i, correction);
+        rescale_o(correction);
+        make_p_fragments(s);
+        mbar_wait(&v_full[cur], parity_of(i));
+        turn_wait();
+        wgmma_fence();
+        issue_pv(cur);
         turn_pass();
         wgmma_wait<0>();
         fence_registers(acc_o);
-        release(&v_empty[last]);
-      } else {
-        // ---- Main loop, one block at a time: S(i), softmax, P V(i) ----
-        for (int i = 0; i < n_blocks; ++i) {
-          const int cur = stage_of(it + i);
-          mbar_wait(&k_full[cur], parity_of(it + i));
-          float s[kSRegs];
-          turn_wait();
-          wgmma_fence();
-          issue_s(s, cur);
-          turn_pass();
-          wgmma_wait<0>();
-          fence_registers(s);
-          release(&k_empty[cur]);
-          if (i + 1 == n_blocks) release(q_empty);
-          float correction[2];
-          softmax(s, i, correction);
-          rescale_o(correction);
-          make_p_fragments(s);
-          mbar_wait(&v_full[cur], parity_of(it + i));
-          turn_wait();
-          wgmma_fence();
-          issue_pv(cur);
-          turn_pass();
-          wgmma_wait<0>();
-          fence_registers(acc_o);
-          release(&v_empty[cur]);
-        }
+        release(&v_empty[cur]);
       }
-      it += n_blocks;
     }
+  }
 
-    // ---- Epilogue: the one rescale by 1/l, O and LSE out ----
+  // ---- Epilogue: the one rescale by 1/l, O and LSE out ----
 #pragma unroll
-    for (int rh = 0; rh < 2; ++rh) {
-      const float l = quad_sum(row_sum[rh]);
-      const int64_t i = m0 + row0 + g + 8 * rh;
-      if (i >= seq.seqlen_q) continue;
-      // l = 0: no visible key, O = 0 and LSE −inf; a NaN score makes l, O and LSE NaN.
-      const float inv = l == 0.0f ? 0.0f : p.dropout_scale / l;
-      T* o = static_cast<T*>(p.out) + b * p.out_stride.batch +
-             (seq.q_start + i) * p.out_stride.row + h * p.out_stride.head;
+  for (int rh = 0; rh < 2; ++rh) {
+    const float l = quad_sum(row_sum[rh]);
+    const int64_t i = m0 + row0 + g + 8 * rh;
+    if (i >= seq.seqlen_q) continue;
+    // l = 0: no visible key, O = 0 and LSE −inf; a NaN score makes l, O and LSE NaN.
+    const float inv = l == 0.0f ? 0.0f : p.dropout_scale / l;
+    T* o = static_cast<T*>(p.out) + b * p.out_stride.batch + (seq.q_start + i) * p.out_stride.row +
+           h * p.out_stride.head;
 #pragma unroll
-      for (int dt = 0; dt < kDTiles; ++dt) {
-        const int col = dt * 8 + 2 * t;
-        if (col < head_dim) {
-          *reinterpret_cast<uint32_t*>(o + col) =
-              pack2<T>(acc_o[4 * dt + 2 * rh] * inv, acc_o[4 * dt + 2 * rh + 1] * inv);
-        }
+    for (int dt = 0; dt < kDTiles; ++dt) {
+      const int col = dt * 8 + 2 * t;
+      if (col < head_dim) {
+        *reinterpret_cast<uint32_t*>(o + col) =
+            pack2<T>(acc_o[4 * dt + 2 * rh] * inv, acc_o[4 * dt + 2 * rh + 1] * inv);
       }
-      if (t == 0 && p.lse != nullptr) {
-        p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + seq.q_start + i] =
-            l == 0.0f ? kNegInf : row_max[rh] * mul * kLn2 + logf(l);
-      }
+    }
+    if (t == 0 && p.lse != nullptr) {
+      p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + seq.q_start + i] =
+          l == 0.0f ? kNegInf : row_max[rh] * mul * kLn2 + logf(l);
     }
   }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
