@@ -278,6 +278,20 @@ def copy_tbps(nbytes: int = 1 << 30) -> float:
     return 2 * nbytes / ms / 1e9
 
 
+def profile_once(fns):
+    """Each callable three times (warm-up), then once each between cudaProfilerStart and Stop, so
+    that Nsight Compute (--profile-from-start off) profiles one call of each (bench/*_ncu.py)."""
+    for fn in fns:
+        for _ in range(3):
+            fn()
+    torch.cuda.synchronize()
+    torch.cuda.profiler.start()
+    for fn in fns:
+        fn()
+    torch.cuda.synchronize()
+    torch.cuda.profiler.stop()
+
+
 def paged_copy(cache, page, gen):
     """cache (batch, keys, heads, d) as pages of `page` rows in a shuffled order (as a serving
     engine's allocator leaves them), and the block table."""

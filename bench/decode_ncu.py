@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from bench import paged_copy
+from bench import paged_copy, profile_once
 from flashattn import flash_attn_with_kvcache
 
 
@@ -51,15 +51,7 @@ def main():
 
     fns = [ours] + ([] if args.no_cudnn or table is not None or causal else [cudnn])
     with torch.inference_mode():
-        for fn in fns:
-            for _ in range(3):
-                fn()
-        torch.cuda.synchronize()
-        torch.cuda.profiler.start()
-        for fn in fns:
-            fn()
-        torch.cuda.synchronize()
-        torch.cuda.profiler.stop()
+        profile_once(fns)
     print(f"profiled {len(fns)} calls: b {b} keys {s} heads {h}/{hk} d {args.dim} q {args.q}"
           f" page {args.page}; K+V {2 * b * s * hk * args.dim * 2 / 1e6:.0f} MB")
 

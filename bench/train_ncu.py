@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from bench import profile_once
 from flashattn import flash_attn_func
 
 
@@ -44,15 +45,7 @@ def main():
             F.scaled_dot_product_attention(qt, kt, vt, is_causal=args.causal).backward(dout_t)
 
     fns = [ours] + ([] if args.no_cudnn else [cudnn])
-    for fn in fns:
-        for _ in range(3):
-            fn()
-    torch.cuda.synchronize()
-    torch.cuda.profiler.start()
-    for fn in fns:
-        fn()
-    torch.cuda.synchronize()
-    torch.cuda.profiler.stop()
+    profile_once(fns)
     print(f"profiled {len(fns)} forward + backward: b {b} seqlen {s} heads {h} d {args.dim}"
           f" causal {args.causal} {args.dtype}")
 

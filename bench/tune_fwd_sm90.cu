@@ -6,10 +6,13 @@
 // GPU.
 //
 // Versions and what they measured live in docs/tuning.md.
-// build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I. -Iinclude -Isrc \
+// build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Iinclude -Isrc \
 //          bench/tune_fwd_sm90.cu src/cuda/sm90/tensor_map.cu -o tune_fwd_sm90
-#include "bench/tune_fwd_sm90.h"
+#include <string>
+#include <vector>
+
 #include "cuda/sm90/flash_fwd_kernel.cuh"
+#include "tune_fwd_sm90.h"
 
 template <class Tile>
 void launch_ws(const AttentionParams& p) {
