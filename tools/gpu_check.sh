@@ -86,7 +86,9 @@ if want test; then
   # other GPU); and so under the emulated shared memory of an A100 (166,912 bytes a block) and of
   # an sm_86/89/120 part (101,376), where the smaller tiles run and the calls the README says
   # those GPUs cannot make must be refused by name. All at once, their time mostly the CPU
-  # references'. A summary line in ctest's words for the table below.
+  # references', each binary split into gtest shards (the backward into more: it took 210 s as one
+  # process, the longest of the step), so that every core works; the shards' results are summed
+  # into one log a binary. A summary line in ctest's words for the table below.
   variants=(native sm80 smem166912 smem101376)
   variant_env() {
     case $1 in
@@ -96,19 +98,43 @@ if want test; then
     esac
   }
   variant_log() { [[ $1 == native ]] && echo "$OUT/gpu_tests_$2.log" || echo "$OUT/gpu_tests_$1_$2.log"; }
+  shards_of() { [[ $1 == forward ]] && echo 2 || echo 4; }
   pids=() names=()
   for variant in "${variants[@]}"; do
     for kind in forward backward; do
-      # shellcheck disable=SC2046
-      env $(variant_env "$variant") "$(test_bin $kind)" --gtest_brief=1 \
-        >"$(variant_log "$variant" "$kind")" 2>&1 &
-      pids+=("$!")
-      names+=("$variant")
+      shards=$(shards_of $kind)
+      for ((shard = 0; shard < shards; ++shard)); do
+        # shellcheck disable=SC2046
+        env $(variant_env "$variant") GTEST_TOTAL_SHARDS="$shards" GTEST_SHARD_INDEX="$shard" \
+          "$(test_bin $kind)" --gtest_brief=1 >"$(variant_log "$variant" "$kind").shard$shard" 2>&1 &
+        pids+=("$!")
+        names+=("$variant")
+      done
     done
   done
   declare -A rc_of=([native]=0 [sm80]=0 [smem166912]=0 [smem101376]=0)
   for i in "${!pids[@]}"; do
     wait "${pids[$i]}" || rc_of[${names[$i]}]=1
+  done
+  # One log a binary, in gtest's words: the shards' passed tests summed, their failures listed; a
+  # shard that ended without a summary (a crash, a hang cut short) is a failure too.
+  merge_shards() {
+    local log=$1 shard_log
+    {
+      sed -nE 's/^\[  PASSED  \] ([0-9]+) tests?\..*/\1/p' "$log".shard* |
+        awk '{ s += $1 } END { printf "[  PASSED  ] %d tests.\n", s }'
+      grep -hE '^\[  FAILED  \] [A-Za-z]' "$log".shard* || true
+      for shard_log in "$log".shard*; do
+        grep -qE '^\[  (PASSED|FAILED)  \]' "$shard_log" ||
+          echo "[  FAILED  ] ${shard_log##*/}: no gtest summary (crashed or cut short)"
+      done
+    } >"$log"
+    ! grep -qE '^\[  FAILED  \] ' "$log"
+  }
+  for variant in "${variants[@]}"; do
+    for kind in forward backward; do
+      merge_shards "$(variant_log "$variant" "$kind")" || rc_of[$variant]=1
+    done
   done
   rc_gpu=${rc_of[native]}
   passed=$(cat "$OUT"/gpu_tests_{forward,backward}.log | sed -nE 's/^\[  PASSED  \] ([0-9]+) tests?\./\1/p' | awk '{ s += $1 } END { print s + 0 }')
