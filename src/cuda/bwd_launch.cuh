@@ -1,8 +1,8 @@
 // The backward of one (dtype, head dim, score mods): D, then dK/dV with the dQ sums, then dQ.
-// Step 2 runs the Hopper kernel (sm90/flash_bwd_kernel.cuh) where the device is an sm_90 GPU,
-// the head dim has a Hopper tile and the variant is the plain one (it sums dQ with atomics, at
-// d = 256 too, and in the deterministic mode they take turns in a fixed order); everything else
-// runs the sm80 kernels (sm80/flash_bwd_kernel.cuh).
+// Step 2 runs the Hopper kernel (sm90/flash_bwd_kernel.cuh) where the device is an sm_90 GPU
+// and the head dim has a Hopper tile, either variant (it sums dQ with atomics, at d = 256 too,
+// and in the deterministic mode they take turns in a fixed order); everything else runs the sm80
+// kernels (sm80/flash_bwd_kernel.cuh).
 // Included only by the generated instantiation files (src/cuda/instantiations/).
 #pragma once
 
@@ -62,8 +62,8 @@ struct BwdDq {
 template <class T, int kHeadDim, bool kScoreMods>
 BwdPlan plan_bwd(const AttentionParams& p) {
   BwdPlan plan;
-  // The Hopper dK/dV kernel (plain variant, atomic dQ) where the device and head dim have one.
-  if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
+  // The Hopper dK/dV kernel (atomic dQ) where the device and head dim have one.
+  if constexpr (sm90::kHasBwdTile<kHeadDim>) {
     // (The deterministic mode's grid holds the key blocks in y and the pair groups in z, at most
     // 65535 each: past that, over 4M keys at d = 256, 8M below, or over 524,280 (kv head, batch)
     // pairs, the sm80 kernels take it.)
@@ -145,12 +145,12 @@ void run_bwd(const AttentionParams& p, void* workspace, cudaStream_t stream) {
                       Tile::template smem_bytes<T>(), "the sm80 backward (dK/dV) kernel");
         });
   };
-  if constexpr (!kScoreMods && sm90::kHasBwdTile<kHeadDim>) {
+  if constexpr (sm90::kHasBwdTile<kHeadDim>) {
     using Tile = sm90::BwdTile<kHeadDim>;
     if (hopper) {
       const bool det = p.deterministic;
-      launch_dkdv(det ? sm90::flash_bwd_dkdv_kernel<T, Tile, true>
-                      : sm90::flash_bwd_dkdv_kernel<T, Tile, false>,
+      launch_dkdv(det ? sm90::flash_bwd_dkdv_kernel<T, Tile, true, kScoreMods>
+                      : sm90::flash_bwd_dkdv_kernel<T, Tile, false, kScoreMods>,
                   dkdv_grid(p, Tile::kBlockN, det), Tile::kThreadsAll, Tile::kSmemBytesAll,
                   "the sm90 backward (dK/dV) kernel");
     } else {

@@ -252,8 +252,8 @@ std::vector<Case> layout_cases() {
 }
 INSTANTIATE_TEST_SUITE_P(Layouts, GpuForwardBackward, ::testing::ValuesIn(layout_cases()), CaseName());
 
-// The option, varlen, masking and layout grids at the Hopper kernels' head dims (the plain
-// cases run the sm90 dK/dV kernel).
+// The option, varlen, masking and layout grids at the Hopper kernels' head dims (every case runs
+// the sm90 dK/dV kernel, the option cases its score-mods variant).
 std::vector<Case> hopper_head_dim_cases() {
   return gpu_cases(gpu::at_hopper_head_dims(
       {option_cases(), varlen_grid(), masked_grid(), layout_grid(Layout::head_major)}));
@@ -394,7 +394,7 @@ std::vector<Case> deterministic_cases() {
   c.heads_kv = 2;
   c.window_left = 100;
   v.push_back(c);
-  // On Hopper the plain cases at d 64/128/256 run the sm90 kernel, whose dQ atomics take turns
+  // On Hopper the cases at d 64/128/256 run the sm90 kernel, whose dQ atomics take turns
   // by key block: windows on both sides (the first key block of a query block is not 0), varlen
   // with a window at d = 256, GQA with causal.
   c = base("detwindow", 128);

@@ -22,9 +22,9 @@
 //            what a warpgroup can hold next to the rest). The warpgroups split Sᵀ and dPᵀ by
 //            query columns (32 each), meet through shared memory (Pᵀ and dSᵀ), and split dV, dK
 //            and dQ by head-dim columns (128 each), all SS.
-// The plain variant only (no softcap, ALiBi or dropout: their elementwise terms and dropout's
-// Philox mapping are laid out for the untransposed fragments); the score-mods variant runs the
-// sm80 kernels.
+// Both variants: plain, and score mods (softmax_scale of any sign, softcap, ALiBi, dropout: the
+// elementwise terms of common/masking.cuh, applied per transposed element, and the forward's
+// dropout decisions fetched from the lanes that draw them, as the comment at the dropout says).
 //
 // Deterministic mode (kDeterministic; ws.dq_turn holds the counters): the key blocks that see a
 // query block add their dQ to it in a fixed order, highest key block first. A counter per (batch,
@@ -59,6 +59,7 @@
 
 #include "common/block_schedule.h"
 #include "common/params.h"
+#include "common/philox.h"
 #include "cuda/common/bwd_common.cuh"
 #include "cuda/common/masking.cuh"
 #include "cuda/common/mma.cuh"
@@ -168,7 +169,7 @@ __device__ __forceinline__ void red_add_f32x4(float* dst, float4 v) {
 #endif
 }
 
-template <class T, class Tile, bool kDeterministic>
+template <class T, class Tile, bool kDeterministic, bool kScoreMods>
 __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
     flash_bwd_dkdv_kernel(const __grid_constant__ AttentionParams p,
                           const __grid_constant__ BwdWorkspace ws) {
@@ -179,7 +180,9 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
   // Named barriers: the compute warpgroups among themselves (when the dQ warpgroup runs), and
   // the dQ warpgroup's threads among themselves.
   constexpr int kBarCompute = 1, kBarDq = 2;
-  constexpr bool kEarlyP = kHeadDim <= 64;  // Pᵀ before the dPᵀ wait: registers for it at d = 64
+  // Pᵀ before the dPᵀ wait: registers for it at d = 64 (not with score mods, whose dS needs the
+  // softcap's derivative of every element, there recomputed with dS).
+  constexpr bool kEarlyP = kHeadDim <= 64 && !kScoreMods;
   constexpr float kInf = __builtin_huge_valf();
   constexpr int kSCols = kSplit ? kBlockM / 2 : kBlockM;     // query columns of Sᵀ a warpgroup
   constexpr int kKvCols = kSplit ? kHeadDim / 2 : kHeadDim;  // dK, dV columns a warpgroup
@@ -444,6 +447,10 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
     // LSE and D were zero-filled, so S = dP = 0, P = 1 (or 0 where masked) and dS = 0, which
     // adds nothing to dV = Pᵀ dO or dK = dSᵀ Q, and their dQ rows are not written.
     const ScoreGeometry geo = score_geometry(p, seq, m0, n0, kBlockM, kBlockN, 0, 0);
+    float alibi_slope = 0.0f;
+    if (kScoreMods && p.alibi_slopes != nullptr) {
+      alibi_slope = p.alibi_slopes[b * p.alibi_batch_stride + h];
+    }
     const float* lse = sLse0 + buf * kBlockM;
     const float* dsum = sDsum0 + buf * kBlockM;
     uint32_t pf[kSCols / 16][4], dsf[kSCols / 16][4];
@@ -467,7 +474,10 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
     };
     // LSE in log2 units of a column; −inf (no visible key) → +inf, so that P = 0.
     auto lse_log2 = [](float l) { return l == -kInf ? kInf : l * kLog2e; };
-    auto prob = [&](float x, float l2) { return exp2_approx(fmaf(x, p.scale_log2, -l2)); };
+    // (The score-mods variant has applied softmax_scale already: modify_score.)
+    auto prob = [&](float x, float l2) {
+      return exp2_approx(fmaf(x, kScoreMods ? kLog2e : p.scale_log2, -l2));
+    };
     if constexpr (kEarlyP) {
       // Pᵀ while dPᵀ is still in the tensor cores, and dV += Pᵀ dO queued behind it: the wait for
       // dPᵀ comes after that issue, so the compiler cannot hoist it above the exp2 work.
@@ -499,11 +509,28 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
       wgmma_wait<0>();
       fence_registers(s);
       fence_registers(dp);
-      apply_mask();
+      if constexpr (!kScoreMods) apply_mask();  // (with score mods: after them, below)
     }
+    // Dropout (score mods): the forward's keep decisions (common/philox.h) of the 16 × 16 block
+    // (queries qcol0 + 16·np …, this warp's 16 keys). Lane L draws the forward's lane L of the
+    // block; a thread's elements (keys g, g + 8; queries 2t, 2t + 1 of each half) are the
+    // forward's lanes (2t + cc)·4 + g / 2, slots 4·(key ≥ 8) + 2·(query ≥ 8) + (g & 1): two
+    // shuffles bring them.
+    const bool dropout = kScoreMods && p.dropout_p > 0.0f;
+    const uint64_t dropout_stream_id =
+        kScoreMods ? detail::dropout_stream(p.dropout_offset, b, h, p.heads_q) : 0;
+    uint32_t keep_even = 0xffu, keep_odd = 0xffu;  // query columns 2t, 2t + 1
 #pragma unroll
     for (int nt = 0; nt < kSCols / 8; ++nt) {
       const int c = qcol0 + nt * 8 + 2 * t;
+      if (dropout && nt % 2 == 0) {
+        const uint32_t bits = dropout_keep_bits(
+            p.dropout_seed, dropout_stream_id, static_cast<uint32_t>((m0 + qcol0 + nt * 8) >> 4),
+            static_cast<uint32_t>((n0 + key0) >> 4), static_cast<uint32_t>(lane),
+            p.dropout_threshold);
+        keep_even = __shfl_sync(0xffffffffu, bits, 8 * t + g / 2);
+        keep_odd = __shfl_sync(0xffffffffu, bits, 8 * t + 4 + g / 2);
+      }
       const float2 d2 = *reinterpret_cast<const float2*>(dsum + c);
       float lx = 0.0f, ly = 0.0f;
       if constexpr (!kEarlyP) {
@@ -514,8 +541,22 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
       float pr[4], ds[4];
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        pr[e] = kEarlyP ? s[4 * nt + e] : prob(s[4 * nt + e], (e & 1) ? ly : lx);
-        ds[e] = pr[e] * (dp[4 * nt + e] - ((e & 1) ? d2.y : d2.x));
+        // Element e: key key0 + g + 8·(e / 2), query c + e % 2.
+        float x = s[4 * nt + e], dcap = 1.0f, dpv = dp[4 * nt + e];
+        if constexpr (kScoreMods) {
+          const int query = c + (e & 1), key = key0 + g + 8 * (e >> 1);
+          x = modify_score(p, x, alibi_slope, row_window(geo, query).diag, key, dcap);
+          if (geo.need_mask && row_window(geo, query).hides(key)) x = -kInf;
+        }
+        pr[e] = kEarlyP ? x : prob(x, (e & 1) ? ly : lx);
+        const float p_undropped = pr[e];
+        if (dropout) {
+          const uint32_t slot = 4 * (e >> 1) + 2 * (nt & 1) + (g & 1);
+          const bool keep = (((e & 1) ? keep_odd : keep_even) >> slot) & 1u;
+          dpv = keep ? dpv * p.dropout_scale : 0.0f;
+          pr[e] = keep ? pr[e] : 0.0f;  // Pᵀ for dV (scaled by 1/(1 − p) at the end)
+        }
+        ds[e] = p_undropped * (dpv - ((e & 1) ? d2.y : d2.x)) * dcap;
       }
       // Accumulator (key rows, query columns) → A fragments of the k16 step nt / 2.
       const int kk = nt / 2, half = (nt % 2) * 2;
@@ -652,8 +693,9 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
       if (col < head_dim) {
         *reinterpret_cast<uint32_t*>(dk + row * p.dk_stride.row + col) =
             pack2<T>(acc_dk[4 * nt + 2 * rh] * p.scale, acc_dk[4 * nt + 2 * rh + 1] * p.scale);
+        const float dv_scale = kScoreMods ? p.dropout_scale : 1.0f;
         *reinterpret_cast<uint32_t*>(dv + row * p.dv_stride.row + col) =
-            pack2<T>(acc_dv[4 * nt + 2 * rh], acc_dv[4 * nt + 2 * rh + 1]);
+            pack2<T>(acc_dv[4 * nt + 2 * rh] * dv_scale, acc_dv[4 * nt + 2 * rh + 1] * dv_scale);
       }
     }
   }
