@@ -368,6 +368,10 @@ AttentionParams check_common(const Checker& c, const Tensor& q, const Tensor& k,
   c.require(std::isfinite(o.softcap) && o.softcap >= 0.0f, "softcap",
             [&] { return "must be ≥ 0 and finite (0 = off), got " + std::to_string(o.softcap); });
   p.softcap = o.softcap;
+  p.softcap_exp2 = o.softcap > 0.0f
+                      ? static_cast<float>(std::min(2.0 * 1.4426950408889634 / o.softcap,
+                                                    static_cast<double>(FLT_MAX)))
+                      : 0.0f;
   c.require(o.window_left >= -1, "window_left",
             [&] { return "must be ≥ 0, or −1 for unbounded, got " + std::to_string(o.window_left); });
   c.require(o.window_right >= -1, "window_right",

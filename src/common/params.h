@@ -71,6 +71,7 @@ struct AttentionParams {
   double scale_f64 = 1.0;   // the same scale unrounded: float64 inputs compute with it
   float scale_log2 = 1.0f;  // scale · log2(e)
   float softcap = 0.0f;     // 0 = off
+  float softcap_exp2 = 0.0f;  // 2·log2(e) / softcap, at most FLT_MAX: the CUDA kernels' tanh
 
   // Bottom-right aligned window, −1 = unbounded. causal has been folded in as window_right = 0.
   int64_t window_left = -1;

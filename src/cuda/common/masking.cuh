@@ -6,8 +6,10 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/params.h"
+#include "cuda/common/mma.cuh"
 
 namespace flashattn::detail::cuda {
 
@@ -83,18 +85,45 @@ __device__ __forceinline__ RowWindow row_window(const ScoreGeometry& g, int row)
 }
 
 // One score of the score-mods variants, from Q Kᵀ: times softmax_scale, through the softcap
-// (softcap · tanh(x / softcap)), minus ALiBi's slope · |diagonal − key|. dcap: the softcap's
-// derivative (1 without one), which the backward multiplies into dS.
-__device__ __forceinline__ float modify_score(const AttentionParams& p, float x, float alibi_slope,
-                                              int row_diag, int j, float& dcap) {
+// (softcap · tanh(x / softcap)), minus ALiBi's slope · |dist|, dist = the row's diagonal − the key
+// (a float, so that a caller can form it from per-row values and constants: no int-to-float
+// conversion an element). dcap: the softcap's derivative (1 without one), which the backward
+// multiplies into dS. kSoftcap: whether p has a softcap (callers branch once, outside their
+// element loops). tanh y = 1 − 2 / (2^(2y·log2 e) + 1): one exp2 and one reciprocal on the
+// special-function unit, absolute error ~1e-7, ±1 exactly at ±inf (tanhf, with its division by
+// the softcap, cost ~30 instructions and a call an element).
+template <bool kSoftcap>
+__device__ __forceinline__ float modify_score_with(const AttentionParams& p, float x,
+                                                   float alibi_slope, float dist, float& dcap) {
   x *= p.scale;
   dcap = 1.0f;
-  if (p.softcap > 0.0f) {
-    const float tc = tanhf(x / p.softcap);
+  if constexpr (kSoftcap) {
+    const float e = exp2_approx(x * p.softcap_exp2);
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(e + 1.0f));
+    const float tc = fmaf(-2.0f, r, 1.0f);
     x = p.softcap * tc;
-    dcap = 1.0f - tc * tc;
+    dcap = fmaf(-tc, tc, 1.0f);
   }
-  return x - alibi_slope * static_cast<float>(abs(row_diag - j));
+  return x - alibi_slope * fabsf(dist);
+}
+
+// The same with the softcap decided per element (callers whose loops do not branch on it).
+__device__ __forceinline__ float modify_score(const AttentionParams& p, float x, float alibi_slope,
+                                              float dist, float& dcap) {
+  return p.softcap > 0.0f ? modify_score_with<true>(p, x, alibi_slope, dist, dcap)
+                          : modify_score_with<false>(p, x, alibi_slope, dist, dcap);
+}
+
+// f(std::true_type{}) where p has a softcap, f(std::false_type{}) otherwise: one branch around a
+// caller's element loop, for modify_score_with.
+template <class F>
+__device__ __forceinline__ void with_softcap(const AttentionParams& p, F&& f) {
+  if (p.softcap > 0.0f) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
 }
 
 }  // namespace flashattn::detail::cuda

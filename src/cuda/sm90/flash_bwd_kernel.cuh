@@ -519,6 +519,8 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
     const bool dropout = kScoreMods && p.dropout_p > 0.0f;
     const uint64_t dropout_stream_id =
         kScoreMods ? detail::dropout_stream(p.dropout_offset, b, h, p.heads_q) : 0;
+    // ALiBi's distance (the query's diagonal − the key) is dist0 plus constants.
+    const float dist0 = static_cast<float>(geo.diag_local + qcol0 + 2 * t - key0 - g);
     uint32_t keep_even = 0xffu, keep_odd = 0xffu;  // query columns 2t, 2t + 1
 #pragma unroll
     for (int nt = 0; nt < kSCols / 8; ++nt) {
@@ -545,7 +547,8 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
         float x = s[4 * nt + e], dcap = 1.0f, dpv = dp[4 * nt + e];
         if constexpr (kScoreMods) {
           const int query = c + (e & 1), key = key0 + g + 8 * (e >> 1);
-          x = modify_score(p, x, alibi_slope, row_window(geo, query).diag, key, dcap);
+          x = modify_score(p, x, alibi_slope,
+                           dist0 + static_cast<float>(nt * 8 + (e & 1) - 8 * (e >> 1)), dcap);
           if (geo.need_mask && row_window(geo, query).hides(key)) x = -kInf;
         }
         pr[e] = kEarlyP ? x : prob(x, (e & 1) ? ly : lx);

@@ -278,10 +278,11 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   auto softmax = [&](float (&s)[kSRegs], int i, float (&correction)[2]) {
     const int64_t n0 = key_start(i);
     const ScoreGeometry geo = score_geometry(p, seq, m0, n0, kBlockM, kBlockN, row0, 0);
-    if (kScoreMods || geo.need_mask) {
+    auto mods_and_mask = [&](auto softcap) {
 #pragma unroll
       for (int rh = 0; rh < 2; ++rh) {
         const RowWindow row = row_window(geo, row0 + g + 8 * rh);
+        const float dist0 = static_cast<float>(row.diag - 2 * t);  // ALiBi: less nt·8 + e
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
@@ -289,11 +290,19 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
             const int j = nt * 8 + 2 * t + e;
             float& x = s[4 * nt + 2 * rh + e];
             float dcap;
-            if constexpr (kScoreMods) x = modify_score(p, x, alibi_slope, row.diag, j, dcap);
+            if constexpr (kScoreMods) {
+              x = modify_score_with<decltype(softcap)::value>(
+                  p, x, alibi_slope, dist0 - static_cast<float>(nt * 8 + e), dcap);
+            }
             if (geo.need_mask && row.hides(j)) x = kNegInf;
           }
         }
       }
+    };
+    if constexpr (kScoreMods) {
+      with_softcap(p, mods_and_mask);
+    } else if (geo.need_mask) {
+      mods_and_mask(std::false_type{});
     }
 #pragma unroll
     for (int rh = 0; rh < 2; ++rh) {
