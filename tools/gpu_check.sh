@@ -330,6 +330,6 @@ if want bench || want quick-bench; then
 fi
 
 # The logs in one archive: a device call returns at most 8 files from $OUT.
-(cd "$OUT" && shopt -s nullglob && logs=(*.log *.xml) && ((${#logs[@]})) &&
+(cd "$OUT" && shopt -s nullglob && logs=(*.log *.xml *.log.shard*) && ((${#logs[@]})) &&
   tar -czf logs.tgz "${logs[@]}" && rm -f "${logs[@]}") || true
 printf '%s\n' "${summary[@]}"
