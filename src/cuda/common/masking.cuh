@@ -90,8 +90,8 @@ __device__ __forceinline__ RowWindow row_window(const ScoreGeometry& g, int row)
 // conversion an element). dcap: the softcap's derivative (1 without one), which the backward
 // multiplies into dS. kSoftcap: whether p has a softcap (callers branch once, outside their
 // element loops). tanh y = 1 − 2 / (2^(2y·log2 e) + 1): one exp2 and one reciprocal on the
-// special-function unit, absolute error ~1e-7, ±1 exactly at ±inf (tanhf, with its division by
-// the softcap, cost ~30 instructions and a call an element).
+// special-function unit, absolute error ~1e-7, ±1 exactly at ±inf (tanhf and a division by the
+// softcap compile to ~30 instructions and a call an element).
 template <bool kSoftcap>
 __device__ __forceinline__ float modify_score_with(const AttentionParams& p, float x,
                                                    float alibi_slope, float dist, float& dcap) {
@@ -113,6 +113,23 @@ __device__ __forceinline__ float modify_score(const AttentionParams& p, float x,
                                               float dist, float& dcap) {
   return p.softcap > 0.0f ? modify_score_with<true>(p, x, alibi_slope, dist, dcap)
                           : modify_score_with<false>(p, x, alibi_slope, dist, dcap);
+}
+
+// The same terms with tanhf (within an ulp or two) and an integer distance: the sm80-family
+// kernels (sm80 forward and backward, decode). The form above raised their register spills when
+// compiled for sm_80 (forward d 128 with score mods 0 → 56 bytes, decode d 128 20 → 28 and
+// 44 → 64), which is not yet measured on an Ampere GPU.
+__device__ __forceinline__ float modify_score_exact(const AttentionParams& p, float x,
+                                                    float alibi_slope, int row_diag, int j,
+                                                    float& dcap) {
+  x *= p.scale;
+  dcap = 1.0f;
+  if (p.softcap > 0.0f) {
+    const float tc = tanhf(x / p.softcap);
+    x = p.softcap * tc;
+    dcap = 1.0f - tc * tc;
+  }
+  return x - alibi_slope * static_cast<float>(abs(row_diag - j));
 }
 
 // f(std::true_type{}) where p has a softcap, f(std::false_type{}) otherwise: one branch around a

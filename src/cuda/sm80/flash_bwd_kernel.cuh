@@ -90,7 +90,7 @@ __device__ __forceinline__ void scores_to_grads(const AttentionParams& p, const 
         float x = s[mt][nt][e];
         float dcap = 1.0f;
         if constexpr (kScoreMods) {
-          x = modify_score(p, x, alibi_slope, static_cast<float>(row_window(geo, row).diag - j), dcap);
+          x = modify_score_exact(p, x, alibi_slope, row_window(geo, row).diag, j, dcap);
         }
         // (The window's bounds only where the step needs a mask: computed per element there. One
         // RowWindow local for both uses made ptxas spill 96 bytes at d 128 with score mods, not 52.)

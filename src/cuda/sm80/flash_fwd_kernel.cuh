@@ -303,8 +303,8 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
               float& x = s[mt][nt][2 * rh + e];
               float dcap;
               if constexpr (kScoreMods) {
-                x = modify_score(p, x, alibi_slope[kDecode ? mt : 0][kDecode ? rh : 0],
-                                 static_cast<float>(row.diag - j), dcap);
+                x = modify_score_exact(p, x, alibi_slope[kDecode ? mt : 0][kDecode ? rh : 0],
+                                       row.diag, j, dcap);
               }
               if (need_mask && row.hides(j)) x = kNegInf;
             }

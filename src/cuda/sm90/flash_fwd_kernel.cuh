@@ -282,15 +282,15 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
 #pragma unroll
       for (int rh = 0; rh < 2; ++rh) {
         const RowWindow row = row_window(geo, row0 + g + 8 * rh);
-        const float dist0 = static_cast<float>(row.diag - 2 * t);  // ALiBi: less nt·8 + e
+        [[maybe_unused]] const float dist0 = static_cast<float>(row.diag - 2 * t);  // less nt·8 + e
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const int j = nt * 8 + 2 * t + e;
             float& x = s[4 * nt + 2 * rh + e];
-            float dcap;
             if constexpr (kScoreMods) {
+              float dcap;
               x = modify_score_with<decltype(softcap)::value>(
                   p, x, alibi_slope, dist0 - static_cast<float>(nt * 8 + e), dcap);
             }
