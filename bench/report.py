@@ -251,9 +251,10 @@ def decode_section(bench: dict, path: Path, chart) -> list:
 
 
 def page(bench: dict, bench_path: Path, charts, overhead=None, overhead_path=None, profile=None,
-         profile_path=None, decode_sources=()) -> str:
+         profile_path=None, decode_sources=(), options_source=None) -> str:
     """decode_sources: (bench JSON, its path, its chart) of the decode rows; the main JSON's own
-    decode rows come first (path None)."""
+    decode rows come first (path None). options_source: (bench JSON, its path) whose option rows
+    replace the main JSON's (a later run of the option rows alone)."""
     rows = bench["rows"]
     lines = [
         "# Performance",
@@ -289,8 +290,16 @@ def page(bench: dict, bench_path: Path, charts, overhead=None, overhead_path=Non
     for pass_, name in PASS_NAMES.items():
         lines += [f"## {name[0].upper() + name[1:]}", "", *pass_table(sweep(rows), pass_, True), ""]
     options = [r for r in rows if r["kind"] == "option"]
+    measured = ""
+    if options_source is not None:
+        source, path = options_source
+        options = [r for r in source["rows"] if r["kind"] == "option"]
+        measured = (f"Measured apart from the sweep: flashattn at `{source['git_commit'][:12]}`, "
+                    f"{source['time'][:10]}, {source['device']}, torch {source['torch']}, cuDNN "
+                    f"{source['cudnn']}; every number is in `{path.as_posix()}`. ")
     if options:
         lines += ["## Options", "",
+                  measured +
                   "bf16, d 128, seqlen 4096, batch 4, 16 heads, causal. Window and varlen FLOPs "
                   "count the visible (query, key) pairs. SDPA has no window, softcap or ALiBi "
                   "(its rows are empty there); for the ragged varlen batch SDPA runs the padded "
@@ -324,6 +333,9 @@ def main():
     ap.add_argument("--profile", type=Path, help="bench/host_profile.py's JSON")
     ap.add_argument("--decode", type=Path, nargs="*", default=[],
                     help="bench/bench.py JSON files of decode rows (--no-sweep --no-options)")
+    ap.add_argument("--options", type=Path,
+                    help="a bench/bench.py JSON of option rows (--no-sweep --no-decode) that "
+                         "replace the main JSON's")
     ap.add_argument("--docs", type=Path, default=Path(__file__).resolve().parent.parent / "docs")
     args = ap.parse_args()
     bench = json.loads(args.bench.read_text())
@@ -335,8 +347,11 @@ def main():
         source = json.loads(path.read_text())
         name = path.stem.removeprefix("bench_decode_")
         decode_sources.append((source, path, plot_decode(source, name, args.docs)))
+    options_source = None
+    if args.options:
+        options_source = (json.loads(args.options.read_text()), args.options)
     text = page(bench, args.bench, charts, overhead, args.overhead, profile, args.profile,
-                decode_sources)
+                decode_sources, options_source)
     (args.docs / "performance.md").write_text(text + "\n")
     print(f"report: {len(charts)} charts and performance.md in {args.docs}")
 
