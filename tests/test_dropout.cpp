@@ -121,6 +121,33 @@ TEST(DropoutMapping, KeepBitsOfALaneAreItsElements) {
   }
 }
 
+TEST(DropoutMapping, TransposedFragmentsFindTheirLaneAndSlot) {
+  // The sm90 backward's Sᵀ fragments (keys as rows): each of a lane's 8 elements of a 16×16
+  // block names the forward's lane and slot that dropout_coord gives its (query, key).
+  int seen[32][8] = {};
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    for (int key_half = 0; key_half < 2; ++key_half) {
+      for (int query_half = 0; query_half < 2; ++query_half) {
+        for (int query_odd = 0; query_odd < 2; ++query_odd) {
+          const int64_t query = 8 * query_half + 2 * t + query_odd, key = g + 8 * key_half;
+          const flashattn::detail::DropoutSource src =
+              flashattn::detail::transposed_dropout_source(g, t, key_half, query_half, query_odd);
+          const flashattn::detail::DropoutCoord want = flashattn::detail::dropout_coord(query, key);
+          ASSERT_EQ(src.lane, want.counter0) << "lane " << lane << " query " << query << " key "
+                                             << key;
+          ASSERT_EQ(static_cast<int>(src.slot), want.slot)
+              << "lane " << lane << " query " << query << " key " << key;
+          ++seen[src.lane][src.slot];
+        }
+      }
+    }
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int slot = 0; slot < 8; ++slot) EXPECT_EQ(seen[lane][slot], 1) << lane << "," << slot;
+  }
+}
+
 TEST(DropoutMapping, KeepIsUint16BelowThreshold) {
   for (float p : {0.0f, 0.1f, 0.25f, 0.5f, 0.9f, 0.99999f, 0.999999f}) {
     EXPECT_EQ(flashattn::dropout_keep_threshold(p), doc_threshold(p)) << p;

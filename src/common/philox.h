@@ -91,4 +91,20 @@ FLASHATTN_HOST_DEVICE uint32_t dropout_keep_bits(uint64_t seed, uint64_t stream,
   return bits;
 }
 
+// Where a transposed accumulator's element finds its decision: in an m64nN wgmma accumulator
+// of Sᵀ (keys as the rows, queries as the columns: the sm90 backward) the thread of lane
+// 4·g + t holds, in each 16 × 16 block, keys g + 8·key_half and queries 8·query_half + 2t +
+// query_odd. Such an element is bit `slot` of dropout_keep_bits for the forward's lane `lane` of
+// the same block (rows = queries, columns = keys, as above).
+struct DropoutSource {
+  uint32_t lane;
+  uint32_t slot;
+};
+
+FLASHATTN_HOST_DEVICE DropoutSource transposed_dropout_source(int g, int t, int key_half,
+                                                              int query_half, int query_odd) {
+  return {static_cast<uint32_t>((2 * t + query_odd) * 4 + g / 2),
+          static_cast<uint32_t>(4 * key_half + 2 * query_half + (g & 1))};
+}
+
 }  // namespace flashattn::detail

@@ -513,9 +513,8 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
     }
     // Dropout (score mods): the forward's keep decisions (common/philox.h) of the 16 × 16 block
     // (queries qcol0 + 16·np …, this warp's 16 keys). Lane L draws the forward's lane L of the
-    // block; a thread's elements (keys g, g + 8; queries 2t, 2t + 1 of each half) are the
-    // forward's lanes (2t + cc)·4 + g / 2, slots 4·(key ≥ 8) + 2·(query ≥ 8) + (g & 1): two
-    // shuffles bring them.
+    // block; a thread's elements come from two lanes, one a query column of its pair
+    // (transposed_dropout_source): two shuffles bring them.
     const bool dropout = kScoreMods && p.dropout_p > 0.0f;
     const uint64_t dropout_stream_id =
         kScoreMods ? detail::dropout_stream(p.dropout_offset, b, h, p.heads_q) : 0;
@@ -530,8 +529,8 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
             p.dropout_seed, dropout_stream_id, static_cast<uint32_t>((m0 + qcol0 + nt * 8) >> 4),
             static_cast<uint32_t>((n0 + key0) >> 4), static_cast<uint32_t>(lane),
             p.dropout_threshold);
-        keep_even = __shfl_sync(0xffffffffu, bits, 8 * t + g / 2);
-        keep_odd = __shfl_sync(0xffffffffu, bits, 8 * t + 4 + g / 2);
+        keep_even = __shfl_sync(0xffffffffu, bits, transposed_dropout_source(g, t, 0, 0, 0).lane);
+        keep_odd = __shfl_sync(0xffffffffu, bits, transposed_dropout_source(g, t, 0, 0, 1).lane);
       }
       const float2 d2 = *reinterpret_cast<const float2*>(dsum + c);
       float lx = 0.0f, ly = 0.0f;
@@ -554,7 +553,7 @@ __global__ void __launch_bounds__(Tile::kThreadsAll, 1)
         pr[e] = kEarlyP ? x : prob(x, (e & 1) ? ly : lx);
         const float p_undropped = pr[e];
         if (dropout) {
-          const uint32_t slot = 4 * (e >> 1) + 2 * (nt & 1) + (g & 1);
+          const uint32_t slot = transposed_dropout_source(g, t, e >> 1, nt & 1, e & 1).slot;
           const bool keep = (((e & 1) ? keep_odd : keep_even) >> slot) & 1u;
           dpv = keep ? dpv * p.dropout_scale : 0.0f;
           pr[e] = keep ? pr[e] : 0.0f;  // Pᵀ for dV (scaled by 1/(1 − p) at the end)
