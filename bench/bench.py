@@ -140,6 +140,11 @@ def run_row(row: dict, ours: Impl, peers: dict, flops_fwd: float, reps: int, tri
     return row
 
 
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """ALiBi's geometric slopes (Press et al.): 2^(−8·(i + 1) / heads) for head i."""
+    return torch.tensor([2 ** (-8 * (i + 1) / heads) for i in range(heads)], device="cuda")
+
+
 def randn(*shape, dtype, device="cuda"):
     return torch.randn(*shape, dtype=dtype, device=device)
 
@@ -205,7 +210,7 @@ def option_rows(args):
     ours = Impl(lambda: flash_attn_func(q, k, v, causal=True, softcap=50.0), (q, k, v), dout)
     rows.append(run_row(base("softcap 50 causal"), ours, {}, full / 2, args.reps, args.trials))
     # ALiBi, causal: SDPA has no slopes; a float mask would be a different (memory-bound) kernel.
-    slopes = torch.tensor([2 ** (-8 * (i + 1) / h) for i in range(h)], device="cuda")
+    slopes = alibi_slopes(h)
     ours = Impl(lambda: flash_attn_func(q, k, v, causal=True, alibi_slopes=slopes), (q, k, v),
                 dout)
     rows.append(run_row(base("alibi causal"), ours, {}, full / 2, args.reps, args.trials))

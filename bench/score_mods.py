@@ -12,12 +12,8 @@ import argparse
 
 import torch
 
-from bench import time_b2b
+from bench import alibi_slopes, time_b2b
 from flashattn import flash_attn_func, flash_attn_with_kvcache
-
-
-def slopes(heads: int) -> torch.Tensor:
-    return torch.tensor([2 ** (-8 * (i + 1) / heads) for i in range(heads)], device="cuda")
 
 
 def training(tag: str, dims):
@@ -28,7 +24,7 @@ def training(tag: str, dims):
         q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16,
                                requires_grad=True) for _ in range(3))
         dout = torch.randn_like(q)
-        options = {"plain": {}, "softcap": {"softcap": 50.0}, "alibi": {"alibi_slopes": slopes(h)},
+        options = {"plain": {}, "softcap": {"softcap": 50.0}, "alibi": {"alibi_slopes": alibi_slopes(h)},
                    "dropout": {"dropout_p": 0.1}}
         for name, kw in options.items():
             for causal in (False, True):
@@ -54,7 +50,7 @@ def decode(tag: str):
             vc = torch.randn_like(kc)
             lens = torch.full((b,), keys, dtype=torch.int32, device="cuda")
             for name, kw in (("plain", {}), ("softcap", {"softcap": 50.0}),
-                             ("alibi", {"alibi_slopes": slopes(32)})):
+                             ("alibi", {"alibi_slopes": alibi_slopes(32)})):
                 ms = time_b2b(lambda: flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens, **kw),
                               20, 7)
                 print(f"{tag} decode d{d} b{b} keys {keys} {name:8s} {ms * 1000:7.1f} us",

@@ -19,10 +19,10 @@ void launch_ws(const AttentionParams& p) {
   launch_tiles<Tile, Grid::k3d>(sm90::flash_fwd_kernel<__nv_bfloat16, Tile, false>, p);
 }
 
-// Warp-specialised: N keys a step, S stages, O = S(i + 1) with P V(i), P = ping-pong.
-template <int D, int N, int S, bool O, bool P, int C = 2>
+// Warp-specialised: N keys a step, S stages, P = ping-pong, C consumer warpgroups.
+template <int D, int N, int S, bool P, int C = 2>
 Variant ws(const char* name) {
-  return Variant{name, &launch_ws<sm90::FwdTile<D, N, S, O, P, C>>};
+  return Variant{name, &launch_ws<sm90::FwdTile<D, N, S, P, C>>};
 }
 
 // The production tile of head dim D (sm90::FwdTileFor).
@@ -40,15 +40,15 @@ int main(int argc, char** argv) {
     return v;
   };
   // The first variant of each head dim is the production tile; the rest are the shapes
-  // docs/tuning.md compares it with (N keys a step, S stages, ovl: S(i + 1) with P V(i), ser:
-  // one after the other, pp: ping-pong between the consumers).
+  // docs/tuning.md compares it with (N keys a step, S stages, ovl: S(i + 1) with P V(i), as every
+  // variant now; pp: ping-pong between the consumers).
   const std::string only = argc > 2 ? argv[2] : "";
   if (only.empty() || only == "64")
-    sweep<64>(pick({prod<64>(), ws<64, 128, 2, true, false, 1>("wg1 2/SM n128 s2 ovl")}));
+    sweep<64>(pick({prod<64>(), ws<64, 128, 2, false, 1>("wg1 2/SM n128 s2 ovl")}));
   if (only.empty() || only == "128")
-    sweep<128>(pick({prod<128>(), ws<128, 128, 2, true, false>("n128 s2 ovl")}));
+    sweep<128>(pick({prod<128>(), ws<128, 128, 2, false>("n128 s2 ovl")}));
   if (only.empty() || only == "256")
-    sweep<256>(pick({prod<256>(), ws<256, 80, 2, true, true>("n80 s2 ovl pp"),
-                     ws<256, 80, 2, true, false>("n80 s2 ovl")}));
+    sweep<256>(pick({prod<256>(), ws<256, 80, 2, true>("n80 s2 ovl pp"),
+                     ws<256, 80, 2, false>("n80 s2 ovl")}));
   return 0;
 }

@@ -10,8 +10,8 @@
 //   from registers (RS) and V from shared memory read N-major. They never meet at a block-wide
 //   barrier: only at the stages' mbarriers and (kPingPong) at two named barriers that take turns,
 //   so that one consumer's softmax runs while the other's matrix products hold the tensor cores.
-// - kOverlap: inside a consumer, S(next) = Q K(next)ᵀ and O += P V(current) are issued together
-//   and the softmax of S(next) runs while P V(current) is still on the tensor cores.
+// - Inside a consumer, S(next) = Q K(next)ᵀ and O += P V(current) are issued together and the
+//   softmax of S(next) runs while P V(current) is still on the tensor cores.
 // Key blocks are walked from the last to the first; the mask is applied on boundary blocks only.
 //
 // TMA reads zeros past the tensor's rows, but keys past a sequence's end inside the tensor
@@ -39,13 +39,11 @@
 
 namespace flashattn::detail::cuda::sm90 {
 
-template <int kHeadDim_, int kBlockN_, int kStages_, bool kOverlap_, bool kPingPong_,
-          int kConsumers_ = 2>
+template <int kHeadDim_, int kBlockN_, int kStages_, bool kPingPong_, int kConsumers_ = 2>
 struct FwdTile {
   static constexpr int kHeadDim = kHeadDim_;  // compiled (padded) head dim, a multiple of 64
   static constexpr int kBlockN = kBlockN_;    // keys of one main-loop step
   static constexpr int kStages = kStages_;    // K and V stages in flight
-  static constexpr bool kOverlap = kOverlap_;
   static constexpr bool kPingPong = kPingPong_;
   // Consumer warpgroups: two (one thread block an SM) or one (two blocks an SM, each with its
   // own producer: one block's pipeline fill and drain run under the other's work).
@@ -83,11 +81,11 @@ struct FwdTile {
 template <int kHeadDim, bool kScoreMods>
 struct FwdTileFor;
 template <bool kScoreMods>
-struct FwdTileFor<64, kScoreMods> : FwdTile<64, 128, 2, true, true> {};
+struct FwdTileFor<64, kScoreMods> : FwdTile<64, 128, 2, true> {};
 template <bool kScoreMods>
-struct FwdTileFor<128, kScoreMods> : FwdTile<128, 128, 2, true, true> {};
+struct FwdTileFor<128, kScoreMods> : FwdTile<128, 128, 2, true> {};
 template <bool kScoreMods>
-struct FwdTileFor<256, kScoreMods> : FwdTile<256, 64, 2, true, true> {};
+struct FwdTileFor<256, kScoreMods> : FwdTile<256, 64, 2, true> {};
 
 template <int kHeadDim>
 inline constexpr bool kHasFwdTile = kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256;
@@ -363,81 +361,53 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
 
   if (n_blocks > 0) {
     mbar_wait(q_full, 0);
-    if constexpr (Tile::kOverlap) {
-      {
-        mbar_wait(&k_full[0], 0);
-        float s[kSRegs];
-        turn_wait();
-        wgmma_fence();
-        issue_s(s, 0);
-        turn_pass();
-        wgmma_wait<0>();
-        fence_registers(s);
-        release(&k_empty[0]);
-        float correction[2];
-        softmax(s, 0, correction);
-        make_p_fragments(s);  // O is still zero: no rescale
-      }
-      // ---- Main loop: S(i + 1) and P V(i) in flight together; the last P V(i) after it ----
-      // (No wgmma is issued under a condition: ptxas then keeps the pipeline asynchronous.)
-      for (int i = 0; i + 1 < n_blocks; ++i) {
-        const int next = stage_of(i + 1), cur = stage_of(i);
-        mbar_wait(&k_full[next], parity_of(i + 1));
-        mbar_wait(&v_full[cur], parity_of(i));
-        float s[kSRegs];
-        turn_wait();
-        wgmma_fence();
-        issue_s(s, next);
-        issue_pv(cur);
-        turn_pass();
-        wgmma_wait<1>();  // S(i + 1) done; P V(i) may still run
-        fence_registers(s);
-        release(&k_empty[next]);
-        float correction[2];
-        softmax(s, i + 1, correction);
-        wgmma_wait<0>();
-        fence_registers(acc_o);
-        fence_registers(pf);
-        release(&v_empty[cur]);
-        rescale_o(correction);
-        make_p_fragments(s);
-      }
-      const int last = stage_of(n_blocks - 1);
-      mbar_wait(&v_full[last], parity_of(n_blocks - 1));
+    {
+      mbar_wait(&k_full[0], 0);
+      float s[kSRegs];
       turn_wait();
       wgmma_fence();
-      issue_pv(last);
+      issue_s(s, 0);
       turn_pass();
       wgmma_wait<0>();
-      fence_registers(acc_o);
-      release(&v_empty[last]);
-    } else {
-      // ---- Main loop, one block at a time: S(i), softmax, P V(i) ----
-      for (int i = 0; i < n_blocks; ++i) {
-        const int cur = stage_of(i);
-        mbar_wait(&k_full[cur], parity_of(i));
-        float s[kSRegs];
-        turn_wait();
-        wgmma_fence();
-        issue_s(s, cur);
-        turn_pass();
-        wgmma_wait<0>();
-        fence_registers(s);
-        release(&k_empty[cur]);
-        float correction[2];
-        softmax(s, i, correction);
-        rescale_o(correction);
-        make_p_fragments(s);
-        mbar_wait(&v_full[cur], parity_of(i));
-        turn_wait();
-        wgmma_fence();
-        issue_pv(cur);
-        turn_pass();
-        wgmma_wait<0>();
-        fence_registers(acc_o);
-        release(&v_empty[cur]);
-      }
+      fence_registers(s);
+      release(&k_empty[0]);
+      float correction[2];
+      softmax(s, 0, correction);
+      make_p_fragments(s);  // O is still zero: no rescale
     }
+    // ---- Main loop: S(i + 1) and P V(i) in flight together; the last P V(i) after it ----
+    // (No wgmma is issued under a condition: ptxas then keeps the pipeline asynchronous.)
+    for (int i = 0; i + 1 < n_blocks; ++i) {
+      const int next = stage_of(i + 1), cur = stage_of(i);
+      mbar_wait(&k_full[next], parity_of(i + 1));
+      mbar_wait(&v_full[cur], parity_of(i));
+      float s[kSRegs];
+      turn_wait();
+      wgmma_fence();
+      issue_s(s, next);
+      issue_pv(cur);
+      turn_pass();
+      wgmma_wait<1>();  // S(i + 1) done; P V(i) may still run
+      fence_registers(s);
+      release(&k_empty[next]);
+      float correction[2];
+      softmax(s, i + 1, correction);
+      wgmma_wait<0>();
+      fence_registers(acc_o);
+      fence_registers(pf);
+      release(&v_empty[cur]);
+      rescale_o(correction);
+      make_p_fragments(s);
+    }
+    const int last = stage_of(n_blocks - 1);
+    mbar_wait(&v_full[last], parity_of(n_blocks - 1));
+    turn_wait();
+    wgmma_fence();
+    issue_pv(last);
+    turn_pass();
+    wgmma_wait<0>();
+    fence_registers(acc_o);
+    release(&v_empty[last]);
   }
 
   // ---- Epilogue: the one rescale by 1/l, O and LSE out ----
