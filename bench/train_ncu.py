@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import SDPBackend
 
-from bench import profile_once
+from bench import Impl, profile_once, sdpa_impl
 from flashattn import flash_attn_func
 
 
@@ -34,15 +33,8 @@ def main():
                for _ in range(3))
     dout = torch.randn(b, s, h, args.dim, device="cuda", dtype=dt)
 
-    def ours():
-        flash_attn_func(q, k, v, causal=args.causal).backward(dout)
-
-    qt, kt, vt = (x.detach().transpose(1, 2).requires_grad_() for x in (q, k, v))
-    dout_t = dout.transpose(1, 2)
-
-    def cudnn():
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            F.scaled_dot_product_attention(qt, kt, vt, is_causal=args.causal).backward(dout_t)
+    ours = Impl(lambda: flash_attn_func(q, k, v, causal=args.causal), (q, k, v), dout).fwdbwd
+    cudnn = sdpa_impl(q, k, v, dout, args.causal, SDPBackend.CUDNN_ATTENTION).fwdbwd
 
     fns = [ours] + ([] if args.no_cudnn else [cudnn])
     profile_once(fns)
