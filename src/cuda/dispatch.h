@@ -84,6 +84,12 @@ struct FwdPlan {
   size_t workspace_bytes = 0;
 };
 inline constexpr int64_t kDecodeMaxSeqlenQ = 16;
+// Whether a forward call takes the decode kernel (FwdPlan::decode): refused before here are splits
+// with dropout or a varlen batch (validate.cpp) and a paged cache with dropout (forward's checks).
+inline bool takes_decode_kernel(const AttentionParams& p) {
+  return p.dropout_p == 0.0f && (p.block_table != nullptr || p.num_splits > 1 ||
+                                 (!p.is_varlen && p.seqlen_q <= kDecodeMaxSeqlenQ));
+}
 
 // The split count for `requested` splits over `key_blocks` blocks of keys: at most one split a
 // key block and kMaxSplits. Split s takes key blocks [s · n / splits, (s + 1) · n / splits) of a

@@ -14,12 +14,8 @@ namespace flashattn::detail::cuda {
 template <class T, int kHeadDim, bool kScoreMods>
 FwdPlan plan_fwd(const AttentionParams& p) {
   FwdPlan plan;
-  // Refused before here: splits with dropout or a varlen batch (validate.cpp), a paged cache with
-  // dropout (forward_has_work). A varlen batch is never split (the partials' rows are b · seqlen_q
-  // + i).
-  plan.decode = p.dropout_p == 0.0f &&
-                (p.block_table != nullptr || p.num_splits > 1 ||
-                 (!p.is_varlen && p.seqlen_q <= kDecodeMaxSeqlenQ));
+  // A varlen batch is never split (the partials' rows are b · seqlen_q + i).
+  plan.decode = takes_decode_kernel(p);
   if (!plan.decode) return plan;
   plan.pack_gqa = p.group > 1;
   // Tile rows of a (sequence, head): more than the 16-row tile holds take the 32-row tile, which

@@ -226,18 +226,18 @@ inline std::vector<Case> gpu_cases(const std::vector<Case>& cpu) {
   return out;
 }
 
-// The cases of the given grids again at the head dims that the Hopper kernels serve (128, 256
-// and 64, in turn over the cases; the grids mostly use 32, which only the sm80 kernels take),
-// labelled hopper_…, for the caller's gpu_cases: on an H100 they run the sm90 kernels
-// (FLASHATTN_DISABLE_SM90=1 runs them on the sm80 ones).
+// The cases of the given grids again at head dims of the Hopper kernels (128, 256, 64, and 96
+// and 192, which they serve padded to 128 and 256; in turn over the cases; the grids mostly use
+// 32, whose forward only the sm80 kernels take), labelled hopper_…, for the caller's gpu_cases: on
+// an H100 they run the sm90 kernels (FLASHATTN_DISABLE_SM90=1 runs them on the sm80 ones).
 inline std::vector<Case> at_hopper_head_dims(const std::vector<std::vector<Case>>& grids) {
-  constexpr int64_t kDims[] = {128, 256, 64};
+  constexpr int64_t kDims[] = {128, 256, 64, 96, 192};
   std::vector<Case> out;
   size_t i = 0;
   for (const auto& grid : grids) {
     for (Case c : grid) {
       c.label = "hopper_" + c.label;
-      c.head_dim = kDims[i++ % 3];
+      c.head_dim = kDims[i++ % 5];
       c.head_dim_v = 0;  // = head_dim
       out.push_back(c);
     }
