@@ -5,8 +5,10 @@
 The problem is tiny (batch 1, 1 head, seqlen 16, head dim 64; bf16 on the GPU, fp32 on the CPU),
 so the time is the cost of getting from Python to the kernels, not the kernels. Two calls: a
 forward (under torch.inference_mode) and a forward + backward (inputs requiring grad,
-torch.autograd.grad). Two measures, each the median over `repeats` runs of `calls` calls, in µs
-per call:
+torch.autograd.grad). On the GPU a third: a decode step (--decode-keys, see decode_calls), with
+the layers under flash_attn_with_kvcache timed one by one (ops.forward; the compiled module with
+the scratch from the allocator callback, from the library's pool, and unsplit). Two measures,
+each the median over `repeats` runs of `calls` calls, in µs per call:
 
 * throughput: `calls` calls back to back, one synchronisation at the end (the host-side cost per
   call while the GPU keeps up: what a model's Python loop pays);
@@ -35,7 +37,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.dlpack import to_dlpack
 
 import flashattn
-from flashattn import _ext, flash_attn_func
+from flashattn import _ext, flash_attn_func, flash_attn_with_kvcache, ops
 from provenance import git_commit
 
 
@@ -82,6 +84,48 @@ def measure(candidates, device, calls, repeats):
     return results
 
 
+def decode_calls(keys):
+    """A decode step (one query token, 32 query heads over 8 KV heads, d 128, bf16, batch 1,
+    `keys` keys of cache) whose kernels take ~10 µs, so that back to back the time is the host's:
+    flash_attn_with_kvcache, and below it the layers it goes through, beside SDPA (enable_gqa)
+    and a bare torch.empty as the scale of one PyTorch op on this host."""
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(1, 1, 32, 128, generator=gen).to("cuda", torch.bfloat16)
+    kc, vc = (torch.randn(1, keys, 8, 128, generator=gen).to("cuda", torch.bfloat16)
+              for _ in range(2))
+    lens = torch.full((1,), keys, dtype=torch.int32, device="cuda")
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, kc, vc))
+    out = torch.empty_like(q)
+    stream = torch.cuda.current_stream().cuda_stream
+    scale = 128 ** -0.5
+    workspace = ops._workspace_allocator(q.get_device())
+
+    def ext(workspace, num_splits=0):
+        return lambda: _ext.forward(
+            to_dlpack(q), to_dlpack(kc), to_dlpack(vc), to_dlpack(out), None,
+            softmax_scale=scale, seqused_k=to_dlpack(lens), stream=stream,
+            num_splits=num_splits, workspace=workspace)
+
+    calls = {
+        "sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt,
+                                                                         enable_gqa=True),
+        "flashattn.flash_attn_with_kvcache": lambda: flash_attn_with_kvcache(
+            q, kc, vc, cache_seqlens=lens),
+        "flashattn.flash_attn_with_kvcache[splits=1]": lambda: flash_attn_with_kvcache(
+            q, kc, vc, cache_seqlens=lens, num_splits=1),
+        "flashattn.ops.forward": lambda: ops.forward(
+            q, kc, vc, scale, False, -1, -1, 0.0, 0.0, 0, None, None, None, 0, 0, lens, False),
+        "flashattn._ext.forward": ext(workspace),
+        "flashattn._ext.forward[library pool]": ext(None),
+        "flashattn._ext.forward[splits=1]": ext(None, 1),
+        "torch.empty": lambda: torch.empty(1 << 20, dtype=torch.uint8, device="cuda"),
+    }
+    ref = calls["sdpa"]().transpose(1, 2)
+    torch.testing.assert_close(calls["flashattn.flash_attn_with_kvcache"](), ref, rtol=2e-2,
+                               atol=2e-2)
+    return calls
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -89,6 +133,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--seqlen", type=int, default=16)
     parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--decode-keys", type=int, default=4096,
+                        help="keys of the decode step's cache (GPU only; 0: no decode group)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -126,12 +172,16 @@ def main():
     ref = fwd["sdpa"]().transpose(1, 2)
     torch.testing.assert_close(fwd["flashattn.flash_attn_func"](), ref, rtol=2e-2, atol=2e-2)
 
+    groups = [("forward", fwd, torch.inference_mode),
+              ("forward_backward", fwdbwd, contextlib.nullcontext)]
+    if device == "cuda" and args.decode_keys > 0:
+        groups.append(("decode", decode_calls(args.decode_keys), torch.inference_mode))
+
     backends = {"": None}
     if device == "cuda":
         backends.update({"[flash]": SDPBackend.FLASH_ATTENTION, "[cudnn]": SDPBackend.CUDNN_ATTENTION})
     results = {}
-    for group, fns, mode in (("forward", fwd, torch.inference_mode),
-                             ("forward_backward", fwdbwd, contextlib.nullcontext)):
+    for group, fns, mode in groups:
         candidates = {}
         for name, fn in fns.items():
             for suffix, backend in backends.items() if name == "sdpa" else {"": None}.items():
@@ -153,6 +203,8 @@ def main():
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "dtype": str(dtype).split(".")[-1],
         "shape_bshd": list(shape),
+        "decode": (f"1 query token, 32/8 heads, d 128, bf16, {args.decode_keys} keys"
+                   if any(g[0] == "decode" for g in groups) else None),
         "calls": args.calls,
         "repeats": args.repeats,
         "torch": torch.__version__,

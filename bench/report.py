@@ -157,7 +157,8 @@ def geomean(xs):
 def overhead_table(report: dict) -> list[str]:
     out = ["| call | implementation | µs per call, back to back | µs per call, synchronised |",
            "|---|---|---|---|"]
-    names = {"forward": "tiny forward (inference mode)", "forward_backward": "tiny fwd + bwd"}
+    names = {"forward": "tiny forward (inference mode)", "forward_backward": "tiny fwd + bwd",
+             "decode": "decode step (inference mode)"}
     for group, rows in report["results_us"].items():
         for impl, v in rows.items():
             if "error" in v:
@@ -313,7 +314,9 @@ def page(bench: dict, bench_path: Path, charts, overhead=None, overhead_path=Non
         shape = "×".join(str(x) for x in overhead["shape_bshd"])
         lines += ["## Call overhead", "",
                   f"`bench/python_overhead.py`: a tiny call ({shape} (batch, seqlen, heads, d), "
-                  f"{overhead['dtype']}), whose time is the way from Python to the kernels; median "
+                  f"{overhead['dtype']}), whose time is the way from Python to the kernels, and "
+                  f"a decode step ({overhead.get('decode', 'none')}) whose kernels take less than "
+                  f"its host path, with the layers below flash_attn_with_kvcache; median "
                   f"of {overhead['repeats']} runs of {overhead['calls']} calls. "
                   f"`{overhead_path.as_posix()}`.", "", *overhead_table(overhead), ""]
     if profile is not None:

@@ -82,14 +82,14 @@ Tensor strided_view(void* data, DType dtype, std::initializer_list<int64_t> shap
                     std::initializer_list<int64_t> strides, Device device = {});
 
 // Device scratch memory for the CUDA backward, and for a CUDA forward that splits the keys (the
-// CPU needs none). Give a buffer, or a callback that returns one, or neither: then the library
-// takes it from a stream-ordered memory pool of its own, one per device, that keeps what it has
-// held for the next call (release_workspace_pool() hands it back). The device's default pool is
-// never used or changed.
+// CPU needs none). Give a buffer, or a callback that returns one, or both (the buffer when it is
+// large enough, else the callback), or neither: then the library takes it from a stream-ordered
+// memory pool of its own, one per device, that keeps what it has held for the next call
+// (release_workspace_pool() hands it back). The device's default pool is never used or changed.
 struct Workspace {
   // A device buffer of at least backward_workspace_size() (forward_workspace_size()) bytes,
   // 16-byte aligned, on the tensors' device, that nothing else touches until the work the call
-  // enqueues on its stream has run.
+  // enqueues on its stream has run. A smaller one is an error, unless `allocate` is given too.
   void* data = nullptr;
   size_t bytes = 0;
   // Or: called once per call that needs scratch, on the calling thread, with the number of bytes

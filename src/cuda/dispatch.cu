@@ -254,7 +254,7 @@ class Scratch {
           size_t bytes, cudaStream_t stream)
       : stream_(stream) {
     if (bytes == 0) return;
-    if (w.data != nullptr) {
+    if (w.data != nullptr && (w.bytes >= bytes || w.allocate == nullptr)) {
       if (w.bytes < bytes) {
         fail(fn, "workspace", "the buffer has " + std::to_string(w.bytes) + " bytes, this call needs " +
                                    std::to_string(bytes) + " (" + size_fn + ")");

@@ -1,6 +1,6 @@
 """The host path of the CUDA calls (DESIGN §4): CUDA graph capture and replay of a training step
 and of a decode step, equal to eager; calls that do not wait for the stream; the backward's
-scratch from PyTorch's caching allocator. Skipped where there is no GPU or no CUDA kernels."""
+scratch from PyTorch's caching allocator, the split forward's kept per stream. Skipped where there is no GPU or no CUDA kernels."""
 
 import pytest
 
@@ -184,3 +184,59 @@ def test_backward_scratch_from_the_caching_allocator(monkeypatch):
     pooled = torch.autograd.grad(out, (q, k, v), dout)
     for a, b in zip(pooled, expected):
         assert torch.equal(a, b)
+
+
+def test_split_forward_scratch_kept_per_stream():
+    """The split forward's scratch (ops._ForwardScratch): allocated on a stream's first split call
+    and reused by the next ones (same bits), replaced by a larger buffer for a call that needs
+    more, one per stream, and left alone by a graph capture (which takes the graph's pool)."""
+    ops.release_forward_scratch()
+    q = _rand(2, 1, 16, 128, seed=70)
+    k_cache, v_cache = _rand(2, 2048, 4, 128, seed=71), _rand(2, 2048, 4, 128, seed=72)
+    lens = torch.tensor([2048, 1500], dtype=torch.int32, device="cuda")
+
+    def call(splits):
+        return flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=lens,
+                                       num_splits=splits)
+
+    with torch.inference_mode():
+        unsplit = call(1)
+        first = call(4)
+        scratch = ops._forward_scratches[(q.get_device(), ops._stream(q))]
+        address, nbytes = scratch.address, scratch.nbytes
+        assert nbytes > 0 and address == scratch.buffer.data_ptr()
+        assert torch.equal(call(4), first) and scratch.address == address
+        assert torch.equal(call(2), call(2)) and scratch.address == address  # needs less
+        more = call(8)
+        assert scratch.nbytes > nbytes and scratch.address == scratch.buffer.data_ptr()
+        for out in (first, more):
+            torch.testing.assert_close(out, unsplit, rtol=0.0, atol=1e-2)
+        assert torch.equal(call(4), first)
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            on_side = call(4)
+        torch.cuda.current_stream().wait_stream(side)
+        assert torch.equal(on_side, first)
+        assert len(ops._forward_scratches) == 2
+
+        kept = {key: (s.address, s.nbytes) for key, s in ops._forward_scratches.items()}
+        streams = []
+
+        def step():
+            streams.append((ops._stream(q), torch.cuda.is_current_stream_capturing()))
+            return call(16)
+
+        graph, static = _capture(step)
+        graph.replay()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(static, unsplit, rtol=0.0, atol=1e-2)
+        capture_streams = {stream for stream, capturing in streams if capturing}
+        assert len(capture_streams) == 1
+        assert (q.get_device(), capture_streams.pop()) not in ops._forward_scratches
+        for key, value in kept.items():  # the warm-up ran on a stream of its own
+            assert (ops._forward_scratches[key].address, ops._forward_scratches[key].nbytes) \
+                == value
+    ops.release_forward_scratch()
+    assert not ops._forward_scratches
