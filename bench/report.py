@@ -4,7 +4,9 @@
     python bench/report.py bench/results/bench_h200_<commit>.json \
         [--overhead bench/results/python_overhead_h200_<commit>.json] \
         [--profile bench/results/host_profile_h200_<commit>.json] \
-        [--decode bench/results/bench_decode_h200_<commit>_<grid>.json ...] [--docs docs]
+        [--decode bench/results/bench_decode_h200_<commit>_<grid>.json ...] \
+        [--options bench/results/bench_options_h200_<commit>.json] \
+        [--head-dims bench/results/bench_headdims_h200_<commit>.json] [--docs docs]
 
 Writes docs/perf_<pass>_<dtype>.png (TFLOP/s against seqlen, flashattn beside SDPA's FLASH and
 CUDNN backends, one panel per head dim and mask; pass = fwd, bwd, fwdbwd; a synchronisation after
@@ -213,7 +215,8 @@ def plot_decode(bench: dict, name: str, docs: Path) -> Path:
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))])
     ax.set_yticklabels([r["option"].removeprefix("decode ") for r in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("K + V read, TB/s (CUDA graph replay)")
+    graphs = any("graph_tbps" in v for r in rows for v in r["results"].values())
+    ax.set_xlabel("K + V read, TB/s (" + ("CUDA graph replay" if graphs else "back to back") + ")")
     ax.set_title(f"Decode through flash_attn_with_kvcache, {bench['device']}", fontsize=9)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=3)
     fig.tight_layout()
@@ -251,11 +254,27 @@ def decode_section(bench: dict, path: Path, chart) -> list:
     return lines + [""]
 
 
+def head_dims_section(source: dict, path: Path) -> list[str]:
+    """The sweep's rows of a run at other head dims (bench.py --head-dims 32,96,…)."""
+    dims = sorted({r["head_dim"] for r in sweep(source["rows"])})
+    lines = ["## Other head dims", "",
+             f"`bench/bench.py --head-dims {','.join(map(str, dims))}`, apart from the sweep: "
+             f"flashattn at `{source['git_commit'][:12]}`, {source['time'][:10]}, "
+             f"{source['device']}, torch {source['torch']}, cuDNN {source['cudnn']}; every number "
+             f"is in `{path.as_posix()}`. On Hopper these head dims run the wgmma kernels padded "
+             "to the next of 64, 128 and 256 (the forward at d 32 runs the sm80 kernel).", ""]
+    for pass_, name in PASS_NAMES.items():
+        lines += [f"### {name[0].upper() + name[1:]}", "", *pass_table(sweep(source["rows"]), pass_,
+                                                                       True), ""]
+    return lines
+
+
 def page(bench: dict, bench_path: Path, charts, overhead=None, overhead_path=None, profile=None,
-         profile_path=None, decode_sources=(), options_source=None) -> str:
+         profile_path=None, decode_sources=(), options_source=None, head_dims=None) -> str:
     """decode_sources: (bench JSON, its path, its chart) of the decode rows; the main JSON's own
     decode rows come first (path None). options_source: (bench JSON, its path) whose option rows
-    replace the main JSON's (a later run of the option rows alone)."""
+    replace the main JSON's (a later run of the option rows alone). head_dims: (bench JSON, its
+    path) of a sweep at other head dims."""
     rows = bench["rows"]
     lines = [
         "# Performance",
@@ -308,6 +327,8 @@ def page(bench: dict, bench_path: Path, charts, overhead=None, overhead_path=Non
         for pass_, name in PASS_NAMES.items():
             lines += [f"### {name[0].upper() + name[1:]}", "", *pass_table(options, pass_, False),
                       ""]
+    if head_dims is not None:
+        lines += head_dims_section(*head_dims)
     for source, path, chart in decode_sources:
         lines += decode_section(source, path, chart)
     if overhead is not None:
@@ -339,6 +360,9 @@ def main():
     ap.add_argument("--options", type=Path,
                     help="a bench/bench.py JSON of option rows (--no-sweep --no-decode) that "
                          "replace the main JSON's")
+    ap.add_argument("--head-dims", type=Path,
+                    help="a bench/bench.py JSON of the sweep at other head dims (--head-dims "
+                         "32,96,… --no-options --no-decode)")
     ap.add_argument("--docs", type=Path, default=Path(__file__).resolve().parent.parent / "docs")
     args = ap.parse_args()
     bench = json.loads(args.bench.read_text())
@@ -353,8 +377,11 @@ def main():
     options_source = None
     if args.options:
         options_source = (json.loads(args.options.read_text()), args.options)
+    head_dims = None
+    if args.head_dims:
+        head_dims = (json.loads(args.head_dims.read_text()), args.head_dims)
     text = page(bench, args.bench, charts, overhead, args.overhead, profile, args.profile,
-                decode_sources, options_source)
+                decode_sources, options_source, head_dims)
     (args.docs / "performance.md").write_text(text + "\n")
     print(f"report: {len(charts)} charts and performance.md in {args.docs}")
 
