@@ -86,8 +86,10 @@ def _workspace_allocator(device: int):
 
 
 # The split forward's scratch is kept between calls up to this size (the split heuristic asks for
-# a few MB at most; a larger explicit num_splits gets its scratch a call).
+# a few MB at most; a larger explicit num_splits gets its scratch a call), for up to this many
+# streams (a program that makes a stream a request lets the older buffers go).
 _SCRATCH_KEPT_BYTES = 64 << 20
+_SCRATCH_KEPT_STREAMS = 8
 
 
 class _ForwardScratch:
@@ -126,6 +128,8 @@ def _forward_scratch(device: int, stream: int):
         return _workspace_allocator(device), 0, 0
     scratch = _forward_scratches.get((device, stream))
     if scratch is None:
+        if len(_forward_scratches) >= _SCRATCH_KEPT_STREAMS:
+            _forward_scratches.clear()
         scratch = _forward_scratches[(device, stream)] = _ForwardScratch(device)
     return scratch, scratch.address, scratch.nbytes
 

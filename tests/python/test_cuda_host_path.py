@@ -238,5 +238,13 @@ def test_split_forward_scratch_kept_per_stream():
         for key, value in kept.items():  # the warm-up ran on a stream of its own
             assert (ops._forward_scratches[key].address, ops._forward_scratches[key].nbytes) \
                 == value
+        for _ in range(ops._SCRATCH_KEPT_STREAMS + 1):  # a stream a call: at most the cap kept
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                out = call(4)
+            torch.cuda.current_stream().wait_stream(stream)
+            assert torch.equal(out, first)
+            assert 0 < len(ops._forward_scratches) <= ops._SCRATCH_KEPT_STREAMS
     ops.release_forward_scratch()
     assert not ops._forward_scratches
