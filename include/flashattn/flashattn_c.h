@@ -55,8 +55,9 @@ typedef struct flashattn_options {
    * library's own pool. */
   void* workspace;
   uint64_t workspace_bytes;
-  /* Or, with workspace NULL: called with the bytes needed (and workspace_context) for a buffer
-   * that stays valid until the work queued on the stream is done (flashattn.h, Workspace). */
+  /* Or, with workspace NULL or smaller than the call needs: called with the bytes needed (and
+   * workspace_context) for a buffer that stays valid until the work queued on the stream is done
+   * (flashattn.h, Workspace). */
   void* (*workspace_allocate)(size_t bytes, void* context);
   void* workspace_context;
   /* Forward only. A paged KV cache: k/v (num_pages, page_size, heads_kv, d), any page_size, and
