@@ -186,6 +186,16 @@ def test_backward_scratch_from_the_caching_allocator(monkeypatch):
         assert torch.equal(a, b)
 
 
+def _on_new_stream(fn):
+    """fn() on a new stream, ordered after the current stream's work and before its next."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        out = fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    return out
+
+
 def test_split_forward_scratch_kept_per_stream():
     """The split forward's scratch (ops._ForwardScratch): allocated on a stream's first split call
     and reused by the next ones (same bits), replaced by a larger buffer for a call that needs
@@ -213,12 +223,7 @@ def test_split_forward_scratch_kept_per_stream():
             torch.testing.assert_close(out, unsplit, rtol=0.0, atol=1e-2)
         assert torch.equal(call(4), first)
 
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            on_side = call(4)
-        torch.cuda.current_stream().wait_stream(side)
-        assert torch.equal(on_side, first)
+        assert torch.equal(_on_new_stream(lambda: call(4)), first)
         assert len(ops._forward_scratches) == 2
 
         kept = {key: (s.address, s.nbytes) for key, s in ops._forward_scratches.items()}
@@ -239,12 +244,7 @@ def test_split_forward_scratch_kept_per_stream():
             assert (ops._forward_scratches[key].address, ops._forward_scratches[key].nbytes) \
                 == value
         for _ in range(ops._SCRATCH_KEPT_STREAMS + 1):  # a stream a call: at most the cap kept
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                out = call(4)
-            torch.cuda.current_stream().wait_stream(stream)
-            assert torch.equal(out, first)
+            assert torch.equal(_on_new_stream(lambda: call(4)), first)
             assert 0 < len(ops._forward_scratches) <= ops._SCRATCH_KEPT_STREAMS
     ops.release_forward_scratch()
     assert not ops._forward_scratches
