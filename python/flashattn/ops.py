@@ -113,7 +113,7 @@ class _ForwardScratch:
         self.nbytes = 0
 
     def __call__(self, nbytes: int) -> torch.Tensor:
-        buffer = torch.empty(nbytes, dtype=torch.uint8, device=torch.device("cuda", self.device))
+        buffer = _workspace_allocator(self.device)(nbytes)
         if nbytes <= _SCRATCH_KEPT_BYTES:
             self.buffer, self.address, self.nbytes = buffer, buffer.data_ptr(), nbytes
         return buffer

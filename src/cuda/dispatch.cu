@@ -97,7 +97,7 @@ int kernel_head_dim(const char* fn, const AttentionParams& p, bool backward) {
   if (head_dim == 64 || head_dim == 128 || head_dim == 256 || !use_sm90(p.device.index)) {
     return head_dim;
   }
-  if (!backward && (head_dim < 96 || takes_decode_kernel(p))) return head_dim;
+  if (!backward && (head_dim <= 32 || takes_decode_kernel(p))) return head_dim;
   for (int d : {64, 128, 256}) {
     if (head_dim < d && head_dim_compiled(d)) return d;
   }

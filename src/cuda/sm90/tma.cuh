@@ -1,10 +1,9 @@
 // The Hopper copy engine and its synchronisation, for the warp-specialised sm90 kernels (forward
 // and backward): mbarriers (arrive, expected transaction bytes, parity wait), tensor loads
 // (`cp.async.bulk.tensor`) completing on an mbarrier, named barriers between warpgroups, and
-// `setmaxnreg` (PTX ISA,
-// "Parallel Synchronization and Communication Instructions: mbarrier", "Data Movement:
-// cp.async.bulk.tensor", "Miscellaneous: setmaxnreg"). The instructions exist only in the sm_90a
-// pass (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere these compile to nothing.
+// `setmaxnreg` (PTX ISA, "Parallel Synchronization and Communication Instructions: mbarrier",
+// "Data Movement: cp.async.bulk.tensor", "Miscellaneous: setmaxnreg"). The instructions exist only
+// in the sm_90a pass (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere these compile to nothing.
 //
 // Phases: an mbarrier starts in phase 0; wait(bar, parity) returns once the phase of that parity
 // has completed. A producer that waits for a free stage starts at parity 1 (a fresh barrier's
