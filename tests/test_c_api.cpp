@@ -204,6 +204,7 @@ TEST(CApiDefaults, AreTheOptionsDefaults) {
   EXPECT_EQ(c.stream, o.stream);
   EXPECT_EQ(c.workspace, o.workspace.data);
   EXPECT_EQ(c.workspace_bytes, o.workspace.bytes);
+  EXPECT_EQ(c.workspace_zeroed != 0, o.workspace.zeroed);
   EXPECT_EQ(c.workspace_allocate, o.workspace.allocate);
   EXPECT_EQ(c.workspace_context, o.workspace.context);
   EXPECT_EQ(c.block_table, nullptr);

@@ -69,6 +69,9 @@ typedef struct flashattn_options {
   /* Forward only, int32 (batch): sequence b's keys start at row leftpad_k[b] (a left-padded KV
    * cache; not with block_table). NULL: at row 0. */
   const struct flashattn_tensor* leftpad_k;
+  /* Nonzero: workspace was zero-filled when allocated and has held nothing but this library's
+   * scratch since (flashattn.h, Workspace::zeroed). */
+  int32_t workspace_zeroed;
 } flashattn_options;
 
 /* Defaults: the scale 1/sqrt(head_dim) (softmax_scale NaN), no mask, no dropout, unbounded

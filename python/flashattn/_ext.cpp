@@ -175,10 +175,11 @@ struct PyWorkspace {
   nb::object held;
 
   PyWorkspace(const std::optional<nb::object>& callable, uintptr_t buffer, size_t buffer_bytes,
-              flashattn::Options& options) {
+              bool buffer_zeroed, flashattn::Options& options) {
     if (buffer != 0) {
       options.workspace.data = reinterpret_cast<void*>(buffer);
       options.workspace.bytes = buffer_bytes;
+      options.workspace.zeroed = buffer_zeroed;
     }
     if (!callable || callable->is_none()) return;
     allocate = *callable;
@@ -205,14 +206,14 @@ void forward(const Array& q, const Array& k, const Array& v, const OutArray& out
              int64_t max_seqlen_q, int64_t max_seqlen_k, int num_threads, uintptr_t stream,
              const std::optional<Array>& block_table, int num_splits,
              const std::optional<nb::object>& workspace, const std::optional<Array>& leftpad_k,
-             uintptr_t workspace_buffer, size_t workspace_bytes) {
+             uintptr_t workspace_buffer, size_t workspace_bytes, bool workspace_zeroed) {
   const CallOptions call{softmax_scale, causal,       window_left,  window_right,  softcap,
                          alibi_slopes,  dropout_p,    dropout_seed, dropout_offset, cu_seqlens_q,
                          cu_seqlens_k,  seqused_k,    max_seqlen_q, max_seqlen_k,  false,
                          num_threads,   stream,       block_table,  num_splits,
                          leftpad_k};
   flashattn::Options options = call.to_options();
-  PyWorkspace py_workspace(workspace, workspace_buffer, workspace_bytes, options);
+  PyWorkspace py_workspace(workspace, workspace_buffer, workspace_bytes, workspace_zeroed, options);
   const flashattn::Tensor tq = to_tensor(q, "q"), tk = to_tensor(k, "k"), tv = to_tensor(v, "v"),
                           to = to_tensor(out, "out");
   const flashattn::Tensor tl = lse ? to_tensor(*lse, "lse") : flashattn::Tensor{};
@@ -235,7 +236,7 @@ void backward(const Array& dout, const Array& q, const Array& k, const Array& v,
                          num_threads,   stream,       std::nullopt, 0,
                          std::nullopt};
   flashattn::Options options = call.to_options();
-  PyWorkspace py_workspace(workspace, 0, 0, options);
+  PyWorkspace py_workspace(workspace, 0, 0, false, options);
   const flashattn::Tensor tdo = to_tensor(dout, "dout"), tq = to_tensor(q, "q"),
                           tk = to_tensor(k, "k"), tv = to_tensor(v, "v"),
                           to = to_tensor(out, "out"), tl = to_tensor(lse, "lse"),
@@ -279,6 +280,7 @@ NB_MODULE(_ext, m) {
         "max_seqlen_q"_a = 0, "max_seqlen_k"_a = 0, "num_threads"_a = 0, "stream"_a = 0,
         "block_table"_a.none() = nb::none(), "num_splits"_a = 0, "workspace"_a.none() = nb::none(),
         "leftpad_k"_a.none() = nb::none(), "workspace_buffer"_a = 0, "workspace_bytes"_a = 0,
+        "workspace_zeroed"_a = false,
         "Writes out (and lse, if given): attention of q over k, v. Shapes as in flashattn.h:\n"
         "q (batch, seqlen_q, heads_q, d), k/v (batch, seqlen_k, heads_kv, d[_v]),\n"
         "out (batch, seqlen_q, heads_q, d_v), lse fp32 (fp64 for fp64 inputs)\n"
@@ -293,7 +295,9 @@ NB_MODULE(_ext, m) {
         "leftpad_k: int32 (batch): sequence b's keys start at row leftpad_k[b]\n"
         "(Options::leftpad_k).\n"
         "workspace_buffer, workspace_bytes: a device buffer (address, size) for the split\n"
-        "partials, used when large enough; else `workspace` (Workspace::data and allocate).");
+        "partials, used when large enough; else `workspace` (Workspace::data and allocate).\n"
+        "workspace_zeroed: the buffer was zero-filled when allocated and has held only this\n"
+        "library's scratch since (Workspace::zeroed).");
   m.def("backward", &backward, "dout"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dq"_a, "dk"_a,
         "dv"_a, "softmax_scale"_a.none() = nb::none(), "causal"_a = false,
         "window_left"_a = -1, "window_right"_a = -1, "softcap"_a = 0.0f,

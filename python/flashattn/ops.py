@@ -97,7 +97,9 @@ class _ForwardScratch:
     """The split forward's scratch (its fp32 partials) for the calls on one (device, stream) that
     are not being captured: one buffer from PyTorch's caching allocator, kept between calls and
     handed to the library as an address, so that a decode step allocates nothing for it (the
-    allocation through the callback cost ~3 µs of a ~35 µs step on the H200's host). The calls
+    allocation through the callback cost ~3 µs of a ~35 µs step on the H200's host). It is
+    zero-filled when made and passed as Workspace::zeroed, so that the library need not clear
+    its split counters a call. The calls
     run in the stream's order, so a call's partials are merged before the next call's kernels
     write them. A call that needs more calls this object (the library's allocate callback): a
     larger buffer, kept in place of the old one up to _SCRATCH_KEPT_BYTES. Under CUDA graph
@@ -115,6 +117,9 @@ class _ForwardScratch:
     def __call__(self, nbytes: int) -> torch.Tensor:
         buffer = _workspace_allocator(self.device)(nbytes)
         if nbytes <= _SCRATCH_KEPT_BYTES:
+            # Zero-filled once, so that later calls may pass it as Workspace::zeroed (the
+            # library leaves its split counters zero; this call clears them itself).
+            buffer.zero_()
             self.buffer, self.address, self.nbytes = buffer, buffer.data_ptr(), nbytes
         return buffer
 
@@ -192,7 +197,7 @@ def forward(q, k, v, softmax_scale: float, causal: bool, window_left: int, windo
             softmax_scale, causal, window_left, window_right, softcap, _dl(alibi_slopes),
             dropout_p, dropout_seed, 0, _dl(cu_seqlens_q), _dl(cu_seqlens_k), _dl(seqused_k),
             max_seqlen_q, max_seqlen_k, 0, stream, _dl(block_table), num_splits, workspace,
-            _dl(leftpad_k), buffer, buffer_bytes)
+            _dl(leftpad_k), buffer, buffer_bytes, buffer != 0)
         return out
 
     try:

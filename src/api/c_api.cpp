@@ -63,6 +63,7 @@ flashattn::Options to_options(const flashattn_options* o, const flashattn_tensor
   r.stream = o->stream;
   r.workspace.data = o->workspace;
   r.workspace.bytes = static_cast<size_t>(o->workspace_bytes);
+  r.workspace.zeroed = o->workspace_zeroed != 0;
   r.workspace.allocate = o->workspace_allocate;
   r.workspace.context = o->workspace_context;
   r.alibi_slopes = optional_tensor(alibi);

@@ -93,6 +93,10 @@ struct AttentionParams {
   int splits = 1;                 // > 1: partial results below, merged by the combine kernel
   float* out_partial = nullptr;   // (splits, heads_q, batch · seqlen_q, head_dim_v), fp32
   float* lse_partial = nullptr;   // (splits, heads_q, batch · seqlen_q)
+  // Or merged in the decode kernel, by the block that finishes a tile's last split: one counter
+  // a tile (blockIdx.x / splits + gridDim.x / splits · (blockIdx.y + gridDim.y · blockIdx.z)),
+  // zero on entry, left zero.
+  int* split_counters = nullptr;
 
   bool deterministic = false;
   int num_threads = 0;

@@ -1,8 +1,4 @@
-// The combine kernel of split-KV decoding: each split s of the keys left a normalised partial
-// output O_s and its log-sum-exp L_s (fp32, in the forward's workspace). Attention over the
-// union of the splits is
-//   L = log Σ_s exp(L_s),   O = Σ_s exp(L_s − L) · O_s,
-// with L = −inf and O = 0 where no split saw a key, and NaN where an L_s is NaN. One block per
+// The combine kernel of split-KV decoding (the merge: cuda/common/split_merge.cuh). One block per
 // (query head, row): its warps take every kWarps-th split, kUnroll of them in flight a lane, and
 // add their sums through shared memory. A decode step has few rows and up to 128 splits, so the
 // splits, not the rows, are where the parallelism is, and the kernel's time is round trips to
@@ -10,8 +6,8 @@
 // kUnroll loads issue before the first is used, and the first of them go out beside the LSE
 // loads, so that up to 64 splits of 128 columns take one round trip, not one for L and one for
 // every 32 splits (3.7 µs at batch 1 with 49 splits, 32 heads, d 128, on the H200). The
-// same kernel serves the public combine() (CombineParams: any strides) and the split forward's
-// last step.
+// same kernel serves the public combine() (CombineParams: any strides) and the split forward
+// whose tiles the decode kernel does not merge itself (FwdPlan::merge_in_kernel).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -21,26 +17,13 @@
 
 #include "cuda/common/check.h"
 #include "cuda/common/mma.cuh"
+#include "cuda/common/split_merge.cuh"
 #include "cuda/dispatch.h"
 
 namespace flashattn::detail::cuda {
 namespace {
 
-constexpr int kWarps = 8, kUnroll = 8;
-
-// Merges two (max, Σ exp(x − max)) pairs of log-sum-exp; an empty pair has max −inf, and a NaN
-// max makes the merge NaN (fmaxf would pass it over).
-__device__ __forceinline__ void lse_merge(float& m, float& sum, float m2, float sum2) {
-  constexpr float kNegInf = -__builtin_huge_valf();
-  if (isnan(m) || isnan(m2)) {
-    m = sum = __int_as_float(0x7fc00000);
-    return;
-  }
-  const float top = fmaxf(m, m2);
-  if (top == kNegInf) return;
-  sum = (m == kNegInf ? 0.0f : sum * __expf(m - top)) + (m2 == kNegInf ? 0.0f : sum2 * __expf(m2 - top));
-  m = top;
-}
+constexpr int kWarps = kMergeClasses, kUnroll = 8;  // (the order of the sums: split_merge.cuh)
 
 template <class T, bool kVec>
 __global__ void __launch_bounds__(32 * kWarps) combine_kernel(const __grid_constant__ CombineParams p) {
@@ -110,7 +93,7 @@ __global__ void __launch_bounds__(32 * kWarps) combine_kernel(const __grid_const
       for (int u = 0; u < kUnroll; ++u) {
         // 0 past the last split, for a split that saw no key, and where no split saw one (its
         // partial output is then not read: it may hold anything); NaN where an LSE is NaN.
-        const float weight = lse == kNegInf ? 0.0f : __expf(w[u] - lse);
+        const float weight = split_weight(w[u], lse);
         if (weight == 0.0f) continue;
 #pragma unroll
         for (int k = 0; k < kCols; ++k) acc[k] += weight * x[u][k];

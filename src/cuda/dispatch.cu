@@ -260,6 +260,7 @@ class Scratch {
                                    std::to_string(bytes) + " (" + size_fn + ")");
       }
       data_ = w.data;
+      zeroed_ = w.zeroed;
     } else if (w.allocate != nullptr) {
       data_ = w.allocate(bytes, w.context);
       if (data_ == nullptr) {
@@ -281,9 +282,12 @@ class Scratch {
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   void* data() const { return data_; }
+  // The caller's buffer with Workspace::zeroed (the library's own pool and an allocation: false).
+  bool zeroed() const { return zeroed_; }
 
  private:
   void* data_ = nullptr;
+  bool zeroed_ = false;
   cudaStream_t stream_;
   bool owned_ = false;
 };
@@ -435,8 +439,11 @@ void forward(const AttentionParams& p, const Workspace& workspace) {
       using T = decltype(dtype);
       constexpr int kHeadDim = decltype(hd)::value;
       constexpr bool kScoreMods = decltype(mods)::value;
-      const FwdPlan plan = plan_fwd<T, kHeadDim, kScoreMods>(p);
+      FwdPlan plan = plan_fwd<T, kHeadDim, kScoreMods>(p);
       const Scratch scratch(fn, "forward_workspace_size", p, workspace, plan.workspace_bytes, stream);
+      // The kernel merges its splits only on counters that start at zero: clearing them (a
+      // memset node) cost a CUDA graph's decode step more than the combine kernel does.
+      plan.merge_in_kernel = plan.merge_in_kernel && scratch.zeroed();
       run_fwd<T, kHeadDim, kScoreMods>(p, plan, scratch.data(), stream);
     });
   }

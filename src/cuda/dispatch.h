@@ -81,8 +81,16 @@ struct FwdPlan {
   bool pack_gqa = false;
   bool decode_rows32 = false;  // more than 16 tile rows: the 32-row decode tile, where there is one
   int num_splits = 1;
+  // A split whose tiles the decode kernel merges itself (AttentionParams::split_counters: the
+  // counters are the workspace's first kSplitCounterBytes), else the combine kernel merges. Only
+  // on a caller's workspace that is zeroed (Workspace::zeroed; forward() decides).
+  bool merge_in_kernel = false;
   size_t workspace_bytes = 0;
 };
+// The start of a split forward's workspace, its tiles' counters; the partials follow. Always
+// reserved whole, so that the partials of no call overlap the counters of another on a kept
+// buffer (Workspace::zeroed).
+inline constexpr size_t kSplitCounterBytes = 16384;
 inline constexpr int64_t kDecodeMaxSeqlenQ = 16;
 // Whether a forward call takes the decode kernel (FwdPlan::decode): refused before here are splits
 // with dropout or a varlen batch (validate.cpp) and a paged cache with dropout (forward's checks).

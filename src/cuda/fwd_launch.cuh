@@ -5,6 +5,8 @@
 // every GPU from sm_80 on. Included only by the generated instantiation files.
 #pragma once
 
+#include <algorithm>
+
 #include "cuda/dispatch.h"
 #include "cuda/sm80/flash_fwd_launch.cuh"
 #include "cuda/sm90/flash_fwd_launch.cuh"
@@ -23,21 +25,32 @@ FwdPlan plan_fwd(const AttentionParams& p) {
   const int64_t rows = p.seqlen_q * (plan.pack_gqa ? p.group : 1);
   plan.decode_rows32 = rows > DecodeTileFor<kHeadDim>::kBlockM;
   if (p.is_varlen || p.num_splits == 1) return plan;
+  int64_t tiles = 0, tile_rows = 0;  // the decode grid's tiles (blocks of one split), their rows
   with_decode_tile<T, kHeadDim, kScoreMods>(plan, [&](auto decode) {
     using Decode = decltype(decode);
-    const int64_t blocks = p.batch * (plan.pack_gqa ? p.heads_kv : p.heads_q) *
-                           ((rows + Decode::Tile::kBlockM - 1) / Decode::Tile::kBlockM);
+    constexpr int64_t kBlockM = Decode::Tile::kBlockM;
+    tiles = p.batch * (plan.pack_gqa ? p.heads_kv : p.heads_q) * ((rows + kBlockM - 1) / kBlockM);
+    tile_rows = std::min(rows, kBlockM);
     const int64_t key_blocks = (p.seqlen_k + Decode::Tile::kBlockN - 1) / Decode::Tile::kBlockN;
     plan.num_splits =
         p.num_splits > 1
             ? split_count(p.num_splits, key_blocks)
-            : choose_num_splits(blocks, key_blocks,
+            : choose_num_splits(tiles, key_blocks,
                                 multiprocessors(p.device.index) *
                                     Decode::resident_blocks(p.device.index));
   });
   if (plan.num_splits > 1) {
-    plan.workspace_bytes = static_cast<size_t>(plan.num_splits) * p.heads_q * p.batch *
-                           p.seqlen_q * (p.head_dim_v + 1) * sizeof(float);
+    plan.workspace_bytes = kSplitCounterBytes + static_cast<size_t>(plan.num_splits) * p.heads_q *
+                                                    p.batch * p.seqlen_q * (p.head_dim_v + 1) *
+                                                    sizeof(float);
+    // The kernel merges a tile's splits in the block that finishes the last of them, where the
+    // tiles' counters fit the reserve and that block's reads stay few: it saves the combine's
+    // launch (host time, and a gap on the GPU), but one block then reads what the combine
+    // kernel's blocks (one a row) share.
+    constexpr int64_t kMergeMaxFloats = int64_t{1} << 16;
+    plan.merge_in_kernel =
+        tiles * static_cast<int64_t>(sizeof(int)) <= static_cast<int64_t>(kSplitCounterBytes) &&
+        tile_rows * plan.num_splits * p.head_dim_v <= kMergeMaxFloats;
   }
   return plan;
 }

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <iterator>
@@ -127,6 +128,75 @@ TEST(GpuDecode, SplitIsDeterministic) {
   const ForwardRun a = run_forward_gpu(p), b = run_forward_gpu(p);
   EXPECT_TRUE(a.out.bit_equal(b.out));
   EXPECT_TRUE(a.lse.bit_equal(b.lse));
+}
+
+// A split forward on a caller's workspace. Zeroed (Workspace::zeroed: a buffer kept for a
+// stream's calls, zero-filled once), the decode kernel merges the splits itself: the result
+// passes the reference's check, is the combine kernel's bits (cuda/common/split_merge.cuh: the
+// same order of sums), and the buffer comes back with its counters zero, call after call. Not
+// zeroed (here full of 0xff bytes), the combine kernel merges, as on the library's pool. Shapes whose tiles the kernel
+// can merge, and one whose merge stays with the combine kernel (FwdPlan::merge_in_kernel: 128
+// splits of 16 rows at d 256), in between.
+flashattn::Workspace g_workspace;
+ForwardRun run_on_g_workspace(Problem& p) {
+  p.opts.workspace = g_workspace;
+  return run_forward_gpu(p);
+}
+
+TEST(GpuDecode, SplitOnCallerWorkspace) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  constexpr size_t kBytes = size_t{64} << 20;
+  constexpr size_t kCounterBytes = flashattn::detail::cuda::kSplitCounterBytes;
+  void* zeroed = nullptr;
+  void* dirty = nullptr;
+  ASSERT_EQ(cudaMalloc(&zeroed, kBytes), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dirty, kBytes), cudaSuccess);
+  ASSERT_EQ(cudaMemset(zeroed, 0, kBytes), cudaSuccess);
+  ASSERT_EQ(cudaMemset(dirty, 0xff, kBytes), cudaSuccess);
+  struct Shape {
+    int64_t batch, seqlen_q, seqlen_k, heads_q, heads_kv, head_dim;
+    int num_splits;
+  };
+  for (const Shape& s : std::vector<Shape>{{1, 1, 5000, 32, 8, 128, 0},
+                                          {3, 2, 3001, 8, 2, 64, 5},
+                                          {1, 4, 9000, 32, 8, 256, 128},
+                                          {2, 1, 700, 6, 1, 72, 0},
+                                          {1, 1, 5000, 32, 8, 128, 0}}) {
+    Case c;
+    c.dtype = DType::bf16;
+    c.batch = s.batch;
+    c.seqlen_q = s.seqlen_q;
+    c.seqlen_k = s.seqlen_k;
+    c.heads_q = s.heads_q;
+    c.heads_kv = s.heads_kv;
+    c.head_dim = s.head_dim;
+    c.causal = s.seqlen_q > 1;
+    c.num_splits = s.num_splits;
+    SCOPED_TRACE(c.name());
+    Problem p(c);
+    const ForwardRun own_pool = run_forward_gpu(p);
+
+    g_workspace = flashattn::Workspace{};
+    g_workspace.data = dirty;
+    g_workspace.bytes = kBytes;
+    const ForwardRun on_dirty = run_on_g_workspace(p);
+    EXPECT_TRUE(on_dirty.out.bit_equal(own_pool.out));
+    EXPECT_TRUE(on_dirty.lse.bit_equal(own_pool.lse));
+
+    g_workspace.data = zeroed;
+    g_workspace.zeroed = true;
+    const ForwardRun on_zeroed = check_forward(c, run_on_g_workspace);  // against the reference
+    EXPECT_TRUE(on_zeroed.out.bit_equal(own_pool.out));
+    EXPECT_TRUE(on_zeroed.lse.bit_equal(own_pool.lse));
+    std::vector<int> counters(kCounterBytes / sizeof(int), -1);
+    ASSERT_EQ(cudaMemcpy(counters.data(), zeroed, kCounterBytes, cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    EXPECT_EQ(std::count(counters.begin(), counters.end(), 0), static_cast<long>(counters.size()))
+        << "the zeroed workspace's counters were not left zero";
+  }
+  g_workspace = flashattn::Workspace{};
+  cudaFree(zeroed);
+  cudaFree(dirty);
 }
 
 // The dropout mask of the kernel, bit for bit: with V the identity (seqlen_k = head_dim), out[i][j]

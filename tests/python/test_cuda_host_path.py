@@ -199,7 +199,9 @@ def _on_new_stream(fn):
 def test_split_forward_scratch_kept_per_stream():
     """The split forward's scratch (ops._ForwardScratch): allocated on a stream's first split call
     and reused by the next ones (same bits), replaced by a larger buffer for a call that needs
-    more, one per stream, and left alone by a graph capture (which takes the graph's pool)."""
+    more, one per stream, and left alone by a graph capture (which takes the graph's pool). The
+    kept buffer is passed as zeroed (Workspace::zeroed): the kernel's split counters, its first
+    16384 bytes (cuda/dispatch.h, kSplitCounterBytes), are zero after every call."""
     ops.release_forward_scratch()
     q = _rand(2, 1, 16, 128, seed=70)
     k_cache, v_cache = _rand(2, 2048, 4, 128, seed=71), _rand(2, 2048, 4, 128, seed=72)
@@ -222,6 +224,8 @@ def test_split_forward_scratch_kept_per_stream():
         for out in (first, more):
             torch.testing.assert_close(out, unsplit, rtol=0.0, atol=1e-2)
         assert torch.equal(call(4), first)
+        torch.cuda.synchronize()
+        assert not scratch.buffer[:16384].any()
 
         assert torch.equal(_on_new_stream(lambda: call(4)), first)
         assert len(ops._forward_scratches) == 2
@@ -237,6 +241,10 @@ def test_split_forward_scratch_kept_per_stream():
         graph.replay()
         torch.cuda.synchronize()
         torch.testing.assert_close(static, unsplit, rtol=0.0, atol=1e-2)
+        replayed = static.clone()
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(static, replayed)
         capture_streams = {stream for stream, capturing in streams if capturing}
         assert len(capture_streams) == 1
         assert (q.get_device(), capture_streams.pop()) not in ops._forward_scratches
@@ -248,3 +256,37 @@ def test_split_forward_scratch_kept_per_stream():
             assert 0 < len(ops._forward_scratches) <= ops._SCRATCH_KEPT_STREAMS
     ops.release_forward_scratch()
     assert not ops._forward_scratches
+
+
+def _kernels(fn):
+    """The names of the CUDA kernels that one call of fn() ran (torch.profiler)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def test_split_decode_step_is_one_kernel_on_the_kept_scratch():
+    """Eager, on the kept scratch (zeroed: Workspace::zeroed), the decode kernel merges its own
+    splits: one kernel a step. Under graph capture (the graph pool's scratch is not zeroed) the
+    combine kernel merges: two. Both equal the unsplit step within rounding."""
+    ops.release_forward_scratch()
+    q = _rand(1, 1, 32, 128, seed=80)
+    k_cache, v_cache = _rand(1, 8192, 8, 128, seed=81), _rand(1, 8192, 8, 128, seed=82)
+    lens = torch.tensor([8000], dtype=torch.int32, device="cuda")
+
+    def call(splits=0):
+        return flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=lens,
+                                       num_splits=splits)
+
+    with torch.inference_mode():
+        unsplit = call(1)
+        call()  # makes the stream's kept scratch
+        names = _kernels(call)
+        assert len(names) == 1 and "flash_fwd_kernel" in names[0], names
+        torch.testing.assert_close(call(), unsplit, rtol=0.0, atol=1e-2)
+        graph, static = _capture(call)
+        names = _kernels(graph.replay)
+        assert len(names) == 2 and any("combine" in n for n in names), names
+        torch.testing.assert_close(static, unsplit, rtol=0.0, atol=1e-2)
+    ops.release_forward_scratch()

@@ -20,8 +20,9 @@
 // query heads of one KV group share a tile's rows (p.pack_gqa: row r of the tile is query row
 // r / group of query head kv head · group + r % group, so each K/V byte is read once per KV
 // head); the keys are split p.splits ways (blockIdx.x = query block · splits + split), each
-// split writing its normalised O and LSE in fp32 to p.out_partial / p.lse_partial for the
-// combine kernel; and K/V rows may come from a paged cache (p.block_table).
+// split writing its normalised O and LSE in fp32 to p.out_partial / p.lse_partial, merged by
+// the combine kernel or (p.split_counters) by the block that finishes the tile's last split; and
+// K/V rows may come from a paged cache (p.block_table).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -32,6 +33,7 @@
 #include "common/philox.h"
 #include "cuda/common/masking.cuh"
 #include "cuda/common/mma.cuh"
+#include "cuda/common/split_merge.cuh"
 #include "cuda/common/tile_io.cuh"
 #include "cuda/sm80/fwd_tile.h"
 
@@ -122,25 +124,34 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
   const T* v = static_cast<const T*>(p.v) + v_seq + hk * p.v_stride.head;
   const int head_dim = static_cast<int>(p.head_dim);
 
-  // Paged: thread r < kBlockN serves key row r of a tile. Its page id is read from the block
-  // table two tiles ahead, into a register (page_of), and becomes the row's element offsets in k
-  // and v one tile ahead (store_offsets: a division and two products a row, not one a 16-byte
-  // chunk), so neither the table's latency nor the arithmetic is on the loads' path. Key indices
-  // and page sizes are < 2^31: 32-bit arithmetic; page ids are clamped into the cache.
-  static_assert(!kDecode || kBlockN <= Tile::kThreads, "one thread a key row");
+  // Paged: thread r serves key rows r, r + kThreads, … (kKeyRows of them) of a tile. Their page
+  // ids are read from the block table two tiles ahead, into registers (page_of), and become the
+  // rows' element offsets in k and v one tile ahead (store_offsets: a division and two products a
+  // row, not one a 16-byte chunk), so neither the table's latency nor the arithmetic is on the
+  // loads' path. Key indices and page sizes are < 2^31: 32-bit arithmetic; page ids are clamped
+  // into the cache.
+  constexpr int kKeyRows = (kBlockN + Tile::kThreads - 1) / Tile::kThreads;
+  using Pages = int[kKeyRows];
   const int page_size = paged ? static_cast<int>(p.page_size) : 1;
-  const int key_row = static_cast<int>(threadIdx.x);
-  auto page_of = [&](int nb) {
-    const int j = nb * kBlockN + key_row;
-    return nb >= n_block_min && key_row < kBlockN && j < seq.seqlen_k ? table[j / page_size] : 0;
+  auto page_of = [&](int nb, Pages& page) {
+#pragma unroll
+    for (int i = 0; i < kKeyRows; ++i) {
+      const int key_row = static_cast<int>(threadIdx.x) + i * Tile::kThreads;
+      const int j = nb * kBlockN + key_row;
+      page[i] = nb >= n_block_min && key_row < kBlockN && j < seq.seqlen_k ? table[j / page_size] : 0;
+    }
   };
-  auto store_offsets = [&](int nb, int page) {
-    if (key_row >= kBlockN) return;
-    const int j = nb * kBlockN + key_row;
-    const int row = j % page_size;
-    page = min(max(page, 0), static_cast<int>(p.num_pages - 1));
-    sKOff[(nb & 1) * kBlockN + key_row] = page * p.k_stride.batch + row * p.k_stride.row;
-    sVOff[(nb & 1) * kBlockN + key_row] = page * p.v_stride.batch + row * p.v_stride.row;
+  auto store_offsets = [&](int nb, const Pages& page) {
+#pragma unroll
+    for (int i = 0; i < kKeyRows; ++i) {
+      const int key_row = static_cast<int>(threadIdx.x) + i * Tile::kThreads;
+      if (key_row >= kBlockN) break;
+      const int j = nb * kBlockN + key_row;
+      const int row = j % page_size;
+      const int pg = min(max(page[i], 0), static_cast<int>(p.num_pages - 1));
+      sKOff[(nb & 1) * kBlockN + key_row] = pg * p.k_stride.batch + row * p.k_stride.row;
+      sVOff[(nb & 1) * kBlockN + key_row] = pg * p.v_stride.batch + row * p.v_stride.row;
+    }
   };
   // K or V rows of tile nb → shared memory (paged: its offsets are in offsets[nb & 1]).
   auto load_keys = [&](T* dst, const T* src, OperandStrides stride, const int64_t* offsets,
@@ -220,7 +231,9 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
       load_tile_async<Tile, kBlockM>(sQ, q, p.q_stride.row, seq.seqlen_q - m0, head_dim);
     }
     if (paged) {  // the first tile's offsets (waiting for its table entries), before its K
-      store_offsets(n_block_max - 1, page_of(n_block_max - 1));
+      Pages first;
+      page_of(n_block_max - 1, first);
+      store_offsets(n_block_max - 1, first);
       __syncthreads();
     }
     load_keys(sK, k, p.k_stride, sKOff, n_block_max - 1);
@@ -230,7 +243,8 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
       cp_async_commit();
     }
   }
-  int next_page = paged ? page_of(n_block_max - 2) : 0;  // tile nb - 1's, in flight
+  Pages next_page = {};  // tile nb - 1's, in flight
+  if (paged) page_of(n_block_max - 2, next_page);
 
   // ---- Main loop: key blocks from last to first ----
   for (int nb = n_block_max - 1; nb >= n_block_min; --nb) {
@@ -250,7 +264,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
     // barrier before K(nb - 1) publishes them), and tile nb - 2's table entries.
     if (paged && nb > n_block_min) {
       store_offsets(nb - 1, next_page);
-      next_page = page_of(nb - 2);
+      page_of(nb - 2, next_page);
     }
 
     // S = Q K(nb)ᵀ: registers (kWarpRows, kBlockN) per warp
@@ -515,6 +529,54 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
       if (writes_lse && p.lse != nullptr) {
         p.lse[b * p.lse_batch_stride + head * p.lse_head_stride + seq.q_start + i] = lse;
       }
+    }
+  }
+
+  // ---- A split merged in the kernel: the block that finishes a tile's last split merges ----
+  // (the threadfence reduction of the CUDA programming guide: partials, fence, count; the block
+  // that counts last fences again and reads the others' partials through L2).
+  if constexpr (kDecode) {
+    if (splits > 1 && p.split_counters != nullptr) {
+      constexpr int kWeightsOffset = 16;  // bytes: the flag below, then the merge's weights
+      static_assert(kWeightsOffset + kBlockM * kMergeMaxSplits * sizeof(float) <=
+                        fwd_smem_bytes<T, Tile, kDecode>(),
+                    "the merge's weights fit where Q, K and V were");
+      int* const is_last = reinterpret_cast<int*>(smem_raw);
+      __threadfence();  // this thread's partials, visible to every SM before the count
+      __syncthreads();  // … every thread's; and shared memory is free
+      if (threadIdx.x == 0) {
+        const unsigned tiles_x = gridDim.x / splits;
+        int* const counter =
+            p.split_counters + blockIdx.x / splits + tiles_x * (blockIdx.y + gridDim.y * blockIdx.z);
+        const bool last = atomicAdd(counter, 1) == splits - 1;
+        if (last) *counter = 0;  // as the call found it, for the next call on this workspace
+        *is_last = last;
+      }
+      __syncthreads();
+      if (*is_last == 0) return;
+      __threadfence();  // the other splits' partials, after their counts
+      // Tile row r: query row i and head of the partials' slot (split · heads_q + head) ·
+      // (batch · seqlen_q) + b · seqlen_q + i, as the epilogue wrote them.
+      auto query_row = [&](int r) { return pack ? (m0 + r) / group : m0 + r; };
+      auto head_of = [&](int r) { return pack ? hk * group + (m0 + r) % group : h; };
+      auto slot0 = [&](int r) {  // split 0's
+        return head_of(r) * (p.batch * p.seqlen_q) + b * p.seqlen_q + query_row(r);
+      };
+      const int64_t split_slots = p.heads_q * p.batch * p.seqlen_q;
+      merge_split_rows<T, Tile::kThreads, kBlockM>(
+          static_cast<int>(min(rows - m0, int64_t{kBlockM})), splits, head_dim,
+          reinterpret_cast<float*>(smem_raw + kWeightsOffset),
+          [&](int r) { return p.out_partial + slot0(r) * p.head_dim_v; }, split_slots * p.head_dim_v,
+          [&](int r) { return p.lse_partial + slot0(r); }, split_slots,
+          [&](int r) {
+            return static_cast<T*>(p.out) + b * p.out_stride.batch +
+                   (seq.q_start + query_row(r)) * p.out_stride.row + head_of(r) * p.out_stride.head;
+          },
+          [&](int r) {
+            return p.lse == nullptr ? nullptr
+                                    : p.lse + b * p.lse_batch_stride + head_of(r) * p.lse_head_stride +
+                                          seq.q_start + query_row(r);
+          });
     }
   }
 }

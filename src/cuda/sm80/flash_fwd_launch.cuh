@@ -44,7 +44,8 @@ struct FwdDecode {
   }
 };
 
-// The decode kernel with one tile (Decode: a FwdDecode) over the plan's splits, then the combine.
+// The decode kernel with one tile (Decode: a FwdDecode) over the plan's splits, then the combine
+// unless the kernel merges them (on a zeroed workspace, whose counters start at zero).
 template <class Decode>
 void run_decode_tile(const AttentionParams& p, const FwdPlan& plan, void* workspace,
                      cudaStream_t stream) {
@@ -52,8 +53,9 @@ void run_decode_tile(const AttentionParams& p, const FwdPlan& plan, void* worksp
   AttentionParams d = p;
   d.pack_gqa = plan.pack_gqa;
   d.splits = plan.num_splits;
-  if (plan.num_splits > 1) {
-    d.out_partial = static_cast<float*>(workspace);
+  if (plan.num_splits > 1) {  // the workspace: the tiles' counters, then the partials
+    if (plan.merge_in_kernel) d.split_counters = static_cast<int*>(workspace);
+    d.out_partial = reinterpret_cast<float*>(static_cast<char*>(workspace) + kSplitCounterBytes);
     d.lse_partial = d.out_partial + plan.num_splits * p.heads_q * p.batch * p.seqlen_q * p.head_dim_v;
   }
   allow_dynamic_smem(Decode::kernel(), Decode::kSmemBytes, p.device.index,
@@ -64,7 +66,7 @@ void run_decode_tile(const AttentionParams& p, const FwdPlan& plan, void* worksp
                   static_cast<unsigned>(p.batch));
   Decode::launch<<<grid, Tile::kThreads, Decode::kSmemBytes, stream>>>(d);
   FLASHATTN_CUDA_CHECK(cudaGetLastError());
-  if (plan.num_splits > 1) combine_splits(d, stream);
+  if (plan.num_splits > 1 && !plan.merge_in_kernel) combine_splits(d, stream);
 }
 
 // f(FwdDecode<…>{}) with the plan's tile: 32 rows where the plan asks for them and the head dim

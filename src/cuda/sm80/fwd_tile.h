@@ -104,8 +104,9 @@ struct FwdTiles<224, kScoreMods> {
 template <int kHeadDim>
 inline constexpr bool kDecodeSwizzle = kHeadDim == 64 || kHeadDim == 128;
 template <int kHeadDim>
-struct DecodeTileFor : FwdTile<kHeadDim, 16, kHeadDim <= 128 ? 128 : 64, 4, /*kKeyWarps=*/4,
-                               kDecodeSwizzle<kHeadDim>> {};
+struct DecodeTileFor
+    : FwdTile<kHeadDim, 16, kHeadDim <= 64 ? 256 : kHeadDim <= 128 ? 128 : 64, 4, /*kKeyWarps=*/4,
+              kDecodeSwizzle<kHeadDim>> {};
 template <int kHeadDim>
 inline constexpr bool kHasDecodeTile32 = kHeadDim <= 128;
 template <int kHeadDim>
