@@ -82,8 +82,9 @@ struct FwdPlan {
   bool decode_rows32 = false;  // more than 16 tile rows: the 32-row decode tile, where there is one
   int num_splits = 1;
   // A split whose tiles the decode kernel merges itself (AttentionParams::split_counters: the
-  // counters are the workspace's first kSplitCounterBytes), else the combine kernel merges. Only
-  // on a caller's workspace that is zeroed (Workspace::zeroed; forward() decides).
+  // counters are the workspace's first kSplitCounterBytes), else the combine kernel merges: for
+  // short steps (plan_fwd), and only on a caller's workspace that is zeroed (Workspace::zeroed;
+  // forward() decides that).
   bool merge_in_kernel = false;
   size_t workspace_bytes = 0;
 };

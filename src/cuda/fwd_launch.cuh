@@ -43,14 +43,21 @@ FwdPlan plan_fwd(const AttentionParams& p) {
     plan.workspace_bytes = kSplitCounterBytes + static_cast<size_t>(plan.num_splits) * p.heads_q *
                                                     p.batch * p.seqlen_q * (p.head_dim_v + 1) *
                                                     sizeof(float);
-    // The kernel merges a tile's splits in the block that finishes the last of them, where the
-    // tiles' counters fit the reserve and that block's reads stay few: it saves the combine's
-    // launch (host time, and a gap on the GPU), but one block then reads what the combine
-    // kernel's blocks (one a row) share.
+    // The kernel merges a tile's splits in the block that finishes the last of them where the
+    // tiles' counters fit the reserve, that block's reads stay few, and the step is short. It
+    // saves the combine's launch, host time that bounds a short step, but one block then reads
+    // what the combine kernel's blocks (one a row) share: on an H200 (1 query, heads 32/8,
+    // bf16), a step of the decode kernel alone took 17 µs back to back at d 64, 1 × 16k keys
+    // (32 MiB of K and V) against 33–38 µs with the combine kernel, but its GPU time grew by
+    // 2–5 µs at 64 MiB and more (d 128 and 256 at 1 × 16k, 1 × 128k): docs/tuning.md.
     constexpr int64_t kMergeMaxFloats = int64_t{1} << 16;
+    constexpr int64_t kMergeMaxKvBytes = int64_t{32} << 20;
+    // (the K and V the call may read: seqlen_k is the cache's capacity, seqused_k's bound)
+    const int64_t kv_bytes = p.batch * p.seqlen_k * p.heads_kv * (p.head_dim + p.head_dim_v) *
+                             static_cast<int64_t>(sizeof(T));
     plan.merge_in_kernel =
         tiles * static_cast<int64_t>(sizeof(int)) <= static_cast<int64_t>(kSplitCounterBytes) &&
-        tile_rows * plan.num_splits * p.head_dim_v <= kMergeMaxFloats;
+        tile_rows * plan.num_splits * p.head_dim_v <= kMergeMaxFloats && kv_bytes <= kMergeMaxKvBytes;
   }
   return plan;
 }

@@ -131,12 +131,13 @@ TEST(GpuDecode, SplitIsDeterministic) {
 }
 
 // A split forward on a caller's workspace. Zeroed (Workspace::zeroed: a buffer kept for a
-// stream's calls, zero-filled once), the decode kernel merges the splits itself: the result
-// passes the reference's check, is the combine kernel's bits (cuda/common/split_merge.cuh: the
-// same order of sums), and the buffer comes back with its counters zero, call after call. Not
-// zeroed (here full of 0xff bytes), the combine kernel merges, as on the library's pool. Shapes whose tiles the kernel
-// can merge, and one whose merge stays with the combine kernel (FwdPlan::merge_in_kernel: 128
-// splits of 16 rows at d 256), in between.
+// stream's calls, zero-filled once), the decode kernel merges the splits of these short steps
+// itself: the result passes the reference's check, is the combine kernel's bits
+// (cuda/common/split_merge.cuh: the same order of sums), and the buffer comes back with its
+// counters zero, call after call. Not zeroed (here full of 0xff bytes), the combine kernel
+// merges, as on the library's pool. Shapes whose tiles the kernel can merge, and one whose merge
+// stays with the combine kernel (FwdPlan::merge_in_kernel: 128 splits of 16 rows at d 256), in
+// between.
 flashattn::Workspace g_workspace;
 ForwardRun run_on_g_workspace(Problem& p) {
   p.opts.workspace = g_workspace;

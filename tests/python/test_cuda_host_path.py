@@ -267,8 +267,8 @@ def _kernels(fn):
 
 
 def test_split_decode_step_is_one_kernel_on_the_kept_scratch():
-    """Eager, on the kept scratch (zeroed: Workspace::zeroed), the decode kernel merges its own
-    splits: one kernel a step. Under graph capture (the graph pool's scratch is not zeroed) the
+    """Eager, on the kept scratch (zeroed: Workspace::zeroed), the decode kernel merges the splits
+    of a short step (here K and V are 32 MiB, the most it takes): one kernel a step. Under graph capture (the graph pool's scratch is not zeroed) the
     combine kernel merges: two. Both equal the unsplit step within rounding."""
     ops.release_forward_scratch()
     q = _rand(1, 1, 32, 128, seed=80)

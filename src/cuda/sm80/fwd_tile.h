@@ -92,7 +92,10 @@ struct FwdTiles<224, kScoreMods> {
 // The decode kernel's tiles. 16 rows (one m16 tile: a decode step has few query rows) shared by
 // 4 warps that split each step's keys, so the tensor cores do 16 rows of work, not 64, and the
 // registers (O: kHeadDim / 2 floats a thread) leave room for two blocks an SM. A memory-bound
-// kernel wants many K/V bytes in flight per SM: 128-key steps up to d 128, 64 above. For more
+// kernel wants many K/V bytes in flight per SM: 256-key steps up to d 64, 128 up to d 128, 64
+// above (32 KB of K a step up to d 128; at d 64, 16 KB steps left a paged cache of 16-row pages
+// 12% behind a contiguous one at 16 × 16k keys on an H200, 32 KB steps 4%; a 128-key step at
+// d 256 spilled 564 bytes). For more
 // than 16 tile rows (4 query tokens of a group of 8 heads, packed) up to d 128, 32 rows: two
 // groups of 2 warps, each group 16 rows and each warp half a step's keys, so each K/V byte is
 // read once for 32 rows (two 16-row blocks read it twice) and O stays kHeadDim / 2 floats a
