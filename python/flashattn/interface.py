@@ -301,8 +301,9 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     page_size, heads_k, d) with any page_size; row j of sequence i is row j % page_size of page
     block_table[i, j // page_size]. On CUDA the table is trusted (not read on the host).
 
-    num_splits: the keys split this many ways on CUDA, fp32 partials merged by a combine kernel
-    (0: the library picks to fill the GPU; 1: no split). The CPU ignores it.
+    num_splits: the keys split this many ways on CUDA, fp32 partials merged by a combine kernel,
+    or in a short eager step by the decode kernel itself (the same bits) (0: the library picks
+    to fill the GPU; 1: no split). The CPU ignores it.
 
     cache_leftpad, int32 (batch): sequence i's cache starts at row cache_leftpad[i] (a
     left-padded cache): the attention covers rows cache_leftpad[i] … of the updated cache, and
