@@ -238,6 +238,15 @@ TEST(CApiOptions, FieldsWithoutACpuEffectReachTheCppCall) {
             std::string::npos);
   EXPECT_NE(error_of([](flashattn_options& c) { c.num_threads = -1; }).find("argument 'num_threads'"),
             std::string::npos);
+  // workspace_zeroed (it acts on CUDA forwards only) reaches the C++ call: the backward refuses it.
+  flashattn_options zeroed;
+  flashattn_default_options(&zeroed);
+  zeroed.workspace_zeroed = 1;
+  ASSERT_NE(flashattn_backward(&to, &tq, &tk, &tk, &to, nullptr, &to, &tk, &tk, nullptr, &cu_q,
+                               &cu_k, nullptr, &zeroed),
+            0);
+  EXPECT_NE(std::string(flashattn_last_error()).find("argument 'workspace'"), std::string::npos)
+      << flashattn_last_error();
 }
 
 TEST(CApiErrors, ComeBackAsTheLibrarysMessage) {

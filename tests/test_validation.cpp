@@ -269,6 +269,7 @@ std::vector<ErrorCase> error_cases() {
   bwd("BackwardKDtype", "k", [](Call& c) { c.tk.dtype = DType::f16; });
   bwd("BackwardDropoutNaN", "dropout_p", [](Call& c) { c.o.dropout_p = kNaN; });
   bwd("BackwardWindowLeft", "window_left", [](Call& c) { c.o.window_left = -5; });
+  bwd("BackwardZeroedWorkspace", "workspace", [](Call& c) { c.o.workspace.zeroed = true; });
   return v;
 }
 

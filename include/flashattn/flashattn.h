@@ -92,10 +92,12 @@ struct Workspace {
   // enqueues on its stream has run. A smaller one is an error, unless `allocate` is given too.
   void* data = nullptr;
   size_t bytes = 0;
-  // data was zero-filled when allocated and has held nothing but this library's scratch since (a
-  // buffer kept for the forward calls of one stream, say). A short split forward (K and V up to
-  // 32 MiB) then merges its splits in its one kernel, with counters at the start of the buffer
-  // that it leaves zero, rather than in a second kernel: one launch a decode step, not two.
+  // Forward only: data was zero-filled when allocated and has been the scratch of nothing but this
+  // library's forward calls since (a buffer kept for the decode steps of one stream, say). A
+  // short split forward (K and V up to 32 MiB, and few enough tiles and splits) then merges its
+  // splits in its one kernel, with counters at the start of the buffer that it leaves zero,
+  // rather than in a second kernel: one launch a decode step, not two. The backward refuses it
+  // (its scratch starts where the counters are).
   bool zeroed = false;
   // Or: called once per call that needs scratch, on the calling thread, with the number of bytes
   // (> 0); returns such a buffer (null: the call fails with an error). The library never frees

@@ -69,8 +69,8 @@ typedef struct flashattn_options {
   /* Forward only, int32 (batch): sequence b's keys start at row leftpad_k[b] (a left-padded KV
    * cache; not with block_table). NULL: at row 0. */
   const struct flashattn_tensor* leftpad_k;
-  /* Nonzero: workspace was zero-filled when allocated and has held nothing but this library's
-   * scratch since (flashattn.h, Workspace::zeroed). */
+  /* Forward only. Nonzero: workspace was zero-filled when allocated and has been the scratch of
+   * nothing but this library's forward calls since (flashattn.h, Workspace::zeroed). */
   int32_t workspace_zeroed;
 } flashattn_options;
 

@@ -296,8 +296,8 @@ NB_MODULE(_ext, m) {
         "(Options::leftpad_k).\n"
         "workspace_buffer, workspace_bytes: a device buffer (address, size) for the split\n"
         "partials, used when large enough; else `workspace` (Workspace::data and allocate).\n"
-        "workspace_zeroed: the buffer was zero-filled when allocated and has held only this\n"
-        "library's scratch since (Workspace::zeroed).");
+        "workspace_zeroed: the buffer was zero-filled when allocated and has been the scratch of\n"
+        "this library's forward calls only since (Workspace::zeroed).");
   m.def("backward", &backward, "dout"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dq"_a, "dk"_a,
         "dv"_a, "softmax_scale"_a.none() = nb::none(), "causal"_a = false,
         "window_left"_a = -1, "window_right"_a = -1, "softcap"_a = 0.0f,

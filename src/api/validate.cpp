@@ -472,6 +472,10 @@ AttentionParams check_backward(const Tensor& dout, const Tensor& q, const Tensor
   const Checker c("flashattn::backward");
   c.require(!options.block_table, "block_table", "paged caches are for the forward only");
   c.require(!options.leftpad_k, "leftpad_k", "is for the forward only (a KV cache)");
+  // The backward writes its scratch from the buffer's first byte, where a zeroed buffer keeps the
+  // forward's split counters (flashattn.h, Workspace::zeroed).
+  c.require(!options.workspace.zeroed, "workspace",
+            "a buffer marked zeroed is for the forward's calls only (Workspace::zeroed)");
   AttentionParams p = check_common(c, q, k, v, out, lse, /*lse_required=*/true, options);
   const int rank = q.rank;
   const struct {

@@ -25,6 +25,7 @@ FwdPlan plan_fwd(const AttentionParams& p) {
   const int64_t rows = p.seqlen_q * (plan.pack_gqa ? p.group : 1);
   plan.decode_rows32 = rows > DecodeTileFor<kHeadDim>::kBlockM;
   if (p.is_varlen || p.num_splits == 1) return plan;
+  static_assert(kMaxSplits <= kMergeMaxSplits, "the in-kernel merge serves every split count");
   int64_t tiles = 0, tile_rows = 0;  // the decode grid's tiles (blocks of one split), their rows
   with_decode_tile<T, kHeadDim, kScoreMods>(plan, [&](auto decode) {
     using Decode = decltype(decode);

@@ -135,9 +135,9 @@ TEST(GpuDecode, SplitIsDeterministic) {
 // itself: the result passes the reference's check, is the combine kernel's bits
 // (cuda/common/split_merge.cuh: the same order of sums), and the buffer comes back with its
 // counters zero, call after call. Not zeroed (here full of 0xff bytes), the combine kernel
-// merges, as on the library's pool. Shapes whose tiles the kernel can merge, and one whose merge
-// stays with the combine kernel (FwdPlan::merge_in_kernel: 128 splits of 16 rows at d 256), in
-// between.
+// merges, as on the library's pool. Shapes whose tiles the kernel can merge (16-row tiles, and
+// a 32-row one), and one whose merge stays with the combine kernel (FwdPlan::merge_in_kernel:
+// 128 splits of 16 rows at d 256), in between.
 flashattn::Workspace g_workspace;
 ForwardRun run_on_g_workspace(Problem& p) {
   p.opts.workspace = g_workspace;
@@ -162,6 +162,7 @@ TEST(GpuDecode, SplitOnCallerWorkspace) {
                                           {3, 2, 3001, 8, 2, 64, 5},
                                           {1, 4, 9000, 32, 8, 256, 128},
                                           {2, 1, 700, 6, 1, 72, 0},
+                                          {1, 4, 4096, 64, 8, 128, 8},  // the 32-row tile
                                           {1, 1, 5000, 32, 8, 128, 0}}) {
     Case c;
     c.dtype = DType::bf16;
