@@ -257,9 +257,8 @@ def option_rows(args):
 SHORT = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
-def time_graph(fn, calls: int, trials: int) -> float:
-    """ms per call: replays of a CUDA graph of `calls` calls (captured after a warm-up on a side
-    stream), median of `trials`: the rate of a serving engine that replays its decode step."""
+def capture_graph(fn, calls: int = 1):
+    """A CUDA graph of `calls` calls of fn, captured after a warm-up call on a side stream."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -269,6 +268,13 @@ def time_graph(fn, calls: int, trials: int) -> float:
     with torch.cuda.graph(graph):
         for _ in range(calls):
             fn()
+    return graph
+
+
+def time_graph(fn, calls: int, trials: int) -> float:
+    """ms per call: replays of a CUDA graph of `calls` calls (capture_graph), median of `trials`:
+    the rate of a serving engine that replays its decode step."""
+    graph = capture_graph(fn, calls)
     graph.replay()
     torch.cuda.synchronize()
     return statistics.median(_events_ms(graph.replay, 1) for _ in range(trials)) / calls

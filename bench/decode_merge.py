@@ -3,8 +3,9 @@
 An eager flash_attn_with_kvcache call on the kept scratch merges the splits in the decode kernel
 where the step is short (FwdPlan::merge_in_kernel), a replay of a CUDA graph of the same call
 always with the combine kernel (the graph pool's scratch is not zeroed). For each shape this
-prints the wall time a call of both (CUDA events around back-to-back calls) and each kernel's GPU
-time (torch.profiler), so that the limit in plan_fwd can be set from one run.
+prints the wall time a call of both (bench.time_b2b: CUDA events around 200 calls back to
+back, median of 3) and each kernel's GPU time (torch.profiler), so that the limit in plan_fwd
+can be set from one run.
 
     python3 bench/decode_merge.py --shapes 128/1x16384,256/1x16384,64/1x131072
 """
@@ -14,21 +15,9 @@ import argparse
 
 import torch
 
+from bench import capture_graph, time_b2b
 from decode_splits import kernel_us
 from flashattn import flash_attn_with_kvcache
-
-
-def wall_us(fn, calls: int = 200) -> float:
-    """µs a call of `calls` calls back to back, between two CUDA events."""
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(calls):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1000 / calls
 
 
 def main():
@@ -52,16 +41,9 @@ def main():
             return flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens)
 
         with torch.inference_mode():
-            eager = (wall_us(step), kernel_us(step))
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                step()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                step()
-            replay = (wall_us(graph.replay), kernel_us(graph.replay))
+            eager = (1000 * time_b2b(step, 200, 3), kernel_us(step))
+            graph = capture_graph(step)
+            replay = (1000 * time_b2b(graph.replay, 200, 3), kernel_us(graph.replay))
         mib = 2 * kc.numel() * kc.element_size() / 2**20
         print(f"d {d} {b}x{s} ({mib:.0f} MiB of K and V): eager {eager[0]:.1f} µs a call, "
               f"kernels {eager[1]} | graph {replay[0]:.1f} µs, kernels {replay[1]}", flush=True)
