@@ -92,7 +92,7 @@ struct AttentionParams {
   bool pack_gqa = false;          // a tile's rows are (query row, query head of one KV group)
   int splits = 1;                 // > 1: partial results below, merged by the combine kernel
   float* out_partial = nullptr;   // (splits, heads_q, batch · seqlen_q, head_dim_v), fp32
-  float* lse_partial = nullptr;   // (splits, heads_q, batch · seqlen_q)
+  float* lse_partial = nullptr;   // (splits, heads_q, batch · seqlen_q): split_slot below
   // Or merged in the decode kernel, by the block that finishes a tile's last split: one counter
   // a tile (blockIdx.x / splits + gridDim.x / splits · (blockIdx.y + gridDim.y · blockIdx.z)),
   // zero on entry, left zero.
@@ -137,6 +137,13 @@ struct SequenceInfo {
   int64_t seqlen_q = 0;
   int64_t seqlen_k = 0;  // after seqused_k and leftpad_k
 };
+
+// The slot of (split, query head, batch b, query row i) in the split partials: lse_partial[slot],
+// out_partial[slot · head_dim_v …] (padded batches only).
+FLASHATTN_HOST_DEVICE int64_t split_slot(const AttentionParams& p, int64_t split, int64_t head,
+                                         int64_t b, int64_t i) {
+  return (split * p.heads_q + head) * (p.batch * p.seqlen_q) + b * p.seqlen_q + i;
+}
 
 FLASHATTN_HOST_DEVICE SequenceInfo sequence_info(const AttentionParams& p, int64_t b) {
   SequenceInfo s;

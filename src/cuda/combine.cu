@@ -75,11 +75,7 @@ __global__ void __launch_bounds__(32 * kWarps) combine_kernel(const __grid_const
     for (int k = 0; k < kLoads; ++k) lse_merge(m, sum, l[k], 1.0f);
     for (int64_t s = lane + 32 * kLoads; s < splits; s += 32) lse_merge(m, sum, lse_s[s * p.lp.split], 1.0f);
   }
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) {
-    lse_merge(m, sum, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o));
-  }
-  const float lse = sum == 0.0f ? kNegInf : m + __logf(sum);  // NaN stays NaN
+  const float lse = warp_lse(m, sum);
 
   __shared__ float warp_acc[kWarps][32 * kCols];
   T* out = static_cast<T*>(p.out) + at(p.o);
@@ -162,8 +158,8 @@ void launch_combine(const CombineParams& p, cudaStream_t stream) {
 }
 
 void combine_splits(const AttentionParams& p, cudaStream_t stream) {
-  // The decode kernel's partials: slot (split · heads_q + head) · (batch · seqlen_q) + b · seqlen_q
-  // + i, rows of head_dim_v floats; out and lse as the forward's (padded batch).
+  // The decode kernel's partials (split_slot), rows of head_dim_v floats; out and lse as the
+  // forward's (padded batch).
   CombineParams c;
   c.dtype = p.dtype;
   c.device = p.device;
@@ -172,9 +168,9 @@ void combine_splits(const AttentionParams& p, cudaStream_t stream) {
   c.seqlen = p.seqlen_q;
   c.heads = p.heads_q;
   c.head_dim = p.head_dim_v;
-  const int64_t rows = p.batch * p.seqlen_q;
   c.lse_partial = p.lse_partial;
-  c.lp = {p.heads_q * rows, p.seqlen_q, 1, rows};
+  c.lp = {split_slot(p, 1, 0, 0, 0), split_slot(p, 0, 0, 1, 0), split_slot(p, 0, 0, 0, 1),
+          split_slot(p, 0, 1, 0, 0)};
   c.out_partial = p.out_partial;
   c.op = {c.lp.split * p.head_dim_v, c.lp.batch * p.head_dim_v, p.head_dim_v, c.lp.head * p.head_dim_v};
   c.out = p.out;

@@ -28,6 +28,16 @@ __device__ __forceinline__ void lse_merge(float& m, float& sum, float m2, float 
   m = top;
 }
 
+// L of a row from each lane's (max, sum) over its splits: merged across the warp (the same
+// shuffle tree in both merges), every lane getting it.
+__device__ __forceinline__ float warp_lse(float m, float sum) {
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) {
+    lse_merge(m, sum, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o));
+  }
+  return sum == 0.0f ? -__builtin_huge_valf() : m + __logf(sum);  // NaN stays NaN
+}
+
 // The weight of a split with log-sum-exp lse_s in a row of log-sum-exp lse: 0 where no split saw
 // a key (the partial is then not read: it may hold anything), NaN where lse is NaN.
 __device__ __forceinline__ float split_weight(float lse_s, float lse) {
@@ -85,11 +95,7 @@ __device__ __forceinline__ void merge_split_rows(int rows, int splits, int head_
     float m = kNegInf, sum = 0.0f;
 #pragma unroll
     for (int k = 0; k < kLoads; ++k) lse_merge(m, sum, l[i][k], 1.0f);
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) {
-      lse_merge(m, sum, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o));
-    }
-    const float lse = sum == 0.0f ? kNegInf : m + __logf(sum);  // NaN stays NaN
+    const float lse = warp_lse(m, sum);
 #pragma unroll
     for (int k = 0; k < kLoads; ++k) {
       const int s = lane + 32 * k;

@@ -503,7 +503,7 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
       const float inv = l == 0.0f ? 0.0f : p.dropout_scale / l;
       const float lse = l == 0.0f ? kNegInf : row_max[mt][rh] * mul * kLn2 + logf(l);
       if (kDecode && splits > 1) {  // padded batches only: row b · seqlen_q + i
-        const int64_t slot = (split * p.heads_q + head) * (p.batch * p.seqlen_q) + b * p.seqlen_q + i;
+        const int64_t slot = split_slot(p, split, head, b, i);
         float* o = p.out_partial + slot * p.head_dim_v;
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
@@ -555,14 +555,11 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecode ? 2 : 1)
       __syncthreads();
       if (*is_last == 0) return;
       __threadfence();  // the other splits' partials, after their counts
-      // Tile row r: query row i and head of the partials' slot (split · heads_q + head) ·
-      // (batch · seqlen_q) + b · seqlen_q + i, as the epilogue wrote them.
+      // Tile row r: query row i and head of the partials' slots, as the epilogue wrote them.
       auto query_row = [&](int r) { return pack ? (m0 + r) / group : m0 + r; };
       auto head_of = [&](int r) { return pack ? hk * group + (m0 + r) % group : h; };
-      auto slot0 = [&](int r) {  // split 0's
-        return head_of(r) * (p.batch * p.seqlen_q) + b * p.seqlen_q + query_row(r);
-      };
-      const int64_t split_slots = p.heads_q * p.batch * p.seqlen_q;
+      auto slot0 = [&](int r) { return split_slot(p, 0, head_of(r), b, query_row(r)); };
+      const int64_t split_slots = split_slot(p, 1, 0, 0, 0);
       merge_split_rows<T, Tile::kThreads, kBlockM>(
           static_cast<int>(min(rows - m0, int64_t{kBlockM})), splits, head_dim,
           reinterpret_cast<float*>(smem_raw + kWeightsOffset),
